@@ -1,0 +1,1 @@
+"""The click front end of landscape (installed as ``landscape_cli``)."""

@@ -1,0 +1,38 @@
+"""landscape: loss-landscape analysis for PyTorch (Santurkar et al. 2018).
+
+The public API is imported lazily, so ``landscape.runs`` and
+``landscape.report`` can be used without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "build_model": "landscape.models",
+    "load_data": "landscape.data",
+    "probe_gradient": "landscape.probes",
+    "ProbeHook": "landscape.probes",
+    "measure_ics": "landscape.ics",
+    "train": "landscape.train",
+    "RunConfig": "landscape.config",
+    "ModelConfig": "landscape.config",
+    "DataConfig": "landscape.config",
+    "TrainConfig": "landscape.config",
+    "ProbeConfig": "landscape.config",
+    "NoiseConfig": "landscape.config",
+    "Event": "landscape.hooks",
+    "every": "landscape.hooks",
+    "RunStore": "landscape.runs",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'landscape' has no attribute {name!r}")

@@ -1,0 +1,175 @@
+"""Frozen, nested run configuration: every default of the toolkit lives here.
+
+Each part owns its defaults and validates itself in ``__post_init__``; make
+variants with :func:`dataclasses.replace`. Imports nothing from ``landscape``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf")
+BN_MODES = ("train", "eval")
+DIRECTIONS = ("gradient", "random", "filter")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line for the user."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build: a registry name plus its normalization."""
+
+    name: str = "vgg16"
+    norm: str = "bn"
+    num_classes: int = 10
+    init: str = "glorot"  # "glorot" (paper: Xavier-uniform, zero bias) or "torch"
+    stem: str = "cifar"  # ResNets: "cifar" (3x3 conv, no max-pool) or "imagenet"
+    depth: int = 25  # deep linear network: number of layers
+    width: int = 10  # deep linear network: width of every layer
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model name is empty")
+        _require(self.norm in NORMS, f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}")
+        _require(self.init in ("glorot", "torch"), f"unknown init {self.init!r}; choose glorot or torch")
+        _require(self.stem in ("cifar", "imagenet"), f"unknown stem {self.stem!r}; choose cifar or imagenet")
+        _require(self.num_classes > 0, "num_classes must be positive")
+        _require(self.depth > 0 and self.width > 0, "depth and width must be positive")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set and how it is prepared (paper protocol by default)."""
+
+    name: str = "cifar10"  # "cifar10", "synthetic" or "gaussian-linear"
+    data_dir: str | None = None  # None: $LANDSCAPE_DATA, then ./data
+    augment: bool = False  # paper: no augmentation
+    subset: int | None = None  # keep the first N training examples
+    seed: int = 0  # generation seed of the synthetic sets
+    synthetic_train: int = 512
+    synthetic_test: int = 256
+    image_size: int = 32  # synthetic images are (3, image_size, image_size)
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name in ("cifar10", "synthetic", "gaussian-linear"),
+            f"unknown dataset {self.name!r}; choose cifar10, synthetic or gaussian-linear",
+        )
+        _require(self.subset is None or self.subset > 0, "--subset must be positive")
+        _require(self.synthetic_train > 0 and self.synthetic_test > 0, "synthetic sizes must be positive")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Constants of the paper's Algorithm 1 (noisy BatchNorm)."""
+
+    mean_range: float = 0.5  # mu_j ~ U(-mean_range, mean_range)
+    scale_low: float = 1.0  # sigma_j ~ U(scale_low, scale_high)
+    scale_high: float = 1.25
+    mean_jitter: float = 0.1  # m ~ U(mu_j - mean_jitter, mu_j + mean_jitter)
+    scale_jitter_std: float = 0.1  # s ~ N(sigma_j, scale_jitter_std)
+    seed: int = 0  # seeds the noise's own torch.Generator (set from the run seed)
+
+    def __post_init__(self) -> None:
+        _require(self.mean_range >= 0 and self.mean_jitter >= 0, "noise ranges must be non-negative")
+        _require(self.scale_low <= self.scale_high, "noise scale_low must not exceed scale_high")
+        _require(self.scale_jitter_std >= 0, "noise scale_jitter_std must be non-negative")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer and loop settings; paper defaults: plain SGD, batch 128, constant lr."""
+
+    steps: int | None = 15_000
+    epochs: int | None = None  # when set, overrides steps
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    bf16: bool = False  # autocast the training step only
+    eval_every: int = 500  # train/test loss and accuracy every N steps (and at the end)
+    log_every: int = 10  # running train loss every N steps
+    checkpoint_every: int = 1000
+    full_batch: bool = False  # one batch = the whole training set (the DLN task)
+
+    def __post_init__(self) -> None:
+        _require(self.steps is None or self.steps > 0, "--steps must be positive")
+        _require(self.epochs is None or self.epochs > 0, "--epochs must be positive")
+        _require(self.steps is not None or self.epochs is not None, "give --steps or --epochs")
+        _require(self.batch_size > 0, "--batch-size must be positive")
+        _require(math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive finite number")
+        _require(self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be non-negative")
+        _require(self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive")
+        _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            f"unknown device {self.device!r}; choose auto, cpu or cuda",
+        )
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Gradient-direction probe (Santurkar et al. 2018, Fig. 4): where and how to step."""
+
+    step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    relative: bool = True  # step sizes are multiples of the training lr
+    direction: str = "gradient"
+    bn_mode: str = "train"
+    every: int = 100  # probe every N steps ...
+    dense_until: int = 1000  # ... and every `dense_every` steps before this step
+    dense_every: int = 10
+
+    def __post_init__(self) -> None:
+        _require(len(self.step_sizes) > 0, "step sizes are empty")
+        _require(
+            all(math.isfinite(s) and s > 0 for s in self.step_sizes),
+            "step sizes must be positive finite numbers",
+        )
+        _require(self.direction in DIRECTIONS, f"unknown direction {self.direction!r}; choose from {', '.join(DIRECTIONS)}")
+        _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
+        _require(self.every > 0 and self.dense_every > 0 and self.dense_until >= 0, "probe schedule must be positive")
+
+    def absolute_step_sizes(self, lr: float) -> tuple[float, ...]:
+        return tuple(s * lr for s in self.step_sizes) if self.relative else self.step_sizes
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; saved as ``config.json`` next to its metrics."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    probe: ProbeConfig | None = None
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        probe = d.get("probe")
+        if probe is not None:
+            probe = dict(probe, step_sizes=tuple(probe["step_sizes"]))
+            probe = ProbeConfig(**probe)
+        return cls(
+            model=ModelConfig(**d.get("model", {})),
+            data=DataConfig(**d.get("data", {})),
+            train=TrainConfig(**d.get("train", {})),
+            noise=NoiseConfig(**d.get("noise", {})),
+            probe=probe,
+            name=d.get("name", ""),
+        )
