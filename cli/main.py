@@ -1,8 +1,58 @@
-"""Entry point: ``landscape`` command group."""
+"""The ``landscape`` command group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
 
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _OneLineErrors(click.Group):
+    """Every usage or input error is one ``Error: ...`` line and exit code 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+
+
+class _EchoHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="landscape")
 def cli() -> None:
-    """Loss-landscape analysis for PyTorch (Santurkar et al., NeurIPS 2018)."""
+    """Loss-landscape analysis for PyTorch: gradient-direction probes, internal
+    covariate shift and interactive reports (Santurkar et al., "How Does Batch
+    Normalization Help Optimization?", NeurIPS 2018)."""
+    root = logging.getLogger("landscape")
+    if not any(isinstance(h, _EchoHandler) for h in root.handlers):
+        root.addHandler(_EchoHandler(logging.WARNING))
+        root.propagate = False
+
+
+def _register() -> None:
+    from landscape_cli.probe_cmd import probe
+    from landscape_cli.report_cmd import report
+    from landscape_cli.runs_cmd import runs
+    from landscape_cli.train_cmd import train
+
+    cli.add_command(train)
+    cli.add_command(probe)
+    cli.add_command(report)
+    cli.add_command(runs)
+
+
+_register()

@@ -16,6 +16,8 @@ _EXPORTS = {
     "load_data": "landscape.data",
     "probe_gradient": "landscape.probes",
     "ProbeHook": "landscape.probes",
+    "ProbeResult": "landscape.probes",
+    "training_grads": "landscape.probes",
     "measure_ics": "landscape.ics",
     "train": "landscape.train",
     "RunConfig": "landscape.config",

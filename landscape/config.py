@@ -58,6 +58,7 @@ class DataConfig:
     synthetic_train: int = 512
     synthetic_test: int = 256
     image_size: int = 32  # synthetic images are (3, image_size, image_size)
+    dim: int = 10  # gaussian-linear: dimension of x and y (the deep linear network's width)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class DataConfig:
         )
         _require(self.subset is None or self.subset > 0, "--subset must be positive")
         _require(self.synthetic_train > 0 and self.synthetic_test > 0, "synthetic sizes must be positive")
+        _require(self.dim > 0, "gaussian-linear dimension must be positive")
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     bf16: bool = False  # autocast the training step only
-    eval_every: int = 500  # train/test loss and accuracy every N steps (and at the end)
-    log_every: int = 10  # running train loss every N steps
+    eval_every: int = 500  # test loss and accuracy every N steps (and at the end)
+    eval_samples: int | None = None  # evaluate on the first N test examples (None: all)
+    log_every: int = 10  # per-step train loss is written (and checked) every N steps
     checkpoint_every: int = 1000
     full_batch: bool = False  # one batch = the whole training set (the DLN task)
 
@@ -113,6 +116,7 @@ class TrainConfig:
         _require(self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be non-negative")
         _require(self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive")
         _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
+        _require(self.eval_samples is None or self.eval_samples > 0, "--eval-samples must be positive")
         _require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"unknown device {self.device!r}; choose auto, cpu or cuda",
@@ -130,6 +134,7 @@ class ProbeConfig:
     every: int = 100  # probe every N steps ...
     dense_until: int = 1000  # ... and every `dense_every` steps before this step
     dense_every: int = 10
+    curvature: bool = True  # also g^T H g / ||g||^2 (one Hessian-vector product, ~2 passes)
 
     def __post_init__(self) -> None:
         _require(len(self.step_sizes) > 0, "step sizes are empty")

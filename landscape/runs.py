@@ -156,7 +156,11 @@ class RunStore:
     # writing -------------------------------------------------------------
     def log(self, step: int, metrics: Mapping[str, float | Sequence[float]]) -> None:
         """Record metrics at ``step`` in one transaction (a re-logged key replaces the old)."""
-        rows = [(int(step), name, *_encode(v)) for name, v in metrics.items()]
+        self.log_many([(step, metrics)])
+
+    def log_many(self, records: Iterable[tuple[int, Mapping[str, float | Sequence[float]]]]) -> None:
+        """Record several steps' metrics in one transaction."""
+        rows = [(int(step), name, *_encode(v)) for step, metrics in records for name, v in metrics.items()]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)", rows)
 

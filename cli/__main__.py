@@ -1,0 +1,3 @@
+from landscape_cli.main import cli
+
+cli(prog_name="landscape")

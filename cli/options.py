@@ -1,0 +1,120 @@
+"""Options shared by the training commands, defined once, and their translation
+into a :class:`landscape.config.RunConfig` (CLI flag > per-model default > library default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from landscape.config import NORMS, DataConfig, ModelConfig, NoiseConfig, RunConfig, TrainConfig
+
+# Paper-faithful defaults per model family (Santurkar et al. 2018, Sec. 2 and App. A).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vgg": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
+    "resnet": {"lr": 0.01, "epochs": 20, "dataset": "cifar10"},
+    "dln": {"lr": 1e-6, "steps": 10_000, "dataset": "gaussian-linear", "full_batch": True},
+    "other": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
+}
+
+
+def family(model: str) -> str:
+    from landscape.models import model_family
+
+    return model_family(model)
+
+
+def _options(*decorators: Callable) -> Callable:
+    def apply(fn: Callable) -> Callable:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return apply
+
+
+def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Callable:
+    norm_help = (
+        f"Comma list of normalizations to compare ({', '.join(NORMS)})."
+        if multiple_norms
+        else f"Normalization after every conv/linear layer ({', '.join(NORMS)})."
+    )
+    return _options(
+        click.option("--model", default="vgg16", show_default=True,
+                     help="Registry name (vgg11/13/16/19, resnet18/50, dln, tiny), torchvision:NAME, or pkg.module:factory."),
+        click.option("--norm", default=default_norm, show_default=True, help=norm_help),
+        click.option("--init", type=click.Choice(["glorot", "torch"]), default="glorot", show_default=True,
+                     help="glorot: Xavier-uniform weights, zero biases (the paper's); torch: PyTorch defaults."),
+        click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
+                     help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem."),
+        click.option("--depth", type=int, default=25, show_default=True, help="Deep linear network: layers."),
+        click.option("--width", type=int, default=10, show_default=True, help="Deep linear network: width."),
+    )
+
+
+def data_options() -> Callable:
+    return _options(
+        click.option("--dataset", type=click.Choice(["cifar10", "synthetic", "gaussian-linear"]), default=None,
+                     help="Data set [default: cifar10; gaussian-linear for dln]."),
+        click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
+                     help="Folder holding cifar-10-batches-py [default: ./data]."),
+        click.option("--augment/--no-augment", default=False, show_default=True,
+                     help="Random crop and flip (the paper trains without)."),
+        click.option("--subset", type=int, default=None, help="Keep the first N training images."),
+    )
+
+
+def train_options() -> Callable:
+    return _options(
+        click.option("--steps", type=int, default=None,
+                     help="Optimizer steps [default: 15000 (VGG), 10000 (DLN)]."),
+        click.option("--epochs", type=int, default=None, help="Epochs instead of steps [default: 20 for ResNets]."),
+        click.option("--batch-size", type=int, default=128, show_default=True, help="Mini-batch size."),
+        click.option("--lr", type=float, default=None,
+                     help="Constant SGD step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."),
+        click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (paper: 0)."),
+        click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Weight decay (paper: 0)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order, noise."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--bf16/--no-bf16", default=False, show_default=True,
+                     help="bf16 autocast for the training step only (probes stay in float32)."),
+        click.option("--eval-every", type=int, default=500, show_default=True, help="Test loss/accuracy every N steps."),
+        click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."),
+        click.option("--log-every", type=int, default=10, show_default=True,
+                     help="Write (and check) the per-step train loss every N steps."),
+        click.option("--checkpoint-every", type=int, default=1000, show_default=True,
+                     help="Checkpoint every N steps (and at the end, and on Ctrl-C)."),
+    )
+
+
+def build_run_config(norm: str | None = None, name: str = "", **o: Any) -> RunConfig:
+    """RunConfig from the shared options; ``None`` options take the model family's default."""
+    fam = FAMILY_DEFAULTS[family(o["model"])]
+    steps, epochs = o["steps"], o["epochs"]
+    if steps is None and epochs is None:
+        steps, epochs = fam.get("steps"), fam.get("epochs")
+    dataset = o["dataset"] or fam["dataset"]
+    model = ModelConfig(
+        name=o["model"], norm=norm or o["norm"], init=o["init"], stem=o["stem"], depth=o["depth"],
+        width=o["width"], num_classes=10,
+    )
+    data = DataConfig(name=dataset, data_dir=o["data_dir"], augment=o["augment"], subset=o["subset"], seed=o["seed"],
+                      dim=o["width"])
+    train = TrainConfig(
+        steps=steps, epochs=epochs, batch_size=o["batch_size"], lr=o["lr"] if o["lr"] is not None else fam["lr"],
+        momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
+        eval_every=o["eval_every"], eval_samples=o["eval_samples"], log_every=o["log_every"],
+        checkpoint_every=o["checkpoint_every"], full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
+    )
+    return RunConfig(model=model, data=data, train=train, noise=NoiseConfig(seed=o["seed"]), name=name)
+
+
+def split_norms(text: str) -> list[str]:
+    norms = [n.strip() for n in text.split(",") if n.strip()]
+    if not norms:
+        raise click.BadParameter("give at least one normalization", param_hint="--norm")
+    bad = [n for n in norms if n not in NORMS]
+    if bad:
+        raise click.BadParameter(f"unknown {bad[0]!r}; choose from {', '.join(NORMS)}", param_hint="--norm")
+    return norms

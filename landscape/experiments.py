@@ -1,0 +1,236 @@
+"""Experiments: several runs that differ in one setting (the normalization),
+trained from the same seed, the same initial weights (where shapes match) and
+the same data order, into one experiment directory.
+
+```
+EXPERIMENT_DIR/
+  experiment.json    kind, the runs in order
+  none/  bn/  ...    one run directory each (see landscape.runs)
+```
+
+Santurkar et al. 2018 compare each network with and without BatchNorm; an
+experiment is that comparison. Interrupted experiments resume run by run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape.config import ProbeConfig, RunConfig
+from landscape.hooks import DenseEarly, Hook
+from landscape.models import build_model
+from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
+from landscape.train import Progress, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+PAPER_STEPS = 15_000  # the paper's VGG run; the default probe schedule is given for it
+
+
+def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> dict[str, int]:
+    """The paper-scale schedule (every 100 steps, every 10 over the first 1,000 of
+    15,000) shrunk in proportion to ``total_steps``; for short runs both intervals
+    are then doubled until probing costs at most half the training passes, so a
+    CPU-sized run stays CPU-sized. At paper scale probing costs well under that."""
+    scale = total_steps / PAPER_STEPS
+    every, dense_until, dense_every = max(1, round(100 * scale)), round(1000 * scale), max(1, round(10 * scale))
+    while count_probes(DenseEarly(every, dense_until, dense_every), total_steps) * passes_per_probe > total_steps / 2:
+        if every >= total_steps:
+            break
+        every, dense_every = every * 2, dense_every * 2
+    return {"every": every, "dense_until": dense_until, "dense_every": dense_every}
+
+
+def count_probes(schedule: Callable[[int], bool], total_steps: int) -> int:
+    return sum(1 for s in range(total_steps) if schedule(s))
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+@torch.no_grad()
+def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:
+    """Copy conv/linear weights (and biases both have) from ``source`` to ``target``,
+    pairing layers in module order and skipping pairs whose shapes differ.
+
+    Returns:
+        How many layers were copied.
+    """
+    copied = 0
+    for src, dst in zip(weighted_layers(source), weighted_layers(target)):
+        if src.weight.shape != dst.weight.shape:
+            continue
+        dst.weight.copy_(src.weight)
+        if src.bias is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
+            dst.bias.copy_(src.bias)
+        copied += 1
+    return copied
+
+
+def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
+    """One config per normalization, named by it."""
+    return [
+        dataclasses.replace(base, model=dataclasses.replace(base.model, norm=n), name=n) for n in norms
+    ]
+
+
+def train_size(config: RunConfig) -> int:
+    """Training examples the run will see (without loading the data)."""
+    d = config.data
+    n = {"cifar10": 50_000, "synthetic": d.synthetic_train, "gaussian-linear": 1000}[d.name]
+    return min(n, d.subset) if d.subset else n
+
+
+def total_steps(config: RunConfig) -> int:
+    """Optimizer steps of a run, as the training loop counts them."""
+    t = config.train
+    if t.epochs is None:
+        return t.steps
+    n = train_size(config)
+    batch = n if t.full_batch else min(t.batch_size, n)
+    return t.epochs * max(n // batch, 1)
+
+
+def passes_per_probe(p: ProbeConfig) -> int:
+    """K forward+backward passes, +2 for the curvature's Hessian-vector product."""
+    return len(p.step_sizes) + (2 if p.curvature else 0)
+
+
+def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
+    """Forward+backward passes of one run: training steps plus probes
+    (K per probe, +2 for the curvature Hessian-vector product)."""
+    p = config.probe
+    probes = 0
+    if p is not None:
+        probes = count_probes(DenseEarly(p.every, p.dense_until, p.dense_every), total_steps)
+    per_probe = 0 if p is None else passes_per_probe(p)
+    return {"train": total_steps, "probes": probes, "probe_passes": probes * per_probe,
+            "total": total_steps + probes * per_probe}
+
+
+def _example_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    """Random inputs and targets of the run's batch shape (no data set is loaded)."""
+    d = config.data
+    g = torch.Generator().manual_seed(0)
+    if d.name == "gaussian-linear":
+        n = d.subset or 1000
+        x = torch.randn(n, config.model.width, generator=g)
+        return x.to(device), torch.randn(n, config.model.width, generator=g).to(device), nn.MSELoss()
+    size = d.image_size if d.name == "synthetic" else 32
+    n = config.train.batch_size
+    x = torch.randn(n, 3, size, size, generator=g)
+    y = torch.randint(config.model.num_classes, (n,), generator=g)
+    return x.to(device), y.to(device), nn.CrossEntropyLoss()
+
+
+def time_one_pass(config: RunConfig, repeats: int = 3) -> float:
+    """Seconds for one forward+backward of the model at the run's batch shape, on
+    its device (median of ``repeats`` after a warm-up). The global RNG is untouched."""
+    from landscape.train import resolve_device
+
+    device = resolve_device(config.train.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(config.model, noise=config.noise).to(device)
+        x, y, loss_fn = _example_batch(config, device)
+        times = []
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            loss_fn(model(x), y).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:  # the first pass warms up allocators and kernels
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _state(run_dir: Path) -> str:
+    if not is_run(run_dir):
+        return "missing"
+    with RunStore(run_dir, readonly=True) as store:
+        return store.status
+
+
+def run_experiment(
+    configs: Sequence[RunConfig],
+    exp_dir: str | Path,
+    *,
+    kind: str,
+    hooks_for: Callable[[RunConfig], list[Hook]] | None = None,
+    progress_for: Callable[[RunConfig], Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[TrainResult | None]:
+    """Train every variant into ``exp_dir/<name>``; a directory that already holds
+    the experiment is resumed: finished or diverged runs are kept, interrupted ones
+    continue from their checkpoints, missing ones start.
+
+    Args:
+        configs: the variants (distinct ``name``s).
+        exp_dir: the experiment directory.
+        kind: what the experiment is (``probe``, ``ics-noise``, ``ics``).
+        hooks_for: extra hooks for each run, besides those its config asks for.
+        progress_for: a context manager factory ``(config) -> progress callback``.
+        extra: more keys for ``experiment.json``.
+
+    Returns:
+        One result per variant (None for a run that was already complete).
+    """
+    exp_dir = Path(exp_dir)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError("experiment variants need distinct, non-empty names")
+    manifest = exp_dir / EXPERIMENT
+    if exp_dir.exists() and any(exp_dir.iterdir()) and not manifest.is_file():
+        raise StoreError(f"{exp_dir}: exists and is not an experiment directory (choose another --run-dir)")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(manifest, dict(extra or {}, kind=kind, runs=names))
+
+    # The reference initialization: the first variant, built from the seed.
+    torch.manual_seed(configs[0].train.seed)
+    reference = build_model(configs[0].model, noise=configs[0].noise)
+
+    def same_start(model: nn.Module) -> None:
+        copied = copy_matching_weights(reference, model)
+        log.info("copied %d initial layers from the reference variant", copied)
+
+    results: list[TrainResult | None] = []
+    for config in configs:
+        run_dir = exp_dir / config.name
+        state = _state(run_dir)
+        if state in ("finished", "diverged"):
+            results.append(None)
+            continue
+        resume = state != "missing"
+        if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
+            # Killed before its first checkpoint: nothing worth keeping, start again.
+            for child in sorted(run_dir.rglob("*"), reverse=True):
+                child.unlink() if child.is_file() else child.rmdir()
+            resume = False
+        hooks = hooks_for(config) if hooks_for else []
+        with (progress_for(config) if progress_for else _no_progress()) as progress:
+            result = train(
+                None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks,
+                progress=progress, init=same_start, extra_config={"experiment": str(exp_dir), "kind": kind},
+            )
+        results.append(result)
+        if result.status == "interrupted":
+            break
+    return results
+
+
+class _no_progress:
+    def __enter__(self) -> Progress | None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,402 @@
+"""The training loop: the only code in landscape that steps an optimizer.
+
+Paper protocol (Santurkar et al. 2018, Sec. 2): plain SGD, constant step size,
+batch 128. Hooks run at the events of :class:`landscape.hooks.Event` and their
+metrics go to the run store at the step they describe:
+
+* ``train/loss``, ``train/acc`` at key t: the mini-batch loss at w_t (every step,
+  written every ``log_every`` steps, when it is also checked for divergence);
+* ``test/loss``, ``test/acc`` at key C: after C completed steps;
+* an AFTER_BACKWARD hook at step t records at key t (it sees w_t and B_t).
+
+A checkpoint after C steps holds everything needed to replay step C onwards bit
+for bit on the CPU: weights, optimizer state, every RNG (global, data order,
+augmentation, the model's own generators) and the loop position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import itertools
+import logging
+import math
+import platform
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import landscape
+from landscape.checkpoint import load_checkpoint, save_checkpoint
+from landscape.config import RunConfig
+from landscape.data import augment_batch, batches, default_loss, load_data
+from landscape.hooks import Context, DenseEarly, Event, Hook, Scheduled
+from landscape.models import build_model
+from landscape.probes import ProbeHook
+from landscape.runs import RunStore, StoreError
+from landscape.state import module_generators
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, dict[str, float] | None], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    status: str  # finished, diverged or interrupted
+    steps: int  # completed optimizer steps
+    total_steps: int
+    diverged_step: int | None = None
+    final: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available. Raises ValueError for an unusable device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, git commit and device, saved in every run's config.json."""
+    import torchvision
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(landscape.__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "landscape": landscape.__version__,
+        },
+        "git_commit": commit,
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "host": socket.gethostname(),
+    }
+
+
+def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{config.name or config.model.name + '-' + config.model.norm}-{stamp}"
+    path = base
+    for i in itertools.count(1):
+        if not path.exists():
+            return path
+        path = base.with_name(f"{base.name}-{i}")
+    raise AssertionError("unreachable")
+
+
+def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    t = config.train
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
+) -> dict[str, float]:
+    """Mean loss (and accuracy for class targets) in eval mode; training flags restored."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        total_loss, correct = 0.0, 0.0
+        for i in range(0, len(x), batch_size):
+            out = model(x[i : i + batch_size])
+            yb = y[i : i + batch_size]
+            total_loss += float(loss_fn(out, yb)) * len(yb)
+            if not yb.is_floating_point():
+                correct += float((out.argmax(1) == yb).sum())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    result = {"loss": total_loss / len(x)}
+    if not y.is_floating_point():
+        result["acc"] = correct / len(x)
+    return result
+
+
+def config_hooks(config: RunConfig) -> list[Hook]:
+    """The hooks a run's config asks for (its probes), so a resumed run gets them back."""
+    p = config.probe
+    if p is None:
+        return []
+    probe = ProbeHook(
+        p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
+        seed=config.train.seed, curvature=p.curvature,
+    )
+    return [Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe)]
+
+
+def _inner(hook: Hook) -> Hook:
+    return hook.hook if isinstance(hook, Scheduled) else hook
+
+
+class _Interrupt:
+    """SIGINT sets a flag so the loop stops between steps with a clean checkpoint;
+    a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C raises as usual
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def train(
+    config: RunConfig | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    hooks: Sequence[Hook] = (),
+    resume: bool = False,
+    progress: Progress | None = None,
+    init: Callable[[nn.Module], None] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train one run into ``run_dir`` (a new directory, or an existing run with ``resume``).
+
+    Args:
+        config: the run; with ``resume`` it is read from ``run_dir/config.json``.
+        run_dir: the run directory (default ``runs/<model>-<norm>-<time>``).
+        hooks: called at their events, after those the config asks for
+            (:func:`config_hooks`); their metrics are recorded.
+        resume: continue the run in ``run_dir`` from its last checkpoint.
+        progress: ``progress(step, total, postfix)`` after every step.
+        init: called on the freshly built model before training (e.g. to copy
+            initial weights from another variant); not called on resume.
+        extra_config: more keys for config.json (e.g. the experiment's name).
+
+    Returns:
+        The outcome; a diverged run is a result (status ``diverged``), not an error.
+
+    Raises:
+        StoreError, DataError, ValueError, ConfigError: bad input, one-line messages.
+    """
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs a run directory")
+        with RunStore(run_dir) as store:
+            saved = store.config
+        config = RunConfig.from_dict(saved)
+    assert config is not None
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, noise=dataclasses.replace(config.noise, seed=config.train.seed)).to(device)
+    if init is not None and not resume:
+        init(model)
+    data = load_data(config.data, device)
+    for warning in data.warnings:
+        log.warning(warning)
+    optimizer = build_optimizer(model, config)
+    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config), *hooks], progress)
+    if resume:
+        store = RunStore(run_dir)
+        loop.restore(load_checkpoint(run_dir, map_location=device), store)
+    else:
+        run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        meta = dict(config.to_dict(), **environment(device), **(extra_config or {}))
+        meta["total_steps"] = loop.total
+        store = RunStore.create(run_dir, meta)
+    try:
+        return loop.run(store)
+    finally:
+        store.close()
+
+
+class _Loop:
+    def __init__(self, config, model, optimizer, data, device, hooks, progress) -> None:
+        self.config, self.model, self.optimizer, self.data = config, model, optimizer, data
+        self.device, self.hooks, self.progress = device, hooks, progress
+        t = config.train
+        n = len(data.train_x)
+        self.batch_size = n if t.full_batch else min(t.batch_size, n)
+        self.steps_per_epoch = max(n // self.batch_size, 1)
+        self.total = t.steps if t.epochs is None else t.epochs * self.steps_per_epoch
+        self.loss_fn = default_loss(data)
+        self.classification = not data.train_y.is_floating_point()
+        self.order_gen = torch.Generator().manual_seed(t.seed)
+        self.augment_gen = torch.Generator().manual_seed(t.seed + 1)
+        self.step = 0
+        self.epoch_start_state = self.order_gen.get_state()
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self.by_event = {e: [h for h in hooks if e in h.events] for e in Event}
+
+    # -- checkpoint ---------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)
+        hook_states = [
+            _inner(h).state_dict() if hasattr(_inner(h), "state_dict") else {} for h in self.hooks
+        ]
+        return {
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch_start_state": self.epoch_start_state, "augment_state": self.augment_gen.get_state(),
+            "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda,
+            "generators": [g.get_state() for g in module_generators(self.model)],
+            "hooks": hook_states,
+        }
+
+    def restore(self, ckpt: dict[str, Any], store: RunStore) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.epoch_start_state = ckpt["epoch_start_state"]
+        self.augment_gen.set_state(ckpt["augment_state"])
+        torch.set_rng_state(ckpt["cpu_rng"])
+        if self.device.type == "cuda" and ckpt["cuda_rng"].numel():
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+        for g, s in zip(module_generators(self.model), ckpt["generators"]):
+            g.set_state(s)
+        for h, s in zip(self.hooks, ckpt.get("hooks", [])):
+            if s and hasattr(_inner(h), "load_state_dict"):
+                _inner(h).load_state_dict(s)
+        # Whatever was recorded after the checkpoint is replayed (identically) from it.
+        store.truncate_after(self.step)
+
+    # -- the loop -----------------------------------------------------------
+    def context(self, event: Event, batch=None, loss=None, epoch: int = 0) -> Context:
+        return Context(event, self.step, self.model, self.loss_fn, self.optimizer,
+                       self.optimizer.param_groups[0]["lr"], batch, loss, epoch)
+
+    def call_hooks(self, store: RunStore, event: Event, **ctx: Any) -> None:
+        hooks = self.by_event[event]
+        if not hooks:
+            return
+        context = self.context(event, **ctx)
+        for hook in hooks:
+            metrics = hook(context)
+            if metrics:
+                store.log(self.step, metrics)
+
+    def flush(self, store: RunStore) -> int | None:
+        """Write pending per-step losses; returns the first diverged step, if any."""
+        if not self.pending:
+            return None
+        steps = [p[0] for p in self.pending]
+        losses = torch.stack([p[1] for p in self.pending]).float().tolist()
+        accs = torch.stack([p[2] for p in self.pending]).tolist() if self.classification else None
+        self.pending.clear()
+        bad = next((s for s, v in zip(steps, losses) if not math.isfinite(v)), None)
+        records = []
+        for i, s in enumerate(steps):
+            if bad is not None and s > bad:
+                break
+            row = {"train/loss": losses[i]} if accs is None else {"train/loss": losses[i], "train/acc": accs[i]}
+            records.append((s, row))
+        store.log_many(records)
+        self.last_loss = losses[-1] if bad is None else float("nan")
+        return bad
+
+    def run(self, store: RunStore) -> TrainResult:
+        t = self.config.train
+        store.set_status("running")
+        model, optimizer, data = self.model, self.optimizer, self.data
+        model.train()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+        interrupt = _Interrupt()
+        self.last_loss = float("nan")
+        if self.step == 0:
+            self.call_hooks(store, Event.TRAIN_START)
+        diverged = None
+        with interrupt.installed():
+            while self.step < self.total and diverged is None and not interrupt.requested:
+                epoch, skip = divmod(self.step, self.steps_per_epoch)
+                self.order_gen.set_state(self.epoch_start_state)
+                for x, y in itertools.islice(batches(data, self.batch_size, self.order_gen), skip, None):
+                    if self.config.data.augment:
+                        x = augment_batch(x, self.augment_gen)
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast:
+                        out = model(x)
+                        loss = self.loss_fn(out, y)
+                    loss.backward()
+                    loss = loss.detach()
+                    acc = (out.argmax(1) == y).float().mean().detach() if self.classification else None
+                    self.pending.append((self.step, loss, acc))
+                    self.call_hooks(store, Event.AFTER_BACKWARD, batch=(x, y), loss=loss, epoch=epoch)
+                    optimizer.step()
+                    self.step += 1
+                    self.call_hooks(store, Event.AFTER_STEP, batch=(x, y), loss=loss, epoch=epoch)
+                    diverged = self.after_step(store, interrupt)
+                    if diverged is not None or interrupt.requested or self.step >= self.total:
+                        break
+                if diverged is None and self.step % self.steps_per_epoch == 0:
+                    self.call_hooks(store, Event.EPOCH_END, epoch=epoch)
+                    self.epoch_start_state = self.order_gen.get_state()
+        return self.finish(store, diverged, interrupt.requested)
+
+    def after_step(self, store: RunStore, interrupt: _Interrupt) -> int | None:
+        t = self.config.train
+        step, end = self.step, self.step >= self.total
+        evaluate_now = step % t.eval_every == 0 or end
+        checkpoint_now = step % t.checkpoint_every == 0 or end or interrupt.requested
+        if step % t.log_every == 0 or evaluate_now or checkpoint_now:
+            bad = self.flush(store)
+            if bad is not None:
+                return bad
+        if evaluate_now:
+            self.evaluate(store)
+        if checkpoint_now:
+            if step % self.steps_per_epoch == 0:
+                # The next epoch draws its order from here: keep that state for resume.
+                self.epoch_start_state = self.order_gen.get_state()
+            save_checkpoint(store.path, self.state())
+        if self.progress is not None:
+            self.progress(step, self.total, {"loss": self.last_loss} if step % t.log_every == 0 else None)
+        return None
+
+    def evaluate(self, store: RunStore) -> None:
+        x, y = self.data.test_x, self.data.test_y
+        n = self.config.train.eval_samples
+        if n is not None:
+            x, y = x[:n], y[:n]
+        if len(x) == 0:
+            return
+        result = evaluate(self.model, self.loss_fn, x, y)
+        store.log(self.step, {f"test/{k}": v for k, v in result.items()})
+
+    def finish(self, store: RunStore, diverged: int | None, interrupted: bool) -> TrainResult:
+        if diverged is not None:
+            store.truncate_after(diverged)
+            store.set_status("diverged", diverged_step=diverged, steps=diverged,
+                             message=f"loss became non-finite at step {diverged}")
+            status = "diverged"
+        else:
+            self.flush(store)
+            self.call_hooks(store, Event.TRAIN_END)
+            status = "finished" if self.step >= self.total else "interrupted"
+            store.set_status(status, steps=self.step)
+        final = {}
+        for name in ("test/loss", "test/acc", "train/loss"):
+            value = store.final(name)
+            if value is not None:
+                final[name] = value
+        return TrainResult(store.path, status, self.step, self.total, diverged, final)

@@ -1,0 +1,95 @@
+import csv
+import io
+
+import pytest
+from click.testing import CliRunner
+
+from landscape_cli.main import cli
+
+TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16",
+        "--eval-every", "3", "--device", "cpu", "--no-progress"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--norm", "weird"], "unknown norm"),
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "abc"], "--steps"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_train_bad_input_is_one_line_exit_2(args, fragment):
+    base = [a for a in TINY]
+    for i in range(0, len(args), 2):
+        if args[i] in base:
+            base[base.index(args[i]) + 1] = args[i + 1]
+        else:
+            base += args[i : i + 2]
+    assert_one_line_error(run("train", *base), fragment)
+
+
+def test_missing_cifar_names_the_way_out(tmp_path, monkeypatch):
+    import landscape.data
+
+    monkeypatch.setattr(landscape.data, "_read_cifar", _offline)
+    result = run("train", "--model", "vgg_tiny", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
+                 "--steps", "2", "--device", "cpu")
+    assert_one_line_error(result, "--data-dir", "--dataset synthetic")
+
+
+def _offline(*args, **kwargs):
+    raise RuntimeError("Error downloading: no network")
+
+
+def test_train_ls_export(tmp_path):
+    run_dir = tmp_path / "runs" / "a"
+    result = run("train", *TINY, "--run-dir", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert "finished 6 steps" in result.output
+    listing = run("runs", "ls", str(tmp_path / "runs"))
+    assert listing.exit_code == 0 and "finished" in listing.output and "6/6" in listing.output
+    exported = run("runs", "export", str(run_dir))
+    table = list(csv.reader(io.StringIO(exported.output)))
+    assert table[0] == ["step", "name", "value"]
+    names = {r[1] for r in table[1:]}
+    assert {"train/loss", "train/acc", "test/loss", "test/acc"} <= names
+    assert sum(r[1] == "train/loss" for r in table[1:]) == 6
+    out = tmp_path / "m.csv"
+    assert run("runs", "export", str(run_dir), "-o", str(out)).exit_code == 0
+    assert out.read_text().splitlines()[1:] == exported.output.splitlines()[1:]
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    run_dir = tmp_path / "a"
+    assert run("train", *TINY, "--run-dir", str(run_dir)).exit_code == 0
+    before = (run_dir / "metrics.sqlite").read_bytes()
+    assert_one_line_error(run("train", *TINY, "--run-dir", str(run_dir)), "not empty")
+    assert (run_dir / "metrics.sqlite").read_bytes() == before
+
+
+def test_not_a_run(tmp_path):
+    assert_one_line_error(run("runs", "export", str(tmp_path)), "not a run")
+    assert_one_line_error(run("train", "--resume", str(tmp_path)), "not a run")
+    assert_one_line_error(run("runs", "ls", str(tmp_path / "missing")), "no such directory")
+
+
+def test_help_shows_defaults():
+    result = run("train", "--help")
+    assert result.exit_code == 0 and "[default: 128]" in result.output

@@ -1,0 +1,143 @@
+import dataclasses
+import json
+import os
+import signal
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from landscape.config import ProbeConfig
+from landscape.experiments import (
+    copy_matching_weights, count_probes, estimate_passes, run_experiment, scaled_probe_schedule, variants, weighted_layers,
+)
+from landscape.hooks import DenseEarly, Event, hook
+from landscape.models import build_model
+from landscape.runs import RunStore
+from landscape.train import train
+from landscape_cli.main import cli
+
+from conftest import tiny_config
+
+PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), every=3, dense_until=4, dense_every=1, curvature=True)
+
+
+def rows(path, prefix=""):
+    with RunStore(path, readonly=True) as store:
+        return [r for r in store.rows() if r[1].startswith(prefix)]
+
+
+def test_probing_does_not_change_the_training_trajectory(tmp_path, tiny):
+    plain = train(tiny, run_dir=tmp_path / "plain")
+    probed = train(dataclasses.replace(tiny, probe=PROBE), run_dir=tmp_path / "probed")
+    trained = [r for r in rows(probed.run_dir) if not r[1].startswith("probe/")]
+    assert trained == rows(plain.run_dir)
+    steps = sorted({r[0] for r in rows(probed.run_dir, "probe/")})
+    assert steps == [0, 1, 2, 3, 6, 9]
+    with RunStore(probed.run_dir) as store:
+        losses = store.series("probe/loss")[1]
+        assert losses.shape == (6, 3) and torch.isfinite(torch.tensor(losses)).all()
+
+
+def test_variants_share_initial_weights_where_shapes_match():
+    a = build_model("vgg_tiny", norm="none", num_classes=4)
+    torch.manual_seed(123)
+    b = build_model("vgg_tiny", norm="bn", num_classes=4)
+    assert copy_matching_weights(a, b) == len(weighted_layers(a))
+    for la, lb in zip(weighted_layers(a), weighted_layers(b)):
+        assert torch.equal(la.weight, lb.weight)
+
+
+def test_experiment_same_start_and_same_data_order(tmp_path, tiny):
+    configs = variants(dataclasses.replace(tiny, probe=PROBE), ["none", "bn"])
+    run_experiment(configs, tmp_path / "exp", kind="probe")
+    assert json.loads((tmp_path / "exp" / "experiment.json").read_text())["runs"] == ["none", "bn"]
+    firsts = []
+    for name in ("none", "bn"):
+        with RunStore(tmp_path / "exp" / name) as store:
+            assert store.status == "finished"
+            assert store.config["model"]["norm"] == name
+            firsts.append(store.series("probe/grad_norm")[1][0])
+    assert all(v > 0 for v in firsts)
+
+
+def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny):
+    configs = variants(dataclasses.replace(tiny, probe=PROBE), ["none", "bn"])
+    run_experiment(configs, tmp_path / "full", kind="probe")
+
+    @hook(Event.AFTER_STEP)
+    def ctrl_c(ctx):
+        if ctx.step == 5 and ctx.model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in ctx.model.modules()):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = run_experiment(configs, tmp_path / "part", kind="probe", hooks_for=lambda c: [ctrl_c])
+    assert [r.status for r in first] == ["finished", "interrupted"]
+    again = run_experiment(configs, tmp_path / "part", kind="probe")
+    assert again[0] is None and again[1].status == "finished"
+    for name in ("none", "bn"):
+        assert rows(tmp_path / "part" / name) == rows(tmp_path / "full" / name)
+
+
+def test_schedule_scales_with_steps():
+    assert scaled_probe_schedule(15_000, 6) == {"every": 100, "dense_until": 1000, "dense_every": 10}
+    small = scaled_probe_schedule(300, 6)
+    assert small["dense_until"] == 20 and small["every"] > 2
+    assert count_probes(DenseEarly(**small), 300) * 6 <= 150  # probing at most half the training passes
+    assert count_probes(DenseEarly(**small), 300) >= 15
+
+
+def test_estimate_counts_k_passes_per_probe(tiny):
+    config = dataclasses.replace(tiny, probe=dataclasses.replace(PROBE, curvature=False))
+    p = estimate_passes(config, 12)
+    assert p["probes"] == 6 and p["probe_passes"] == 18 and p["total"] == 30
+
+
+TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "8", "--batch-size", "16", "--device", "cpu",
+        "--no-progress", "--no-report"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_probe_command_records_both_variants(tmp_path):
+    result = invoke("probe", *TINY, "--run-dir", str(tmp_path / "e"), "--step-sizes", "lin:0.5:2:3")
+    assert result.exit_code == 0, result.output
+    assert "forward+backward passes" in result.output and "estimate:" in result.output
+    for name in ("none", "bn"):
+        with RunStore(tmp_path / "e" / name) as store:
+            assert store.config["probe"]["step_sizes"] == [0.5, 1.25, 2.0]
+            assert store.series("probe/loss")[1].shape[1] == 3
+    exported = invoke("runs", "export", str(tmp_path / "e" / "bn"))
+    assert "probe/grad_diff[2]" in exported.output
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    result = invoke("probe", *TINY, "--run-dir", str(tmp_path / "e"), "--dry-run")
+    assert result.exit_code == 0 and "forward+backward passes" in result.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_diverging_variant_is_recorded_and_the_others_go_on(tmp_path):
+    result = invoke("probe", "--model", "dln", "--depth", "4", "--norm", "none,bn", "--lr", "2", "--steps", "20",
+                    "--device", "cpu", "--no-progress", "--no-report", "--run-dir", str(tmp_path / "e"))
+    assert result.exit_code == 0, result.output
+    assert "none: diverged at step" in result.output
+    assert "bn: finished 20 steps" in result.output  # BN keeps the same step size stable
+    with RunStore(tmp_path / "e" / "none") as store:
+        n = store.meta["diverged_step"]
+        assert store.status == "diverged" and store.series("train/loss")[0].tolist() == list(range(n + 1))
+
+
+@pytest.mark.parametrize("sizes", ["", "0,1", "1,nan", "-1", "abc", "lin:1:2", "abs:"])
+def test_bad_step_sizes_one_line(tmp_path, sizes):
+    result = invoke("probe", *TINY, "--run-dir", str(tmp_path / "e"), "--step-sizes", sizes)
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: --step-sizes"), result.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_unknown_norm_in_list(tmp_path):
+    result = invoke("probe", *TINY, "--norm", "none,bogus")
+    assert result.exit_code == 2 and "bogus" in result.output and len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,154 @@
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from landscape.hooks import Event, at_steps, every, hook
+from landscape.runs import RunStore
+from landscape.train import train
+
+from conftest import replace_train, tiny_config
+
+
+def rows(run_dir):
+    with RunStore(run_dir, readonly=True) as store:
+        return list(store.rows())
+
+
+def test_records_losses_every_step_and_evaluates_on_schedule(tmp_path, tiny):
+    result = train(tiny, run_dir=tmp_path / "r")
+    assert result.status == "finished" and result.steps == 12
+    with RunStore(result.run_dir) as store:
+        assert store.series("train/loss")[0].tolist() == list(range(12))
+        assert store.series("test/acc")[0].tolist() == [5, 10, 12]
+        assert store.status == "finished"
+        assert store.config["versions"]["torch"] == torch.__version__
+        assert store.config["total_steps"] == 12
+    assert (result.run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_same_seed_same_metrics_bit_for_bit(tmp_path, tiny):
+    a = train(tiny, run_dir=tmp_path / "a")
+    b = train(tiny, run_dir=tmp_path / "b")
+    c = train(replace_train(tiny, seed=1), run_dir=tmp_path / "c")
+    assert rows(a.run_dir) == rows(b.run_dir)
+    assert rows(a.run_dir) != rows(c.run_dir)
+
+
+def test_hooks_run_at_their_events_and_schedules(tmp_path, tiny):
+    seen = []
+
+    @hook(Event.AFTER_BACKWARD)
+    def grads(ctx):
+        seen.append(("grad", ctx.step, all(p.grad is not None for p in ctx.model.parameters())))
+        return {"hook/grad_norm": float(sum(p.grad.norm() ** 2 for p in ctx.model.parameters()))}
+
+    @hook(Event.TRAIN_START, Event.AFTER_STEP, Event.EPOCH_END, Event.TRAIN_END)
+    def events(ctx):
+        seen.append((ctx.event.value, ctx.step))
+        return None
+
+    result = train(tiny, run_dir=tmp_path / "r", hooks=[every(4, grads), at_steps([3, 7], events)])
+    assert [s for s in seen if s[0] == "grad"] == [("grad", 0, True), ("grad", 4, True), ("grad", 8, True)]
+    # AFTER_STEP fires with the completed-step count; 64 images / batch 16 = 4 steps per epoch.
+    assert ("after_step", 3) in seen and ("after_step", 7) in seen and ("after_step", 5) not in seen
+    assert seen[0] == ("train_start", 0) and seen[-1] == ("train_end", 12)
+    assert [s for s in seen if s[0] == "epoch_end"] == [("epoch_end", 4), ("epoch_end", 8), ("epoch_end", 12)]
+    with RunStore(result.run_dir) as store:
+        assert store.series("hook/grad_norm")[0].tolist() == [0, 4, 8]
+
+
+def test_idle_hooks_do_not_change_the_trajectory(tmp_path, tiny):
+    @hook(Event.AFTER_BACKWARD, Event.AFTER_STEP)
+    def idle(ctx):
+        return None
+
+    a = train(tiny, run_dir=tmp_path / "a")
+    b = train(tiny, run_dir=tmp_path / "b", hooks=[idle])
+    assert rows(a.run_dir) == rows(b.run_dir)
+
+
+def dln_config(lr, steps=30):
+    return RunConfig(
+        model=ModelConfig(name="dln", norm="none", depth=4, width=10),
+        data=DataConfig(name="gaussian-linear"),
+        train=TrainConfig(steps=steps, lr=lr, full_batch=True, eval_every=10, log_every=5, device="cpu"),
+    )
+
+
+def test_divergence_is_a_result_with_everything_before_it_kept(tmp_path):
+    result = train(dln_config(lr=50.0), run_dir=tmp_path / "r")
+    assert result.status == "diverged"
+    n = result.diverged_step
+    with RunStore(result.run_dir) as store:
+        steps, losses = store.series("train/loss")
+        assert steps.tolist() == list(range(n + 1))
+        assert all(torch.isfinite(torch.tensor(losses[:n])))
+        assert not torch.isfinite(torch.tensor(losses[n]))
+        assert store.status == "diverged" and store.meta["diverged_step"] == n
+        assert store.last_step() == n
+
+
+def test_stable_dln_trains(tmp_path):
+    result = train(dln_config(lr=1e-2), run_dir=tmp_path / "r")
+    assert result.status == "finished"
+    with RunStore(result.run_dir) as store:
+        losses = store.series("train/loss")[1]
+    assert losses[-1] < losses[0]
+
+
+def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny):
+    config = replace_train(tiny, steps=14, checkpoint_every=100)
+    full = train(config, run_dir=tmp_path / "full")
+
+    @hook(Event.AFTER_STEP)
+    def ctrl_c(ctx):
+        if ctx.step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+    part = train(config, run_dir=tmp_path / "part", hooks=[ctrl_c])
+    assert part.status == "interrupted" and part.steps == 6
+    with RunStore(part.run_dir) as store:
+        assert store.status == "interrupted"
+    resumed = train(run_dir=tmp_path / "part", resume=True)
+    assert resumed.status == "finished" and resumed.steps == 14
+    assert rows(full.run_dir) == rows(part.run_dir)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """A real `landscape train` process killed with SIGKILL mid-run, then --resume."""
+    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "400", "--batch-size", "16",
+            "--checkpoint-every", "20", "--eval-every", "50", "--log-every", "5", "--device", "cpu",
+            "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "landscape_cli", "train", *args]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--run-dir", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if (killed / "checkpoints" / "last.pt").is_file() and (killed / "metrics.sqlite").is_file():
+                with RunStore(killed, readonly=True) as store:
+                    if (store.last_step() or 0) >= 60:
+                        break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    with RunStore(killed, readonly=True) as store:  # opens and reads after the kill
+        assert store.status == "interrupted"
+        assert 60 <= store.last_step() < 400
+    subprocess.run([*cmd[:4], "--resume", str(killed), "--no-progress"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*cmd, "--run-dir", str(tmp_path / "full")], env=env, check=True, capture_output=True)
+    assert rows(killed) == rows(tmp_path / "full")
