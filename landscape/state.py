@@ -20,11 +20,12 @@ from torch import nn
 
 
 def module_generators(model: nn.Module) -> list[torch.Generator]:
-    """Every ``torch.Generator`` held as an attribute of a submodule (noisy BN's)."""
-    found = []
+    """Every ``torch.Generator`` held as an attribute of a submodule (noisy BN's),
+    each once even when layers share it."""
+    found: list[torch.Generator] = []
     for module in model.modules():
         for value in vars(module).values():
-            if isinstance(value, torch.Generator):
+            if isinstance(value, torch.Generator) and not any(value is g for g in found):
                 found.append(value)
     return found
 

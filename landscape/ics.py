@@ -1,0 +1,232 @@
+"""Internal covariate shift as gradient change (Santurkar et al. 2018,
+Definition 2.1; Fig. 3).
+
+For a network with weight layers W_1, ..., W_k and loss L, the ICS of layer i
+at step t is ``||G_{t,i} - G'_{t,i}||_2`` with::
+
+    G_{t,i}  = grad_{W_i} L(W_1^t,     ..., W_k^t;     x_t, y_t)
+    G'_{t,i} = grad_{W_i} L(W_1^{t+1}, ..., W_{i-1}^{t+1}, W_i^t, ..., W_k^t; x_t, y_t)
+
+the gradient of layer i before and after every layer before it took this step's
+update, on the same batch. Fig. 3 also plots the cosine of the two gradients.
+
+Here a "layer" is a conv or linear module, and G covers its weight and bias as
+one vector. "Before layer i" is forward order, found by recording the order in
+which modules are first called (forward pre-hooks), not ``named_parameters``
+order; every trainable parameter of an earlier-called module (weights, biases,
+BatchNorm gamma and beta) is updated. ``W^{t+1}`` is what the optimizer would
+produce from the full gradient G: ``W - lr * G`` for plain SGD, or a dry run of
+the given optimizer (momentum, weight decay, ...) on copies of its state.
+
+The measurement changes nothing it measures: it runs ``functional_call`` with
+detached parameters and freshly cloned buffers (so train-mode BatchNorm
+normalizes with batch statistics, as in training, and updates only the clones),
+inside :func:`landscape.state.fork_rng`, rewinding every RNG before each
+evaluation so that all of them see the same random draw (noisy BN, dropout).
+The modules' current train/eval modes are used; Definition 2.1 is meant for
+training mode. Cost: one forward and backward for G, plus one for each layer
+that has an updated parameter before it (the first layer's ICS is exactly 0 and
+costs nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+from landscape.hooks import Context, Event, Metrics
+from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Params = dict[str, torch.Tensor]
+
+WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+@contextlib.contextmanager
+def call_order(model: nn.Module) -> Iterator[list[str]]:
+    """Yields a list that fills, during forwards run inside the block, with the
+    names of ``model``'s modules in the order they are first called."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def record(name: str) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: tuple) -> None:
+            if name not in seen:
+                seen.add(name)
+                order.append(name)
+
+        return pre_hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules()]
+    try:
+        yield order
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def sgd_update(params: Params, grads: Params, lr: float) -> Params:
+    """Plain SGD: ``W - lr * G`` for every parameter in ``grads``."""
+    return {n: p - lr * grads[n] if n in grads else p for n, p in params.items()}
+
+
+def optimizer_update(model: nn.Module, optimizer: torch.optim.Optimizer, grads: Params) -> Params:
+    """The parameters ``optimizer.step()`` would produce if ``.grad`` were ``grads``.
+
+    Dry run: a throw-away optimizer of the same class and hyperparameters, over
+    clones of the parameters, loaded with a deep copy of ``optimizer``'s state,
+    takes the step. ``model``, ``optimizer`` and its state are untouched. The
+    class must accept ``optimizer.defaults`` as keyword arguments (all of
+    ``torch.optim``'s do).
+
+    Args:
+        model: owns the parameters ``optimizer`` holds.
+        optimizer: the real optimizer.
+        grads: gradient by parameter name (as in ``model.named_parameters()``);
+            parameters without one are skipped, as ``step()`` skips ``grad=None``.
+
+    Returns:
+        Every parameter of ``model`` by name: stepped clones for those the
+        optimizer holds, the detached originals for the rest.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    stepped: Params = {}
+    groups = []
+    for group in optimizer.param_groups:
+        clones = []
+        for p in group["params"]:
+            if id(p) not in names:
+                raise ValueError("the optimizer holds a parameter that is not the model's")
+            clone = p.detach().clone().requires_grad_(p.requires_grad)
+            name = names[id(p)]
+            if name in grads:
+                clone.grad = grads[name].detach().clone()
+            stepped[name] = clone
+            clones.append(clone)
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": clones})
+    dry = type(optimizer)(groups, **optimizer.defaults)
+    dry.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    dry.step()
+    return {n: stepped[n].detach() if n in stepped else p.detach() for n, p in model.named_parameters()}
+
+
+def _owner(param_name: str) -> str:
+    return param_name.rpartition(".")[0]
+
+
+def measure_ics(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    lr: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, dict[str, float]]:
+    """ICS of every conv/linear layer of ``model`` on one batch (Definition 2.1).
+
+    Give exactly one of ``lr`` (plain SGD update) and ``optimizer`` (dry run of
+    its update, state included).
+
+    Args:
+        model: the network at W^t, in the mode to measure (training mode for
+            the paper's definition).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        inputs: the batch x_t.
+        targets: its labels y_t.
+        lr: step size of a plain SGD update.
+        optimizer: the training optimizer whose update to dry-run.
+
+    Returns:
+        ``{layer name: {"l2": ||G - G'||_2, "rel_l2": ||G - G'|| / ||G||,
+        "cosine": cos(G, G'), "grad_norm": ||G||}}`` in forward order, names as
+        in ``model.named_modules()``; ``rel_l2`` and ``cosine`` are NaN where a
+        norm they divide by is 0.
+    """
+    if (lr is None) == (optimizer is None):
+        raise ValueError("give exactly one of lr and optimizer")
+    params = detached_params(model)
+    if not params:
+        return {}
+
+    def loss(own: Params, rest: Params, buffers: Params) -> torch.Tensor:
+        # The buffers are an argument, not captured, so train-mode BatchNorm may
+        # update them in place under torch.func.grad.
+        return loss_fn(functional_call(model, ({**rest, **own}, buffers), (inputs,)), targets)
+
+    with fork_rng(model), replay_rng(model) as rewind:
+
+        def gradient(own: Params, rest: Params) -> Params:
+            rewind()  # every evaluation sees the same random draw
+            return grad(loss)(own, rest, cloned_buffers(model))
+
+        with call_order(model) as order:
+            full = gradient(params, {})
+        if lr is not None:
+            stepped = sgd_update(params, full, lr)
+        else:
+            stepped = optimizer_update(model, optimizer, full)
+            stepped = {n: stepped[n] for n in params}
+        changed = dict(zip(params, torch.stack([(stepped[n] != params[n]).any() for n in params]).tolist()))
+
+        rank = {name: i for i, name in enumerate(order)}
+        layers = [n for n in order if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
+        rows = []
+        measured = []
+        for layer in layers:
+            own_names = [n for n in params if _owner(n) == layer]
+            if not own_names:
+                continue  # a frozen layer has no gradient
+            earlier = {n for n in params if rank.get(_owner(n), math.inf) < rank[layer]}
+            g = torch.cat([full[n].flatten() for n in own_names]).double()
+            if any(changed[n] for n in earlier):
+                point = {n: stepped[n] if n in earlier else p for n, p in params.items() if n not in own_names}
+                shifted = gradient({n: params[n] for n in own_names}, point)
+                g_shifted = torch.cat([shifted[n].flatten() for n in own_names]).double()
+            else:
+                g_shifted = g  # nothing before this layer moved: G' = G exactly
+            rows.append(torch.stack([(g - g_shifted).norm(), g.norm(), g_shifted.norm(), g @ g_shifted]))
+            measured.append(layer)
+
+    result = {}
+    for layer, (l2, g_norm, shifted_norm, dot) in zip(measured, torch.stack(rows).tolist() if rows else []):
+        result[layer] = {
+            "l2": l2,
+            "rel_l2": l2 / g_norm if g_norm > 0 else math.nan,
+            "cosine": max(-1.0, min(1.0, dot / (g_norm * shifted_norm))) if g_norm * shifted_norm > 0 else math.nan,
+            "grad_norm": g_norm,
+        }
+    return result
+
+
+@dataclass(frozen=True)
+class ICSHook:
+    """Training hook measuring ICS at ``AFTER_BACKWARD`` (model at W^t, batch B_t).
+
+    Args:
+        lr: None (default) dry-runs ``ctx.optimizer``, so momentum and weight
+            decay shape W^{t+1} as in training; a number uses a plain SGD step of
+            that size instead.
+
+    Returns metrics ``ics/l2/<layer>``, ``ics/rel_l2/<layer>``,
+    ``ics/cosine/<layer>`` and ``ics/grad_norm/<layer>``.
+    """
+
+    lr: float | None = None
+    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+
+    def __call__(self, ctx: Context) -> Metrics | None:
+        if ctx.batch is None:
+            return None
+        inputs, targets = ctx.batch
+        optimizer = ctx.optimizer if self.lr is None else None
+        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer)
+        return {f"ics/{key}/{layer}": value for layer, values in result.items() for key, value in values.items()}
