@@ -1,0 +1,248 @@
+"""Assemble one self-contained HTML page comparing runs (Santurkar et al. 2018, Fig. 2-11).
+
+Sections join ``fig.to_html(full_html=False, include_plotlyjs=False)`` fragments
+around one inlined plotly.js, so the page opens offline from ``file://`` and makes
+no network request (no CDN, no MathJax, no web fonts). Every user string that
+reaches the HTML goes through :func:`html.escape`; plotly's JSON escapes ``<``,
+``>`` and ``/`` inside its ``<script>`` blocks, so a run name cannot close them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.offline
+
+from landscape import __version__
+from landscape.report import data, plots
+from landscape.report.data import RunRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "report.html"
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 0 24px 48px; color: #222; }
+header { border-bottom: 1px solid #ddd; margin-bottom: 12px; }
+nav a { margin-right: 14px; }
+section { margin: 28px 0; }
+.note { color: #555; font-size: 0.9em; max-width: 70em; }
+.figure { margin: 8px 0 20px; }
+table.runs { border-collapse: collapse; font-size: 0.9em; }
+table.runs th, table.runs td { border: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; }
+table.runs th[scope=row] { background: #f6f6f6; white-space: nowrap; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px; margin-right: 6px;
+          vertical-align: -1px; }
+.status-diverged, .status-failed { color: #b00; font-weight: 600; }
+.status-interrupted, .status-running { color: #a60; }
+footer { color: #777; font-size: 0.85em; border-top: 1px solid #ddd; padding-top: 8px; }
+"""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the page: its anchor, heading, a note and the figures that show it."""
+
+    anchor: str
+    title: str
+    note: str
+    figures: Callable[[Sequence[RunRecord]], list[go.Figure]]
+
+
+SECTIONS = (
+    Section(
+        "training",
+        "Training",
+        "Training loss (running and evaluated) and test loss on a log axis; accuracy in [0, 1].",
+        lambda runs: [plots.plot_training(runs)],
+    ),
+    Section(
+        "landscape",
+        "Loss landscape",
+        "At each probe step t the band spans min and max over the probe step sizes η of "
+        "L(w<sub>t</sub> − η∇L(w<sub>t</sub>)) (paper Fig. 4a). A narrow band is a smooth landscape.",
+        lambda runs: [plots.plot_loss_landscape(runs)],
+    ),
+    Section(
+        "predictiveness",
+        "Gradient predictiveness",
+        "Band over η of ‖∇L(w<sub>t</sub>) − ∇L(w<sub>t</sub> − η∇L(w<sub>t</sub>))‖ (paper Fig. 4b): "
+        "how much the gradient changes along its own direction.",
+        lambda runs: [plots.plot_gradient_predictiveness(runs)],
+    ),
+    Section(
+        "smoothness",
+        "Effective β-smoothness",
+        "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
+        "Dashed: 2/η for each training step size η, the stability limit of gradient descent.",
+        lambda runs: [plots.plot_beta_smoothness(runs)],
+    ),
+    Section(
+        "step-size",
+        "Gradient change against step size",
+        "Gradient change as a function of the step size at selected training steps, coloured by step (paper Fig. 11).",
+        lambda runs: [plots.plot_gradient_vs_step_size(runs)],
+    ),
+    Section(
+        "ics",
+        "Internal covariate shift",
+        "Difference between a layer's gradient before and after the previous layers' update "
+        "(paper Fig. 5/6): l2 distance on a log axis and cosine similarity. Pick the layer in the menu.",
+        lambda runs: [plots.plot_ics(runs)],
+    ),
+    Section(
+        "distributions",
+        "Layer-input distributions",
+        "Histogram of each layer's inputs over steps (paper Fig. 2), and per-channel moment statistics "
+        "(paper Fig. 8): band = min–max over channels, line = channel mean. Pick the layer in the menu.",
+        lambda runs: [plots.plot_histograms(runs), plots.plot_moments(runs)],
+    ),
+)
+
+
+def plotly_js() -> str:
+    """plotly.js to inline; a ``</script`` inside it (none today) could not end our tag."""
+    return plotly.offline.get_plotlyjs().replace("</script", "<\\/script")
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """One figure's ``<div>`` and ``<script>``, relying on the page's inlined plotly.js.
+
+    Raises:
+        ValueError: the fragment holds more than its own script tag, i.e. a string in
+            the figure's JSON would end the script early (plotly escapes ``<`` and
+            ``/`` in its JSON today; this fails closed if a version stops doing so).
+    """
+    height = fig.layout.height
+    fragment = fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        config=PLOTLY_CONFIG,
+        div_id=div_id,
+        default_width="100%",
+        default_height=f"{height}px" if height else "450px",
+    )
+    lower = fragment.lower()
+    if lower.count("<script") != 1 or lower.count("</script") != 1 or "<!--" in lower:
+        raise ValueError("a figure's JSON would break out of its <script> tag")
+    return fragment
+
+
+def runs_table(runs: Sequence[RunRecord]) -> str:
+    """Run configurations side by side, one column per run; every cell escaped."""
+    colors = data.run_colors([r.norm for r in runs])
+    head = "".join(
+        f'<th scope="col"><span class="swatch" style="background:{c}"></span>{html.escape(r.label)}</th>'
+        for r, c in zip(runs, colors)
+    )
+    body = []
+    for field, values in data.config_rows(runs)[1:]:  # the run names are the header
+        if field == "status":
+            cells = "".join(
+                f'<td class="status-{html.escape(r.status)}">{html.escape(v)}</td>' for r, v in zip(runs, values)
+            )
+        else:
+            cells = "".join(f"<td>{html.escape(v)}</td>" for v in values)
+        body.append(f'<tr><th scope="row">{html.escape(field)}</th>{cells}</tr>')
+    return f'<table class="runs"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def render_page(runs: Sequence[RunRecord], title: str) -> str:
+    """The whole page as a string."""
+    parts = []
+    nav = ['<a href="#runs">Runs</a>']
+    count = 0
+    for section in SECTIONS:
+        figures = [f for f in section.figures(runs) if f.data]
+        if not figures:
+            continue
+        divs = []
+        for fig in figures:
+            count += 1
+            divs.append(f'<div class="figure">{figure_html(fig, f"fig-{count}")}</div>')
+        nav.append(f'<a href="#{section.anchor}">{html.escape(section.title)}</a>')
+        parts.append(
+            f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
+            f'<p class="note">{section.note}</p>{"".join(divs)}</section>'
+        )
+    generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{plotly_js()}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1><nav>{"".join(nav)}</nav></header>
+<section id="runs"><h2>Runs</h2>{runs_table(runs)}</section>
+{"".join(parts)}
+<footer>landscape {html.escape(__version__)} · generated {html.escape(generated)} ·
+{len(runs)} run(s) · series longer than {plots.MAX_POINTS} points are shown decimated
+(lines keep each bucket's min and max, bands the bucket's extremes); the run store keeps every record.</footer>
+</body>
+</html>
+"""
+
+
+def default_title(run_dirs: Iterable[str | Path]) -> str:
+    return "landscape report — " + ", ".join(Path(p).resolve().name for p in run_dirs)
+
+
+def _write_atomic(path: Path, content: str) -> None:
+    # A report written at Ctrl-C or while a browser reloads is either old or complete.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title: str | None = None) -> Path:
+    """Read runs (or experiment directories) and write one HTML page comparing them.
+
+    Args:
+        run_dirs: run or experiment directories; runs still training are read as they are.
+        output_path: the HTML file to write (parent directories are created).
+        title: page title; default names the given directories.
+
+    Returns:
+        The written path.
+
+    Raises:
+        landscape.runs.StoreError: a path is missing, holds no run, or a store is unreadable.
+        OSError: the output cannot be written.
+    """
+    runs = data.load_runs(run_dirs)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(output_path, render_page(runs, title or default_title(run_dirs)))
+    log.info("wrote report of %d run(s) to %s", len(runs), output_path)
+    return output_path
+
+
+def default_output(run_dirs: Sequence[str | Path]) -> Path:
+    """``<first directory>/report.html``: the report lives beside the data it shows."""
+    return Path(run_dirs[0]) / DEFAULT_NAME
+
+
+def write_report(run_dirs: Sequence[str | Path], output: str | Path | None = None, title: str | None = None) -> Path:
+    """Write the report at the end of a command (or on Ctrl-C); ``output`` defaults to
+    :func:`default_output`. Same errors as :func:`build_report`."""
+    return build_report(run_dirs, output if output is not None else default_output(run_dirs), title)
