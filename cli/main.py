@@ -44,6 +44,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from landscape_cli.ics_cmd import ics, ics_noise
     from landscape_cli.probe_cmd import probe
     from landscape_cli.report_cmd import report
     from landscape_cli.runs_cmd import runs
@@ -51,6 +52,8 @@ def _register() -> None:
 
     cli.add_command(train)
     cli.add_command(probe)
+    cli.add_command(ics_noise)
+    cli.add_command(ics)
     cli.add_command(report)
     cli.add_command(runs)
 

@@ -4,62 +4,13 @@ loss landscape along the gradient on a schedule (Santurkar et al. 2018, Fig. 4).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import json
 from pathlib import Path
 
 import click
 
+from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
-from landscape_cli.progress import progress_bar
-from landscape_cli.train_cmd import echo_result
-
-
-def _estimate(configs, per_pass: float | None) -> str:
-    from landscape.experiments import estimate_passes, total_steps
-    from landscape.train import resolve_device
-
-    device = resolve_device(configs[0].train.device)
-    passes = [estimate_passes(c, total_steps(c)) for c in configs]
-    total = sum(p["total"] for p in passes)
-    p0 = passes[0]
-    k = len(configs[0].probe.step_sizes)
-    lines = [
-        f"plan: {len(configs)} runs x ({p0['train']} training steps + {p0['probes']} probes x "
-        f"{k} step sizes{' + curvature' if configs[0].probe.curvature else ''}) "
-        f"= {total} forward+backward passes",
-    ]
-    if per_pass is not None:
-        seconds = total * per_pass
-        lines.append(
-            f"estimate: {per_pass * 1e3:.0f} ms per pass on {device} -> about "
-            f"{_duration(seconds)} (plus evaluation)"
-        )
-        if seconds > 1800:
-            lines.append(
-                "hint: this is GPU work (--device cuda); on a CPU shrink it: fewer --steps, "
-                "a smaller --model (vgg11), --no-curvature, or fewer --step-sizes"
-            )
-    return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _report(exp_dir: Path) -> Path | None:
-    from landscape.report import write_report
-    from landscape.runs import StoreError
-
-    try:
-        return write_report([exp_dir], exp_dir / "report.html")
-    except StoreError:  # interrupted before any run was created
-        return None
 
 
 @click.command()
@@ -96,18 +47,12 @@ def probe(norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient
     predictiveness ||grad L(w - eta g) - g|| and the effective beta-smoothness."""
-    from landscape.config import ConfigError, ProbeConfig, RunConfig
-    from landscape.experiments import run_experiment, scaled_probe_schedule, time_one_pass, total_steps, variants
+    from landscape.config import ProbeConfig
+    from landscape.experiments import scaled_probe_schedule, total_steps, variants
     from landscape.probes import DEFAULT_STEP_SIZES, parse_step_sizes
-    from landscape.runs import EXPERIMENT, StoreError
 
     if resume_dir is not None:
-        manifest = resume_dir / EXPERIMENT
-        try:
-            configs = [RunConfig.from_dict(c) for c in json.loads(manifest.read_text())["configs"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"{resume_dir}: not a probe experiment ({type(e).__name__})") from None
-        exp_dir = resume_dir
+        configs, exp_dir = experiment.resume_configs(resume_dir, "probe"), resume_dir
     else:
         norms = split_norms(norm)
         base = build_run_config(norm=norms[0], **options)
@@ -127,31 +72,8 @@ def probe(norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe
             dense_every=dense_every or schedule["dense_every"], curvature=curvature,
         )
         configs = variants(dataclasses.replace(base, probe=probe_cfg), norms)
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        exp_dir = run_dir or Path("runs") / f"probe-{base.model.name.replace(':', '_')}-{stamp}"
-        if exp_dir.exists() and any(exp_dir.iterdir()):
-            raise StoreError(f"{exp_dir}: already exists; continue it with --resume {exp_dir}")
+        exp_dir = experiment.new_experiment_dir(run_dir, "probe", base.model.name)
 
-    per_pass = time_one_pass(configs[0])
-    click.echo(_estimate(configs, per_pass))
-    if dry_run:
-        return
-    click.echo(f"experiment: {exp_dir}")
-    try:
-        results = run_experiment(
-            configs, exp_dir, kind="probe",
-            progress_for=lambda c: progress_bar(f"{c.model.name} {c.name}", progress),
-            extra={"configs": [c.to_dict() for c in configs]},
-        )
-    finally:
-        if report:
-            path = _report(exp_dir)
-            if path is not None:
-                click.echo(f"report: {path}")
-    for config, result in zip(configs, results):
-        if result is None:
-            click.echo(f"{exp_dir / config.name}: already complete")
-        else:
-            echo_result(result)
-    if any(r is not None and r.status == "interrupted" for r in results):
-        click.echo(f"continue with: landscape probe --resume {exp_dir}")
+    click.echo(experiment.plan(configs))
+    if not dry_run:
+        experiment.run(configs, exp_dir, "probe", progress, report)

@@ -151,6 +151,42 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """Every ``every`` steps, and every ``dense_every`` steps before ``dense_until``."""
+
+    every: int = 100
+    dense_until: int = 0
+    dense_every: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.every > 0 and self.dense_every > 0 and self.dense_until >= 0, "schedules must be positive")
+
+
+@dataclass(frozen=True)
+class ICSConfig:
+    """ICS measurement (Definition 2.1) on a schedule; ``highlight`` names the
+    1-based layers the report shows first (the paper's #9 and #17 for the DLN)."""
+
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    highlight: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DistributionConfig:
+    """Layer-input distributions (Fig. 2, 7, 8): layers are 1-based activation
+    sites or module names; empty means the paper's #2, #9, #13 where the model
+    has them, else its second, middle and last site."""
+
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    layers: tuple[str, ...] = ()
+    channels: int = 5
+    bins: int = 60
+
+    def __post_init__(self) -> None:
+        _require(self.channels > 0 and self.bins > 0, "channels and bins must be positive")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs; saved as ``config.json`` next to its metrics."""
 
@@ -159,6 +195,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     probe: ProbeConfig | None = None
+    ics: ICSConfig | None = None
+    distributions: DistributionConfig | None = None
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,11 +208,22 @@ class RunConfig:
         if probe is not None:
             probe = dict(probe, step_sizes=tuple(probe["step_sizes"]))
             probe = ProbeConfig(**probe)
+        ics = d.get("ics")
+        if ics is not None:
+            ics = ICSConfig(schedule=ScheduleConfig(**ics["schedule"]), highlight=tuple(ics.get("highlight", ())))
+        dist = d.get("distributions")
+        if dist is not None:
+            dist = DistributionConfig(
+                schedule=ScheduleConfig(**dist["schedule"]), layers=tuple(dist.get("layers", ())),
+                channels=dist["channels"], bins=dist["bins"],
+            )
         return cls(
             model=ModelConfig(**d.get("model", {})),
             data=DataConfig(**d.get("data", {})),
             train=TrainConfig(**d.get("train", {})),
             noise=NoiseConfig(**d.get("noise", {})),
             probe=probe,
+            ics=ics,
+            distributions=dist,
             name=d.get("name", ""),
         )

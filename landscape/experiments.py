@@ -106,15 +106,20 @@ def passes_per_probe(p: ProbeConfig) -> int:
 
 
 def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
-    """Forward+backward passes of one run: training steps plus probes
-    (K per probe, +2 for the curvature Hessian-vector product)."""
+    """Forward+backward passes of one run: training steps, probes (K per probe,
+    +2 for the curvature Hessian-vector product), ICS measurements (one per
+    weighted layer, +1) and layer-input distributions (one forward, ~1/3 pass)."""
     p = config.probe
-    probes = 0
-    if p is not None:
-        probes = count_probes(DenseEarly(p.every, p.dense_until, p.dense_every), total_steps)
-    per_probe = 0 if p is None else passes_per_probe(p)
-    return {"train": total_steps, "probes": probes, "probe_passes": probes * per_probe,
-            "total": total_steps + probes * per_probe}
+    probes = 0 if p is None else count_probes(DenseEarly(p.every, p.dense_until, p.dense_every), total_steps)
+    extra = 0 if p is None else probes * passes_per_probe(p)
+    if config.ics is not None:
+        s = config.ics.schedule
+        layers = len(weighted_layers(build_model(config.model, noise=config.noise)))
+        extra += count_probes(DenseEarly(s.every, s.dense_until, s.dense_every), total_steps) * (layers + 1)
+    if config.distributions is not None:
+        s = config.distributions.schedule
+        extra += count_probes(DenseEarly(s.every, s.dense_until, s.dense_every), total_steps) // 3
+    return {"train": total_steps, "probes": probes, "probe_passes": extra, "total": total_steps + extra}
 
 
 def _example_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable]:

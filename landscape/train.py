@@ -36,9 +36,11 @@ from torch import nn
 
 import landscape
 from landscape.checkpoint import load_checkpoint, save_checkpoint
-from landscape.config import RunConfig
+from landscape.config import RunConfig, ScheduleConfig
 from landscape.data import augment_batch, batches, default_loss, load_data
+from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
 from landscape.hooks import Context, DenseEarly, Event, Hook, Scheduled
+from landscape.ics import ICSHook
 from landscape.models import build_model
 from landscape.probes import ProbeHook
 from landscape.runs import RunStore, StoreError
@@ -131,16 +133,39 @@ def evaluate(
     return result
 
 
-def config_hooks(config: RunConfig) -> list[Hook]:
-    """The hooks a run's config asks for (its probes), so a resumed run gets them back."""
+def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
+    return Scheduled(DenseEarly(schedule.every, schedule.dense_until, schedule.dense_every), hook)
+
+
+def default_distribution_layers(model: nn.Module) -> tuple[int, ...]:
+    """The paper's layers #2, #9 and #13 (VGG-16) where the model has them; else its
+    second, middle and last activation sites."""
+    n = len(activation_sites(model))
+    if n >= 13:
+        return PAPER_LAYERS
+    return tuple(sorted({min(2, n), (n + 1) // 2, n}))
+
+
+def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
+    """The measurement hooks a run's config asks for (probes, ICS, layer-input
+    distributions), so a resumed run gets them back."""
+    hooks: list[Hook] = []
     p = config.probe
-    if p is None:
-        return []
-    probe = ProbeHook(
-        p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
-        seed=config.train.seed, curvature=p.curvature,
-    )
-    return [Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe)]
+    if p is not None:
+        probe = ProbeHook(
+            p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
+            seed=config.train.seed, curvature=p.curvature,
+        )
+        hooks.append(Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe))
+    if config.ics is not None:
+        hooks.append(_scheduled(config.ics.schedule, ICSHook()))
+    d = config.distributions
+    if d is not None:
+        layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model)
+        dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed)
+        dist.resolve(model)  # a layer that does not exist is bad input: fail before training
+        hooks.append(_scheduled(d.schedule, dist))
+    return hooks
 
 
 def _inner(hook: Hook) -> Hook:
@@ -217,7 +242,7 @@ def train(
     for warning in data.warnings:
         log.warning(warning)
     optimizer = build_optimizer(model, config)
-    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config), *hooks], progress)
+    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config, model), *hooks], progress)
     if resume:
         store = RunStore(run_dir)
         loop.restore(load_checkpoint(run_dir, map_location=device), store)

@@ -1,0 +1,103 @@
+"""What the experiment commands (probe, ics-noise, ics) share: resuming from
+``experiment.json``, the plan and timed estimate, running, and the report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import click
+
+from landscape_cli.progress import progress_bar
+from landscape_cli.train_cmd import echo_result
+
+
+def new_experiment_dir(run_dir: Path | None, kind: str, model: str) -> Path:
+    from landscape.runs import StoreError
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    exp_dir = run_dir or Path("runs") / f"{kind}-{model.replace(':', '_')}-{stamp}"
+    if exp_dir.exists() and any(exp_dir.iterdir()):
+        raise StoreError(f"{exp_dir}: already exists; continue it with --resume {exp_dir}")
+    return exp_dir
+
+
+def resume_configs(resume_dir: Path, kind: str) -> list:
+    from landscape.config import RunConfig
+    from landscape.runs import EXPERIMENT, StoreError
+
+    try:
+        manifest = json.loads((resume_dir / EXPERIMENT).read_text())
+        if manifest.get("kind") != kind:
+            raise ValueError(manifest.get("kind"))
+        return [RunConfig.from_dict(c) for c in manifest["configs"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{resume_dir}: not a {kind} experiment ({type(e).__name__}: {e})") from None
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan(configs, extra_passes_per_step: float = 0.0) -> str:
+    """The plan line and a timed estimate from a short micro-benchmark."""
+    from landscape.experiments import estimate_passes, time_one_pass, total_steps
+    from landscape.train import resolve_device
+
+    passes = [estimate_passes(c, total_steps(c)) for c in configs]
+    total = sum(p["total"] + extra_passes_per_step * p["train"] for p in passes)
+    first = passes[0]
+    what = f"{first['train']} training steps"
+    if configs[0].probe is not None:
+        what += f" + {first['probes']} probes x {len(configs[0].probe.step_sizes)} step sizes"
+        what += " + curvature" if configs[0].probe.curvature else ""
+    lines = [f"plan: {len(configs)} runs x ({what}) = about {total:.0f} forward+backward passes"]
+    per_pass = time_one_pass(configs[0])
+    seconds = total * per_pass
+    device = resolve_device(configs[0].train.device)
+    lines.append(f"estimate: {per_pass * 1e3:.0f} ms per pass on {device} -> about {duration(seconds)} (plus evaluation)")
+    if seconds > 1800:
+        lines.append(
+            "hint: this is GPU work (--device cuda); on a CPU shrink it: fewer --steps or a smaller --model (vgg11)"
+        )
+    return "\n".join(lines)
+
+
+def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool) -> None:
+    """Train every variant, write the report (also after Ctrl-C), print the outcome."""
+    from landscape.experiments import run_experiment
+
+    click.echo(f"experiment: {exp_dir}")
+    try:
+        results = run_experiment(
+            configs, exp_dir, kind=kind,
+            progress_for=lambda c: progress_bar(f"{c.model.name} {c.name}", show_progress),
+            extra={"configs": [c.to_dict() for c in configs]},
+        )
+    finally:
+        if report:
+            path = write_report(exp_dir)
+            if path is not None:
+                click.echo(f"report: {path}")
+    for config, result in zip(configs, results):
+        if result is None:
+            click.echo(f"{exp_dir / config.name}: already complete")
+        else:
+            echo_result(result)
+    if any(r is not None and r.status == "interrupted" for r in results):
+        click.echo(f"continue with: landscape {kind} --resume {exp_dir}")
+
+
+def write_report(exp_dir: Path) -> Path | None:
+    from landscape.report import write_report as write
+    from landscape.runs import StoreError
+
+    try:
+        return write([exp_dir], exp_dir / "report.html")
+    except StoreError:  # interrupted before any run was created
+        return None

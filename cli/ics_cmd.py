@@ -1,0 +1,141 @@
+"""``landscape ics-noise`` and ``landscape ics``: the internal-covariate-shift
+experiments of Santurkar et al. 2018 (Fig. 2, 3, 7, 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from landscape_cli import experiment
+from landscape_cli.errors import InputError, friendly_errors
+from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
+
+# Fig. 3: VGG at lr 0.1 and 0.01; the deep linear network at 1e-6 and 1e-7 (layers #9 and #17 shown).
+ICS_LRS = {"vgg": (0.1, 0.01), "dln": (1e-6, 1e-7)}
+ICS_HIGHLIGHT = {"dln": (9, 17)}
+
+
+def _schedule(total: int, every: int | None, per_paper: int = 100):
+    """Every ``per_paper`` steps at the paper's 15k steps, scaled with the run's length."""
+    from landscape.config import ScheduleConfig
+    from landscape.experiments import PAPER_STEPS
+
+    scale = total / PAPER_STEPS
+    return ScheduleConfig(
+        every=every or max(1, round(per_paper * scale)), dense_until=round(1000 * scale),
+        dense_every=max(1, round(10 * scale)),
+    )
+
+
+def _scaled_eval(base, options: dict):
+    """Accuracy curves need evaluations along the run: 10 when --eval-every is left alone."""
+    from landscape.experiments import total_steps
+
+    source = click.get_current_context().get_parameter_source("eval_every")
+    if source is click.core.ParameterSource.DEFAULT:
+        every = max(1, total_steps(base) // 10)
+        base = dataclasses.replace(base, train=dataclasses.replace(base.train, eval_every=every))
+    return base
+
+
+def _layers(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
+
+
+def common(fn):
+    for option in reversed([
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Experiment directory [default: runs/<command>-<model>-<time>]."),
+        click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Continue an interrupted experiment (other options are ignored)."),
+        click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
+        click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@click.command("ics-noise")
+@model_options(default_norm="none,bn,noisy_bn", multiple_norms=True)
+@data_options()
+@train_options()
+@click.option("--control", is_flag=True,
+              help="Add the control the paper mentions but does not show: the same noise without BN.")
+@click.option("--layers", default=None,
+              help="Layers whose inputs to record: 1-based positions or module names, comma separated "
+                   "[default: the paper's #2, #9, #13 of VGG-16; else second, middle and last].")
+@click.option("--channels", type=int, default=5, show_default=True, help="Channels per layer, drawn once.")
+@click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
+@click.option("--dist-every", type=int, default=None,
+              help="Record distributions every N steps [default: 100 at 15k steps, scaled].")
+@common
+@friendly_errors
+def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins: int, dist_every: int | None,
+              run_dir: Path | None, resume_dir: Path | None, dry_run: bool, report: bool, progress: bool,
+              **options) -> None:
+    """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
+    BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
+    record train/test accuracy and the distributions of layer inputs."""
+    from landscape.config import DistributionConfig
+    from landscape.experiments import total_steps, variants
+
+    if resume_dir is not None:
+        configs, exp_dir = experiment.resume_configs(resume_dir, "ics-noise"), resume_dir
+    else:
+        norms = split_norms(norm) + (["noise"] if control and "noise" not in norm else [])
+        base = _scaled_eval(build_run_config(norm=norms[0], **options), options)
+        dist = DistributionConfig(schedule=_schedule(total_steps(base), dist_every), layers=_layers(layers),
+                                  channels=channels, bins=bins)
+        configs = variants(dataclasses.replace(base, distributions=dist), norms)
+        exp_dir = experiment.new_experiment_dir(run_dir, "ics-noise", base.model.name)
+    click.echo(experiment.plan(configs))
+    if not dry_run:
+        experiment.run(configs, exp_dir, "ics-noise", progress, report)
+
+
+@click.command("ics")
+@model_options(default_norm="none,bn", multiple_norms=True)
+@data_options()
+@train_options()
+@click.option("--lrs", default=None,
+              help="Comma list of learning rates, one run per norm and lr [default: 0.1,0.01 for VGG; "
+                   "1e-6,1e-7 for the DLN; else --lr].")
+@click.option("--ics-every", type=int, default=None,
+              help="Measure ICS every N steps [default: 100 at 15k steps, scaled, dense early].")
+@common
+@friendly_errors
+def ics(norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None, resume_dir: Path | None,
+        dry_run: bool, report: bool, progress: bool, **options) -> None:
+    """Internal covariate shift (Definition 2.1, Fig. 3): for every layer, the change
+    of its gradient when the earlier layers take their optimizer step first, as l2
+    distance and cosine; with and without BN, at two learning rates."""
+    from landscape.config import ICSConfig
+    from landscape.experiments import total_steps
+
+    if resume_dir is not None:
+        configs, exp_dir = experiment.resume_configs(resume_dir, "ics"), resume_dir
+    else:
+        norms = split_norms(norm)
+        base = build_run_config(norm=norms[0], **options)
+        fam = family(base.model.name)
+        try:
+            rates = [float(x) for x in lrs.split(",")] if lrs else list(ICS_LRS.get(fam, (base.train.lr,)))
+        except ValueError:
+            raise InputError(f"--lrs: not a comma list of numbers: {lrs!r}") from None
+        if not rates:
+            raise InputError("--lrs: give at least one learning rate")
+        ics_cfg = ICSConfig(schedule=_schedule(total_steps(base), ics_every), highlight=ICS_HIGHLIGHT.get(fam, ()))
+        configs = [
+            dataclasses.replace(
+                base, model=dataclasses.replace(base.model, norm=n), train=dataclasses.replace(base.train, lr=lr),
+                ics=ics_cfg, name=f"{n}-lr{lr:g}",
+            )
+            for lr in rates for n in norms
+        ]
+        exp_dir = experiment.new_experiment_dir(run_dir, "ics", base.model.name)
+    click.echo(experiment.plan(configs))
+    if not dry_run:
+        experiment.run(configs, exp_dir, "ics", progress, report)
