@@ -242,6 +242,25 @@ class LayerInputDistributions:
             self.previous[name] = (mean, var)
         return metrics
 
+    def state_dict(self) -> dict[str, object]:
+        """The hook's memory (chosen channels, bin edges, first and previous moments),
+        so a resumed run continues the same series; tensors and lists only, for
+        ``torch.load(weights_only=True)``."""
+        return {
+            "names": list(self.names or []),
+            "chosen": {k: v.cpu() for k, v in self.chosen.items()},
+            "edges": {k: v.cpu() for k, v in self.edges.items()},
+            "first": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.first.items()},
+            "previous": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.previous.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.names = list(state["names"]) or None
+        self.chosen = dict(state["chosen"])
+        self.edges = dict(state["edges"])
+        self.first = {k: (m, v) for k, (m, v) in state["first"].items()}
+        self.previous = {k: (m, v) for k, (m, v) in state["previous"].items()}
+
     def _first_edges(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.value_range is not None:
             low, high = self.value_range

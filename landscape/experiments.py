@@ -83,6 +83,16 @@ def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     ]
 
 
+def check_configs(configs: Sequence[RunConfig]) -> None:
+    """Fail before anything is written: build each variant's model and hooks
+    (an unknown model, or a layer the model does not have, raises ValueError)."""
+    from landscape.train import config_hooks
+
+    for config in configs:
+        with torch.random.fork_rng():
+            config_hooks(config, build_model(config.model, noise=config.noise))
+
+
 def train_size(config: RunConfig) -> int:
     """Training examples the run will see (without loading the data)."""
     d = config.data
