@@ -1,0 +1,549 @@
+"""Gradient-direction probe (Santurkar et al. 2018, Sec. 3.1; Fig. 4, 10, 11).
+
+At training step t, with trainable parameters w, mini-batch B and
+g = grad L(w; B), for every step size eta in a set S and a direction d
+(d = g unless asked otherwise):
+
+    loss landscape             L(w - eta d; B)
+    gradient predictiveness    || grad L(w - eta d; B) - g ||_2
+    effective beta-smoothness  max_{eta in S} || grad L(w - eta d; B) - g ||_2 / || eta d ||_2
+
+plus the cosine between grad L(w - eta d; B) and g, and the curvature along the
+gradient g^T H g / ||g||^2 from one Hessian-vector product.
+
+The probe is a pure function: it evaluates the model through
+``torch.func.functional_call`` on detached parameters and cloned buffers, draws
+random numbers inside :func:`landscape.state.fork_rng`, and restores every
+module's training flag, so the model, its ``.grad`` fields, the optimizer and
+the RNG are bit-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.dropout import _DropoutNd
+
+from landscape.config import BN_MODES, DIRECTIONS
+from landscape.hooks import Context, Event
+from landscape.state import cloned_buffers, detached_params, fork_rng, module_generators, replay_rng
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Grads = Mapping[str, torch.Tensor | None] | Sequence[torch.Tensor | None]
+
+METHODS = ("loop", "vmap")
+
+# Multiples of the training step size, by model family (the paper's Fig. 4 / Fig. 10 ranges).
+DEFAULT_STEP_SIZES: dict[str, tuple[float, ...]] = {
+    "vgg": (0.5, 1.0, 2.0, 4.0),
+    "dln": (0.01, 0.1, 1.0, 10.0, 30.0),
+    "resnet": (0.5, 1.0, 2.0, 4.0),
+    "other": (0.5, 1.0, 2.0, 4.0),
+}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe at one training step; per-step-size tuples follow ``step_sizes``.
+
+    ``beta`` and the cosines are NaN when the direction (or g) is zero.
+    """
+
+    step_sizes: tuple[float, ...]  # absolute step sizes, as given
+    base_loss: float  # L(w; B)
+    grad_norm: float  # ||g||
+    direction_norm: float  # ||d||
+    losses: tuple[float, ...]  # L(w - eta d; B)
+    grad_diffs: tuple[float, ...]  # ||grad L(w - eta d; B) - g||
+    grad_cosines: tuple[float, ...]  # cos(grad L(w - eta d; B), g)
+    beta: float  # max over eta > 0 of grad_diff / (eta ||d||)
+    curvature: float | None  # g^T H g / ||g||^2, None when not computed
+    bn_mode: str
+    direction: str
+
+    def metrics(self, prefix: str = "probe/") -> dict[str, float | list[float]]:
+        """Slash-namespaced metrics for the run store (step sizes belong in the config)."""
+        out: dict[str, float | list[float]] = {
+            f"{prefix}base_loss": self.base_loss,
+            f"{prefix}grad_norm": self.grad_norm,
+            f"{prefix}direction_norm": self.direction_norm,
+            f"{prefix}loss": list(self.losses),
+            f"{prefix}grad_diff": list(self.grad_diffs),
+            f"{prefix}grad_cosine": list(self.grad_cosines),
+            f"{prefix}beta": self.beta,
+            f"{prefix}loss_min": min(self.losses),
+            f"{prefix}loss_max": max(self.losses),
+            f"{prefix}grad_diff_min": min(self.grad_diffs),
+            f"{prefix}grad_diff_max": max(self.grad_diffs),
+        }
+        if self.curvature is not None:
+            out[f"{prefix}curvature"] = self.curvature
+        return out
+
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_RANGE = re.compile(rf"^(lin|log):({_NUMBER}):({_NUMBER}):(\d+)$")
+
+
+def parse_step_sizes(text: str) -> tuple[tuple[float, ...], bool]:
+    """Parse a step-size specification.
+
+    Forms (``abs:`` in front makes the values absolute instead of multiples of
+    the training step size): ``0.5,1,2,4``; ``lin:START:STOP:COUNT`` (linearly
+    spaced, endpoints included); ``log:START:STOP:COUNT`` (geometric).
+
+    Args:
+        text: The specification, e.g. ``"0.5,1,2,4"``, ``"abs:0.05,0.1"`` or ``"abs:log:0.01:30:6"``.
+
+    Returns:
+        ``(values, relative)``: the positive step sizes in the given order, and
+        whether they are multiples of the training step size.
+
+    Raises:
+        ValueError: Empty, malformed, duplicated, non-positive or non-finite values (one-line message).
+    """
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"invalid step sizes {text!r}: {why}")
+
+    spec = text.strip().replace(" ", "")
+    relative = not spec.startswith("abs:")
+    if not relative:
+        spec = spec[len("abs:") :]
+    if not spec:
+        raise fail("no values given")
+    match = _RANGE.match(spec)
+    if match:
+        kind, start, stop, count = match.group(1), float(match.group(2)), float(match.group(3)), int(match.group(4))
+        if count < 2:
+            raise fail("a range needs a COUNT of at least 2")
+        if not (math.isfinite(start) and math.isfinite(stop) and start > 0 and stop > 0):
+            raise fail("range ends must be positive finite numbers")
+        if kind == "lin":
+            values = [start + (stop - start) * i / (count - 1) for i in range(count)]
+        else:
+            values = [start * (stop / start) ** (i / (count - 1)) for i in range(count)]
+        values[-1] = stop  # exact endpoint despite rounding
+    elif spec.startswith(("lin:", "log:")):
+        raise fail("expected lin:START:STOP:COUNT or log:START:STOP:COUNT")
+    else:
+        items = spec.split(",")
+        if any(not re.fullmatch(_NUMBER, item) for item in items):
+            raise fail("expected comma-separated numbers")
+        values = [float(item) for item in items]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise fail("step sizes must be positive finite numbers")
+    if len(set(values)) != len(values):
+        raise fail("step sizes must be distinct")
+    return tuple(values), relative
+
+
+@contextlib.contextmanager
+def norm_layers_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
+    """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit
+    restore the training flag of every module exactly (no recursive ``train()``)."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        for m in model.modules():
+            if isinstance(m, _NormBase):
+                m.training = bn_mode == "train"
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _is_stochastic(model: nn.Module) -> bool:
+    """Whether a forward pass draws random numbers (active dropout or a layer holding a
+    generator), so a gradient from an earlier forward used another draw. Functional
+    dropout called inside a custom ``forward`` cannot be detected."""
+    dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in model.modules())
+    return dropout or bool(module_generators(model))
+
+
+def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
+
+
+def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The given gradient aligned with ``params``; a missing entry (unused parameter) is zero."""
+    if isinstance(grad, Mapping):
+        unknown = set(grad) - set(params)
+        if unknown:
+            raise ValueError(f"grad has entries for unknown or frozen parameters: {sorted(unknown)}")
+        values = [grad.get(n) for n in params]
+    else:
+        values = list(grad)
+        if len(values) != len(params):
+            raise ValueError(f"grad has {len(values)} tensors for {len(params)} trainable parameters")
+    out = []
+    for (name, p), v in zip(params.items(), values):
+        if v is not None and v.shape != p.shape:
+            raise ValueError(f"grad[{name!r}] has shape {tuple(v.shape)}, parameter has {tuple(p.shape)}")
+        out.append(torch.zeros_like(p) if v is None else v.detach())
+    return out
+
+
+def _tie_weights(model: nn.Module) -> bool:
+    """Whether ``functional_call`` must tie weights: a parameter or buffer is held by two
+    distinct modules. A module used twice needs no tying, and tying then would break it
+    (torch's restore leaves a plain tensor in place of the Parameter), so the two
+    kinds of sharing together are refused."""
+    modules = list(model.modules())  # each module once
+    held = [id(t) for m in modules for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
+    tied = len(held) != len(set(held))
+    if tied and len(list(model.modules(remove_duplicate=False))) != len(modules):
+        raise ValueError("models that reuse a module and also share a tensor between modules are not supported")
+    return tied
+
+
+def _gaussian(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
+    def draw(p: torch.Tensor) -> torch.Tensor:
+        device = p.device if generator is None else generator.device
+        return torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype).to(p.device)
+
+    return [draw(p) for p in params.values()]
+
+
+def _direction(
+    kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], noise: list[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    if kind == "gradient" or noise is None:
+        return g
+    if kind == "random":
+        scale = _norm(g) / _norm(noise)  # same length as g, so eta means the same as along g
+        return torch._foreach_mul(noise, scale)
+    # "filter" (Li et al. 2018): each filter (slice along dim 0) of d gets the norm of the
+    # matching filter of w; 1-D parameters (biases, BN affine) are zeroed, as Li et al. do
+    # by default. Not rescaled to ||g||: direction_norm reports its length.
+    out = []
+    for w, z in zip(params.values(), noise):
+        if w.dim() <= 1:
+            out.append(torch.zeros_like(w))
+            continue
+        dims = tuple(range(1, w.dim()))
+        w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+        z_norm = torch.linalg.vector_norm(z, dim=dims, keepdim=True)
+        out.append(z * (w_norm / z_norm.clamp_min(torch.finfo(z.dtype).tiny)))
+    return out
+
+
+class _Evaluator:
+    """Loss and gradient at points w' of the parameter space; every evaluation starts
+    from working copies of the model's buffers and from the same random draw."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        names: list[str],
+        rewind: Callable[[], None],
+    ) -> None:
+        self.model, self.loss_fn, self.inputs, self.targets = model, loss_fn, inputs, targets
+        self.names, self.rewind = names, rewind
+        self.tied = _tie_weights(model)
+        self.originals = dict(model.named_buffers())
+        self.work = cloned_buffers(model)
+
+    def _buffers(self) -> dict[str, torch.Tensor]:
+        """The working clones, reset to the model's buffers: a train-mode forward updated
+        them (running stats). One grouped copy is cheaper than fresh clones."""
+        if self.work:
+            torch._foreach_copy_(list(self.work.values()), list(self.originals.values()))
+        return self.work
+
+    def _loss(self, point: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = functional_call(self.model, (point, buffers), (self.inputs,), tie_weights=self.tied)
+        return self.loss_fn(output, self.targets)
+
+    def loss(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        self.rewind()
+        with torch.no_grad():
+            return self._loss(dict(zip(self.names, tensors)), self._buffers()).detach()
+
+    def loss_and_grad(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.rewind()
+        leaves = [t.detach().requires_grad_(True) for t in tensors]
+        with torch.enable_grad():
+            loss = self._loss(dict(zip(self.names, leaves)), self._buffers())
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        return loss.detach(), [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+
+    def with_curvature(
+        self, tensors: list[torch.Tensor], g: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Loss, gradient and g^T H g / ||g||^2 at ``tensors`` by double backward
+        (g: the given gradient, or this one when None)."""
+        self.rewind()
+        leaves = [t.detach().requires_grad_(True) for t in tensors]
+        with torch.enable_grad():
+            loss = self._loss(dict(zip(self.names, leaves)), self._buffers())
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, create_graph=True)
+            grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+            g = [gr.detach() for gr in grads] if g is None else g
+            gdot = _dot(grads, g)
+            if gdot.requires_grad:
+                hg = torch.autograd.grad(gdot, leaves, allow_unused=True)
+                hg = [torch.zeros_like(t) if h is None else h for t, h in zip(leaves, hg)]
+                curvature = _dot(hg, g) / _dot(g, g)
+            else:  # the gradient does not depend on w: H = 0
+                curvature = torch.zeros_like(gdot)
+        return loss.detach(), [gr.detach() for gr in grads], curvature.detach()
+
+    def many_loop(
+        self, params: list[torch.Tensor], d: list[torch.Tensor], step_sizes: Sequence[float]
+    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        if len({(p.dtype, p.device) for p in params}) != 1:
+            for eta in step_sizes:
+                yield self.loss_and_grad(torch._foreach_add(params, d, alpha=-eta))
+            return
+        # One flat add per point (views give the parameters) instead of one op per tensor:
+        # small models on a GPU are bound by kernel launches.
+        flat_w, flat_d = _flat(params), _flat(d)
+        sizes, shapes = [p.numel() for p in params], [p.shape for p in params]
+        for eta in step_sizes:
+            flat = torch.add(flat_w, flat_d, alpha=-eta)
+            yield self.loss_and_grad([t.view(s) for t, s in zip(flat.split(sizes), shapes)])
+
+    def many_vmap(
+        self, params: list[torch.Tensor], d: list[torch.Tensor], step_sizes: Sequence[float], chunk_size: int
+    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        # Train-mode BN updates its running stats in place; under vmap that only works on
+        # batched buffers, so every evaluation point gets its own stacked clone.
+        buffers = cloned_buffers(self.model)
+        compute = vmap(grad_and_value(self._loss), in_dims=(0, 0), randomness="same")
+        for start in range(0, len(step_sizes), chunk_size):
+            chunk = step_sizes[start : start + chunk_size]
+            k = len(chunk)
+            points = {}
+            for name, p, di in zip(self.names, params, d):
+                etas = torch.tensor(chunk, dtype=p.dtype, device=p.device).view(-1, *[1] * p.dim())
+                points[name] = p.unsqueeze(0) - etas * di.unsqueeze(0)  # (k, *p.shape)
+            stacked = {n: b.unsqueeze(0).expand(k, *b.shape).clone() for n, b in buffers.items()}
+            self.rewind()
+            with torch.enable_grad():
+                grads, losses = compute(points, stacked)
+            for i in range(k):
+                yield losses[i].detach(), [grads[n][i].detach() for n in self.names]
+
+
+def probe_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    step_sizes: Sequence[float],
+    *,
+    grad: Grads | None = None,
+    base_loss: float | None = None,
+    direction: str = "gradient",
+    bn_mode: str = "train",
+    generator: torch.Generator | None = None,
+    method: str = "loop",
+    chunk_size: int | None = None,
+    curvature: bool = True,
+) -> ProbeResult:
+    """Loss, gradient predictiveness and effective beta-smoothness along a direction.
+
+    Cost: K = len(step_sizes) forward+backward passes when ``grad`` is reused,
+    K+1 otherwise; ``curvature=True`` adds one forward and a double backward
+    (about 2-3 passes), so turn it off for the cheapest probe. ``grad`` is
+    recomputed anyway (K+1) when it cannot be g of this probe: for
+    ``bn_mode="eval"`` on a model with norm layers (the training gradient used
+    batch statistics) and for models with active dropout or noisy layers (the
+    training forward used another random draw).
+
+    Every evaluation point sees the same random draw (dropout masks, BN noise)
+    and fresh clones of the buffers. Afterwards parameters, buffers, ``.grad``
+    fields, training flags and all RNGs are bit-identical.
+
+    Args:
+        model: Any ``nn.Module``; its trainable parameters are w.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        inputs: The mini-batch inputs B.
+        targets: The mini-batch targets.
+        step_sizes: Absolute step sizes eta (>= 0; 0 gives L(w) and is left out of beta).
+        grad: g already computed (dict name -> tensor, or a list aligned with the
+            trainable parameters; None entries are zero), e.g. the ``.grad`` of
+            the training step.
+        base_loss: L(w; B) matching ``grad`` (the training loss); computed
+            (one forward) when ``grad`` is reused and this is None.
+        direction: ``"gradient"`` (d = g), ``"random"`` (Gaussian, scaled to
+            ||g||) or ``"filter"`` (Li et al. 2018 filter-normalized Gaussian;
+            1-D parameters zeroed; not rescaled).
+        bn_mode: ``"train"`` (batch statistics, what SGD optimises; the paper's)
+            or ``"eval"`` (running statistics, as Li et al. and PyHessian).
+        generator: Source of random directions; None draws from the global RNG
+            inside a fork, so training's RNG stream is untouched either way.
+        method: ``"loop"`` (one functional pass per step size; the fastest on
+            CPUs and for large models) or ``"vmap"`` (``torch.func.vmap`` over
+            stacked parameter sets, ``randomness="same"``; about 2x faster for
+            small, launch-bound models on a GPU such as the DLN, and K times the
+            activation memory; train-mode BN works because every point gets
+            its own stacked buffer copy; ``loss_fn`` must be vmappable).
+            See reports/benchmarks.md.
+        chunk_size: For ``"vmap"``: evaluation points per vmapped call (bounds
+            memory); None: all at once.
+        curvature: Also compute g^T H g / ||g||^2 (one Hessian-vector product).
+
+    Returns:
+        The :class:`ProbeResult`.
+
+    Raises:
+        ValueError: Unknown option, empty/negative/non-finite step sizes, or a
+            ``grad`` that does not match the trainable parameters.
+    """
+    step_sizes = tuple(float(s) for s in step_sizes)
+    if not step_sizes or not all(math.isfinite(s) and s >= 0 for s in step_sizes):
+        raise ValueError("step sizes must be a non-empty sequence of finite numbers >= 0")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if chunk_size is not None and chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+
+    named = detached_params(model)
+    names, params = list(named), list(named.values())
+    with fork_rng(model), norm_layers_mode(model, bn_mode):
+        reuse = grad is not None
+        if reuse and bn_mode == "eval" and any(isinstance(m, _NormBase) for m in model.modules()):
+            logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
+            reuse = False
+        if reuse and _is_stochastic(model):
+            logger.debug("random layers are active: recomputing g so that it sees the probe's draw")
+            reuse = False
+        g = _grad_list(grad, named) if reuse else None
+        # A random direction is drawn before the replay state is taken, so the evaluations'
+        # draws (dropout masks) do not reuse the direction's random numbers.
+        noise = None if direction == "gradient" else _gaussian(named, generator)
+        with replay_rng(model) as rewind:
+            evaluator = _Evaluator(model, loss_fn, inputs, targets, names, rewind)
+            loss0, curv = None, None
+            if curvature:
+                loss0, grads0, curv = evaluator.with_curvature(params, g)
+                g = grads0 if g is None else g
+            elif g is None:
+                loss0, g = evaluator.loss_and_grad(params)
+            elif base_loss is None:
+                loss0 = evaluator.loss(params)
+            if reuse and base_loss is not None:
+                loss0 = None  # the caller's loss is L(w; B) of exactly this g
+            d = _direction(direction, named, g, noise)
+            if method == "vmap":
+                points = evaluator.many_vmap(params, d, step_sizes, chunk_size or len(step_sizes))
+            else:
+                points = evaluator.many_loop(params, d, step_sizes)
+            # One flat vector per gradient: three reductions per point instead of three per tensor.
+            g_flat = _flat(g)
+            g_norm, d_norm = torch.linalg.vector_norm(g_flat), _norm(d)
+            losses, diffs, cosines = [], [], []
+            for loss, grads in points:
+                flat = _flat(grads)
+                losses.append(loss)
+                diffs.append(torch.linalg.vector_norm(flat - g_flat))
+                cosines.append(torch.dot(flat, g_flat) / (torch.linalg.vector_norm(flat) * g_norm))
+
+    diffs_t = torch.stack(diffs)
+    eta = torch.tensor(step_sizes, dtype=diffs_t.dtype, device=diffs_t.device)
+    ratios = diffs_t[eta > 0] / (eta[eta > 0] * d_norm)
+    beta = ratios.max() if ratios.numel() else torch.tensor(float("nan"))
+    # One transfer for every scalar (a single device sync on GPUs).
+    scalars = torch.cat(
+        [
+            torch.stack([g_norm, d_norm, beta.to(diffs_t)]).double(),
+            torch.stack(losses).double(),
+            diffs_t.double(),
+            torch.stack(cosines).double(),
+        ]
+    ).tolist()
+    k = len(step_sizes)
+    return ProbeResult(
+        step_sizes=step_sizes,
+        base_loss=float(base_loss) if loss0 is None else float(loss0),
+        grad_norm=scalars[0],
+        direction_norm=scalars[1],
+        losses=tuple(scalars[3 : 3 + k]),
+        grad_diffs=tuple(scalars[3 + k : 3 + 2 * k]),
+        grad_cosines=tuple(scalars[3 + 2 * k :]),
+        beta=scalars[2],
+        curvature=None if curv is None else float(curv),
+        bn_mode=bn_mode,
+        direction=direction,
+    )
+
+
+def training_grads(model: nn.Module) -> dict[str, torch.Tensor | None] | None:
+    """The ``.grad`` of every trainable parameter (None when no backward has run),
+    to pass as ``grad=`` right after ``loss.backward()``."""
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return grads if any(v is not None for v in grads.values()) else None
+
+
+@dataclass(frozen=True)
+class ProbeHook:
+    """Runs :func:`probe_gradient` at ``AFTER_BACKWARD`` on the training batch, reusing
+    the training gradient (``.grad``) and loss, so a probe costs K passes.
+
+    Schedule it with ``landscape.hooks.every(100, ProbeHook(...))`` and friends.
+    Random directions come from a generator seeded with ``seed + step``. With
+    ``bn_mode="eval"`` (on a model with norm layers) or active dropout/noisy layers
+    the training gradient is not g of the probe, so the probe recomputes it (K+1 passes).
+    """
+
+    step_sizes_abs: tuple[float, ...]
+    direction: str = "gradient"
+    bn_mode: str = "train"
+    seed: int = 0
+    curvature: bool = True
+    method: str = "loop"
+
+    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+
+    def __call__(self, ctx: Context) -> dict[str, float | list[float]] | None:
+        if ctx.event is not Event.AFTER_BACKWARD or ctx.batch is None:
+            return None
+        inputs, targets = ctx.batch
+        generator = None
+        if self.direction != "gradient":
+            device = next(ctx.model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(self.seed + ctx.step)
+        result = probe_gradient(
+            ctx.model,
+            ctx.loss_fn,
+            inputs,
+            targets,
+            self.step_sizes_abs,
+            grad=training_grads(ctx.model),
+            base_loss=ctx.loss,
+            direction=self.direction,
+            bn_mode=self.bn_mode,
+            generator=generator,
+            method=self.method,
+            curvature=self.curvature,
+        )
+        return result.metrics()
