@@ -57,11 +57,12 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     if configs[0].probe is not None:
         what += f" + {first['probes']} probes x {len(configs[0].probe.step_sizes)} step sizes"
         what += " + curvature" if configs[0].probe.curvature else ""
+    what += f" + {first['eval_passes']} passes' worth of evaluation" if first["eval_passes"] else ""
     lines = [f"plan: {len(configs)} runs x ({what}) = about {total:.0f} forward+backward passes"]
     per_pass = time_one_pass(configs[0])
     seconds = total * per_pass
     device = resolve_device(configs[0].train.device)
-    lines.append(f"estimate: {per_pass * 1e3:.0f} ms per pass on {device} -> about {duration(seconds)} (plus evaluation)")
+    lines.append(f"estimate: {per_pass * 1e3:.0f} ms per pass on {device} -> about {duration(seconds)}")
     if seconds > 1800:
         lines.append(
             "hint: this is GPU work (--device cuda); on a CPU shrink it: fewer --steps or a smaller --model (vgg11)"

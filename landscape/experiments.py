@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,6 +101,11 @@ def train_size(config: RunConfig) -> int:
     return min(n, d.subset) if d.subset else n
 
 
+def test_size(config: RunConfig) -> int:
+    d = config.data
+    return {"cifar10": 10_000, "synthetic": d.synthetic_test, "gaussian-linear": 1000}[d.name]
+
+
 def total_steps(config: RunConfig) -> int:
     """Optimizer steps of a run, as the training loop counts them."""
     t = config.train
@@ -118,7 +124,8 @@ def passes_per_probe(p: ProbeConfig) -> int:
 def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
     """Forward+backward passes of one run: training steps, probes (K per probe,
     +2 for the curvature Hessian-vector product), ICS measurements (one per
-    weighted layer, +1) and layer-input distributions (one forward, ~1/3 pass)."""
+    weighted layer, +1), layer-input distributions (one forward, ~1/3 pass) and
+    test evaluations (forward passes over the test set, ~1/3 pass per batch)."""
     p = config.probe
     probes = 0 if p is None else count_probes(DenseEarly(p.every, p.dense_until, p.dense_every), total_steps)
     extra = 0 if p is None else probes * passes_per_probe(p)
@@ -129,7 +136,12 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
     if config.distributions is not None:
         s = config.distributions.schedule
         extra += count_probes(DenseEarly(s.every, s.dense_until, s.dense_every), total_steps) // 3
-    return {"train": total_steps, "probes": probes, "probe_passes": extra, "total": total_steps + extra}
+    t = config.train
+    evaluations = total_steps // t.eval_every + (total_steps % t.eval_every != 0)
+    test = min(test_size(config), t.eval_samples or 10**9)
+    eval_passes = round(evaluations * math.ceil(test / t.batch_size) / 3)
+    return {"train": total_steps, "probes": probes, "probe_passes": extra, "eval_passes": eval_passes,
+            "total": total_steps + extra + eval_passes}
 
 
 def _example_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable]:

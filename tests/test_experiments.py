@@ -89,7 +89,9 @@ def test_schedule_scales_with_steps():
 def test_estimate_counts_k_passes_per_probe(tiny):
     config = dataclasses.replace(tiny, probe=dataclasses.replace(PROBE, curvature=False))
     p = estimate_passes(config, 12)
-    assert p["probes"] == 6 and p["probe_passes"] == 18 and p["total"] == 30
+    assert p["probes"] == 6 and p["probe_passes"] == 18
+    # evaluations after steps 5, 10 and 12, each 32 test images = 2 batches of 16 at ~1/3 pass
+    assert p["eval_passes"] == 2 and p["total"] == 12 + 18 + 2
 
 
 TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "8", "--batch-size", "16", "--device", "cpu",
