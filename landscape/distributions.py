@@ -147,7 +147,8 @@ class LayerInputDistributions:
         margin: see ``value_range``.
         seed: seeds the draw of the channels.
 
-    Returns metrics per layer name L: ``dist/hist/L`` (counts, pooled over the K
+    Returns metrics per layer L (``#k`` for a layer given by position, else its
+    module name): ``dist/hist/L`` (counts, pooled over the K
     channels), ``dist/edges/L`` (bins + 1), ``dist/under/L`` and ``dist/over/L``
     (counts outside the edges, so hist + under + over = K * B * H * W),
     ``dist/channels/L``, and lists over the channels ``dist/mean/L``,
@@ -188,6 +189,12 @@ class LayerInputDistributions:
             return None
         return self.measure(ctx.model, ctx.batch[0])
 
+    def label(self, layer: int | str) -> str:
+        """The metric suffix of a selected layer: ``#k`` for the paper's 1-based
+        position (the same with and without BN, whose layers shift module names),
+        else the module name."""
+        return f"#{layer}" if isinstance(layer, int) else layer
+
     def resolve(self, model: nn.Module) -> list[str]:
         """Module names of the selected layers."""
         sites = activation_sites(model)
@@ -215,8 +222,9 @@ class LayerInputDistributions:
                 permutation = torch.randperm(outputs[name].shape[1], generator=draw)
                 self.chosen[name] = permutation[: self.channels].sort().values
         metrics: dict[str, float | list[float]] = {}
-        for name in self.names:
+        for layer, name in zip(self.layers, self.names):
             out = outputs[name]  # (B, C, H, W) or (B, C)
+            key = self.label(layer)
             channels = self.chosen[name]
             values = out[:, channels.to(out.device)]  # (B, K, ...)
             pooled = values.double().flatten()
@@ -225,20 +233,20 @@ class LayerInputDistributions:
             edges = self.edges[name].to(pooled.device)
             low, high = edges[0].item(), edges[-1].item()
             mean, var = _channel_moments(values)
-            metrics[f"dist/hist/{name}"] = torch.histc(pooled, self.bins, low, high).tolist()
-            metrics[f"dist/edges/{name}"] = edges.tolist()
-            metrics[f"dist/under/{name}"] = float((pooled < low).sum().item())
-            metrics[f"dist/over/{name}"] = float((pooled > high).sum().item())
-            metrics[f"dist/channels/{name}"] = [float(c) for c in channels.tolist()]
-            metrics[f"dist/mean/{name}"] = mean.tolist()
-            metrics[f"dist/var/{name}"] = var.tolist()
+            metrics[f"dist/hist/{key}"] = torch.histc(pooled, self.bins, low, high).tolist()
+            metrics[f"dist/edges/{key}"] = edges.tolist()
+            metrics[f"dist/under/{key}"] = float((pooled < low).sum().item())
+            metrics[f"dist/over/{key}"] = float((pooled > high).sum().item())
+            metrics[f"dist/channels/{key}"] = [float(c) for c in channels.tolist()]
+            metrics[f"dist/mean/{key}"] = mean.tolist()
+            metrics[f"dist/var/{key}"] = var.tolist()
             first_mean, first_var = self.first.setdefault(name, (mean, var))
-            metrics[f"dist/mean_drift/{name}"] = (mean - first_mean).tolist()
-            metrics[f"dist/var_drift/{name}"] = (var - first_var).tolist()
+            metrics[f"dist/mean_drift/{key}"] = (mean - first_mean).tolist()
+            metrics[f"dist/var_drift/{key}"] = (var - first_var).tolist()
             if name in self.previous:
                 previous_mean, previous_var = self.previous[name]
-                metrics[f"dist/mean_change/{name}"] = (mean - previous_mean).abs().tolist()
-                metrics[f"dist/var_change/{name}"] = (var - previous_var).abs().tolist()
+                metrics[f"dist/mean_change/{key}"] = (mean - previous_mean).abs().tolist()
+                metrics[f"dist/var_change/{key}"] = (var - previous_var).abs().tolist()
             self.previous[name] = (mean, var)
         return metrics
 

@@ -216,8 +216,9 @@ class ICSHook:
             decay shape W^{t+1} as in training; a number uses a plain SGD step of
             that size instead.
 
-    Returns metrics ``ics/l2/<layer>``, ``ics/rel_l2/<layer>``,
-    ``ics/cosine/<layer>`` and ``ics/grad_norm/<layer>``.
+    Returns metrics ``ics/l2/#k``, ``ics/rel_l2/#k``, ``ics/cosine/#k`` and
+    ``ics/grad_norm/#k`` for the k-th conv/linear layer in forward order (the
+    paper's layer numbering, the same with and without BN).
     """
 
     lr: float | None = None
@@ -229,4 +230,10 @@ class ICSHook:
         inputs, targets = ctx.batch
         optimizer = ctx.optimizer if self.lr is None else None
         result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer)
-        return {f"ics/{key}/{layer}": value for layer, values in result.items() for key, value in values.items()}
+        # Keyed by forward position (#1 = first conv/linear), not module name: inserting
+        # BN layers renames VGG's modules, and runs with and without BN must line up.
+        return {
+            f"ics/{key}/#{position}": value
+            for position, values in enumerate(result.values(), start=1)
+            for key, value in values.items()
+        }

@@ -58,7 +58,8 @@ def test_measurement_matches_manual_forward(channels):
     hook = LayerInputDistributions(layers=(1, "4", 3), channels=channels, bins=12, seed=2)
     metrics = hook.measure(model, x)
     manual = copy.deepcopy(model)
-    for name, upto in (("1", 2), ("4", 5), ("6", 7)):
+    # layers given by position are keyed "#k", by name keyed by the name
+    for name, upto in (("#1", 2), ("4", 5), ("#3", 7)):
         out = manual[:upto](x).detach().double()  # train-mode BN: batch statistics, as in the hook
         chosen = [int(c) for c in metrics[f"dist/channels/{name}"]]
         assert len(chosen) == channels and chosen == sorted(set(chosen))
@@ -86,16 +87,16 @@ def test_second_measurement_tracks_change_and_drift_on_fixed_edges():
     with torch.no_grad():
         model[4].bias.add_(5.0)  # shift layer #2's output: some values leave the first range
     second = hook.measure(model, x1)
-    assert second["dist/edges/4"] == first["dist/edges/4"]
-    assert second["dist/channels/4"] == first["dist/channels/4"]
-    total = sum(second["dist/hist/4"]) + second["dist/under/4"] + second["dist/over/4"]
-    assert total == 2 * B * HW * HW and second["dist/over/4"] > 0
-    change = np.abs(np.subtract(second["dist/mean/4"], first["dist/mean/4"]))
-    np.testing.assert_allclose(second["dist/mean_change/4"], change, rtol=1e-12)
-    np.testing.assert_allclose(second["dist/mean_drift/4"], np.subtract(second["dist/mean/4"], first["dist/mean/4"]))
-    np.testing.assert_allclose(second["dist/mean_drift/4"], [5.0, 5.0], atol=1e-6)  # BN output mean is beta
-    var_change = np.abs(np.subtract(second["dist/var/4"], first["dist/var/4"]))
-    np.testing.assert_allclose(second["dist/var_change/4"], var_change, rtol=1e-12)
+    assert second["dist/edges/#2"] == first["dist/edges/#2"]
+    assert second["dist/channels/#2"] == first["dist/channels/#2"]
+    total = sum(second["dist/hist/#2"]) + second["dist/under/#2"] + second["dist/over/#2"]
+    assert total == 2 * B * HW * HW and second["dist/over/#2"] > 0
+    change = np.abs(np.subtract(second["dist/mean/#2"], first["dist/mean/#2"]))
+    np.testing.assert_allclose(second["dist/mean_change/#2"], change, rtol=1e-12)
+    np.testing.assert_allclose(second["dist/mean_drift/#2"], np.subtract(second["dist/mean/#2"], first["dist/mean/#2"]))
+    np.testing.assert_allclose(second["dist/mean_drift/#2"], [5.0, 5.0], atol=1e-6)  # BN output mean is beta
+    var_change = np.abs(np.subtract(second["dist/var/#2"], first["dist/var/#2"]))
+    np.testing.assert_allclose(second["dist/var_change/#2"], var_change, rtol=1e-12)
 
 
 @pytest.mark.parametrize("norm", ["bn", "noisy_bn", "none"])
@@ -109,7 +110,7 @@ def test_hook_leaves_model_state_unchanged(norm):
     hook = LayerInputDistributions(layers=(1, 2), channels=2)
     metrics = hook(ctx)
     assert differences(before, snapshot(model, opt)) == []
-    assert len(metrics["dist/mean/1" if norm != "none" else "dist/mean/0"]) == 2
+    assert len(metrics["dist/mean/#1"]) == 2
     assert LayerInputDistributions.events == frozenset({Event.AFTER_BACKWARD})
 
 
@@ -117,10 +118,10 @@ def test_fixed_range_and_errors():
     model = tiny_net()
     x = torch.randn(B, 3, HW, HW)
     metrics = LayerInputDistributions(layers=(1,), channels=6, bins=4, value_range=(-0.5, 0.5)).measure(model, x)
-    assert metrics["dist/edges/1"] == [-0.5, -0.25, 0.0, 0.25, 0.5]
-    inside = sum(metrics["dist/hist/1"])
-    assert inside + metrics["dist/under/1"] + metrics["dist/over/1"] == 6 * B * HW * HW
-    assert metrics["dist/under/1"] > 0 and metrics["dist/over/1"] > 0
+    assert metrics["dist/edges/#1"] == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    inside = sum(metrics["dist/hist/#1"])
+    assert inside + metrics["dist/under/#1"] + metrics["dist/over/#1"] == 6 * B * HW * HW
+    assert metrics["dist/under/#1"] > 0 and metrics["dist/over/#1"] > 0
     with pytest.raises(ValueError, match="3 activation sites"):
         LayerInputDistributions(layers=(4,)).measure(model, x)
     with pytest.raises(ValueError, match="no module"):

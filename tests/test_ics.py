@@ -237,9 +237,11 @@ def test_hook_reports_metrics():
     ctx = Context(Event.AFTER_BACKWARD, step=0, model=model, loss_fn=half_mse, optimizer=opt, lr=0.3, batch=(x, y))
     metrics = ICSHook()(ctx)
     expected = measure_ics(model, half_mse, x, y, lr=0.3)
-    assert metrics["ics/l2/2"] == pytest.approx(expected["2"]["l2"], rel=1e-12)
+    # keyed by forward position: module "2" of the Sequential is the third layer
+    assert list(expected) == ["0", "1", "2"]
+    assert metrics["ics/l2/#3"] == pytest.approx(expected["2"]["l2"], rel=1e-12)
     assert {k.rsplit("/", 1)[0] for k in metrics} == {"ics/l2", "ics/rel_l2", "ics/cosine", "ics/grad_norm"}
     assert ICSHook.events == frozenset({Event.AFTER_BACKWARD})
-    assert ICSHook(lr=0.3)(ctx)["ics/cosine/1"] == pytest.approx(expected["1"]["cosine"], rel=1e-12)
+    assert ICSHook(lr=0.3)(ctx)["ics/cosine/#2"] == pytest.approx(expected["1"]["cosine"], rel=1e-12)
     with pytest.raises(ValueError):
         measure_ics(model, half_mse, x, y)

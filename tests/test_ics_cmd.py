@@ -34,6 +34,9 @@ def test_ics_noise_trains_the_paper_variants_and_the_control(tmp_path):
         assert {"train/acc", "test/acc"} <= set(recorded)
         assert any(n.startswith("dist/hist/") for n in recorded)
         assert any(n.startswith("dist/mean_drift/") for n in recorded)
+    # the same layers under the same names with and without BN, so the report lines them up
+    dist = {name: {n for n in names(tmp_path / "e" / name) if n.startswith("dist/")} for name in ("none", "bn")}
+    assert dist["none"] == dist["bn"] and "dist/hist/#2" in dist["bn"]
     with RunStore(tmp_path / "e" / "noisy_bn") as store:
         assert store.config["model"]["norm"] == "noisy_bn"
         assert len(store.series("test/acc")[0]) >= 2  # accuracy along the run, not only at the end
@@ -47,7 +50,10 @@ def test_ics_on_the_dln_records_every_layer(tmp_path):
     assert runs == ["bn-lr1e-06", "bn-lr1e-07", "none-lr1e-06", "none-lr1e-07"]
     with RunStore(tmp_path / "e" / "none-lr1e-06") as store:
         l2 = [n for n in store.names() if n.startswith("ics/l2/")]
-        assert len(l2) == 5
+        assert sorted(l2) == [f"ics/l2/#{k}" for k in range(1, 6)]
+    assert {n for n in names(tmp_path / "e" / "bn-lr1e-06") if n.startswith("ics/")} == {
+        n for n in names(tmp_path / "e" / "none-lr1e-06") if n.startswith("ics/")}
+    with RunStore(tmp_path / "e" / "none-lr1e-06") as store:
         assert store.config["ics"]["highlight"] == [9, 17]
         first = store.series(sorted(l2)[0])[1]
         assert (first == 0).all()  # layer 1: nothing before it moves
