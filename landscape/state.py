@@ -25,7 +25,9 @@ def module_generators(model: nn.Module) -> list[torch.Generator]:
     found: list[torch.Generator] = []
     for module in model.modules():
         for value in vars(module).values():
-            if isinstance(value, torch.Generator) and not any(value is g for g in found):
+            # An exact type check: isinstance against torch.Generator goes through a slow
+            # metaclass hook, and this runs a few times per probe over every attribute.
+            if type(value) is torch.Generator and not any(value is g for g in found):
                 found.append(value)
     return found
 
