@@ -244,8 +244,9 @@ def train(
     optimizer = build_optimizer(model, config)
     loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config, model), *hooks], progress)
     if resume:
+        checkpoint = load_checkpoint(run_dir, map_location=device)  # before anything is written
         store = RunStore(run_dir)
-        loop.restore(load_checkpoint(run_dir, map_location=device), store)
+        loop.restore(checkpoint, store)
     else:
         run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
         meta = dict(config.to_dict(), **environment(device), **(extra_config or {}))

@@ -4,6 +4,7 @@ import io
 import pytest
 from click.testing import CliRunner
 
+from landscape.runs import RunStore
 from landscape_cli.main import cli
 
 TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16",
@@ -93,3 +94,12 @@ def test_not_a_run(tmp_path):
 def test_help_shows_defaults():
     result = run("train", "--help")
     assert result.exit_code == 0 and "[default: 128]" in result.output
+
+
+def test_corrupt_checkpoint_is_one_line_and_keeps_the_store(tmp_path):
+    run_dir = tmp_path / "a"
+    assert run("train", *TINY, "--run-dir", str(run_dir)).exit_code == 0
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"\x00garbage" * 10)
+    before = list(RunStore(run_dir, readonly=True).rows())
+    assert_one_line_error(run("train", "--resume", str(run_dir)), "unreadable checkpoint")
+    assert list(RunStore(run_dir, readonly=True).rows()) == before
