@@ -14,6 +14,7 @@ class _OneLineErrors(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        self.argv = list(sys.argv[1:] if args is None else args)  # for --nproc's re-launch
         try:
             return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
@@ -33,7 +34,8 @@ class _EchoHandler(logging.Handler):
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="landscape")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Loss-landscape analysis for PyTorch: gradient-direction probes, internal
     covariate shift and interactive reports (Santurkar et al., "How Does Batch
     Normalization Help Optimization?", NeurIPS 2018)."""
@@ -41,6 +43,10 @@ def cli() -> None:
     if not any(isinstance(h, _EchoHandler) for h in root.handlers):
         root.addHandler(_EchoHandler(logging.WARNING))
         root.propagate = False
+    from landscape_cli.launch import ARGV_KEY, join_if_launched
+
+    ctx.meta[ARGV_KEY] = getattr(ctx.command, "argv", sys.argv[1:])
+    join_if_launched(ctx)
 
 
 def _register() -> None:

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 log = logging.getLogger(__name__)
@@ -206,6 +205,21 @@ def on_main(fn: Callable[[], T]) -> T:
         raise RankError(message) from None
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable to any order (the gradient of a sum over ranks
+    is the sum over ranks of the output gradients)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
 class SyncBatchNorm(_BatchNorm):
     """BatchNorm whose batch statistics span every rank (mean, then variance about
     it: two all-reduces per forward, differentiable, on any backend including Gloo;
@@ -224,8 +238,7 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         if not (self.training and active() and world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _AllReduceSum.apply
         factor = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
