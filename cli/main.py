@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -25,6 +26,13 @@ class _OneLineErrors(click.Group):
         except click.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)
+        except RuntimeError as e:  # under torchrun: a peer died or a collective timed out
+            if "RANK" not in os.environ or os.environ.get("LANDSCAPE_DEBUG"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            click.echo(f"Error: rank {os.environ['RANK']}: another process of the job failed or stopped "
+                       f"answering ({first[:200]}); continue with --resume", err=True)
+            sys.exit(1)
 
 
 class _EchoHandler(logging.Handler):
