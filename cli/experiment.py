@@ -14,6 +14,13 @@ from landscape_cli.train_cmd import echo_result
 
 
 def new_experiment_dir(run_dir: Path | None, kind: str, model: str) -> Path:
+    """A new experiment directory's path, decided by rank 0 alone under torchrun."""
+    from landscape import distributed
+
+    return distributed.on_main(lambda: _new_experiment_dir(run_dir, kind, model))
+
+
+def _new_experiment_dir(run_dir: Path | None, kind: str, model: str) -> Path:
     from landscape.runs import StoreError
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -82,7 +89,9 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool) ->
             extra={"configs": [c.to_dict() for c in configs]},
         )
     finally:
-        if report:
+        from landscape import distributed
+
+        if report and distributed.is_main():
             path = write_report(exp_dir)
             if path is not None:
                 click.echo(f"report: {path}")

@@ -10,6 +10,7 @@ import click
 
 from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
+from landscape_cli.launch import refuse_distributed
 from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
 
 # Fig. 3: VGG at lr 0.1 and 0.01; the deep linear network at 1e-6 and 1e-7 (layers #9 and #17 shown).
@@ -82,6 +83,8 @@ def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins:
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
     record train/test accuracy and the distributions of layer inputs."""
     from landscape.config import DistributionConfig
+
+    refuse_distributed("ics-noise")
     from landscape.experiments import total_steps, variants
 
     if resume_dir is not None:
@@ -115,6 +118,8 @@ def ics(norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
     of its gradient when the earlier layers take their optimizer step first, as l2
     distance and cosine; with and without BN, at two learning rates."""
     from landscape.config import ICSConfig
+
+    refuse_distributed("ics")
     from landscape.experiments import total_steps
 
     if resume_dir is not None:

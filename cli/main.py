@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ class _OneLineErrors(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        self.argv = list(sys.argv[1:] if args is None else args)  # for --nproc's re-launch
         try:
             return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
@@ -24,6 +26,13 @@ class _OneLineErrors(click.Group):
         except click.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)
+        except RuntimeError as e:  # under torchrun: a peer died or a collective timed out
+            if "RANK" not in os.environ or os.environ.get("LANDSCAPE_DEBUG"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            click.echo(f"Error: rank {os.environ['RANK']}: another process of the job failed or stopped "
+                       f"answering ({first[:200]}); continue with --resume", err=True)
+            sys.exit(1)
 
 
 class _EchoHandler(logging.Handler):
@@ -33,7 +42,8 @@ class _EchoHandler(logging.Handler):
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="landscape")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Loss-landscape analysis for PyTorch: gradient-direction probes, internal
     covariate shift and interactive reports (Santurkar et al., "How Does Batch
     Normalization Help Optimization?", NeurIPS 2018)."""
@@ -41,6 +51,10 @@ def cli() -> None:
     if not any(isinstance(h, _EchoHandler) for h in root.handlers):
         root.addHandler(_EchoHandler(logging.WARNING))
         root.propagate = False
+    from landscape_cli.launch import ARGV_KEY, join_if_launched
+
+    ctx.meta[ARGV_KEY] = getattr(ctx.command, "argv", sys.argv[1:])
+    join_if_launched(ctx)
 
 
 def _register() -> None:

@@ -70,7 +70,8 @@ def train_options() -> Callable:
         click.option("--steps", type=int, default=None,
                      help="Optimizer steps [default: 15000 (VGG), 10000 (DLN)]."),
         click.option("--epochs", type=int, default=None, help="Epochs instead of steps [default: 20 for ResNets]."),
-        click.option("--batch-size", type=int, default=128, show_default=True, help="Mini-batch size."),
+        click.option("--batch-size", type=int, default=128, show_default=True,
+                     help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc."),
         click.option("--lr", type=float, default=None,
                      help="Constant SGD step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."),
         click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (paper: 0)."),
@@ -85,6 +86,9 @@ def train_options() -> Callable:
                      help="Write (and check) the per-step train loss every N steps."),
         click.option("--checkpoint-every", type=int, default=1000, show_default=True,
                      help="Checkpoint every N steps (and at the end, and on Ctrl-C)."),
+        click.option("--sync-bn/--no-sync-bn", default=False, show_default=True,
+                     help="Several processes: BatchNorm statistics over the global batch (SyncBatchNorm); "
+                          "without it each process normalizes over its own shard."),
     )
 
 
@@ -105,7 +109,7 @@ def build_run_config(norm: str | None = None, name: str = "", **o: Any) -> RunCo
         steps=steps, epochs=epochs, batch_size=o["batch_size"], lr=o["lr"] if o["lr"] is not None else fam["lr"],
         momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
         eval_every=o["eval_every"], eval_samples=o["eval_samples"], log_every=o["log_every"],
-        checkpoint_every=o["checkpoint_every"], full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
+        checkpoint_every=o["checkpoint_every"], sync_bn=o.get("sync_bn", False), full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
     )
     return RunConfig(model=model, data=data, train=train, noise=NoiseConfig(seed=o["seed"]), name=name)
 

@@ -10,6 +10,7 @@ import click
 
 from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
+from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
 
 
@@ -39,14 +40,20 @@ from landscape_cli.options import build_run_config, data_options, family, model_
 @click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@nproc_option()
 @friendly_errors
-def probe(norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
+def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
           dense_until: int | None, dense_every: int | None, curvature: bool, run_dir: Path | None,
           resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, **options) -> None:
     """Train MODEL once per normalization (default: without and with BatchNorm) from
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient
-    predictiveness ||grad L(w - eta g) - g|| and the effective beta-smoothness."""
+    predictiveness ||grad L(w - eta g) - g|| and the effective beta-smoothness.
+
+    Several processes (torchrun or --nproc) train each variant with DDP over the
+    global batch, the variants one after another with all processes together;
+    probe losses and gradients are all-reduced, so they are the global batch's."""
+    relaunch(nproc)
     from landscape.config import ProbeConfig
     from landscape.experiments import scaled_probe_schedule, total_steps, variants
     from landscape.probes import DEFAULT_STEP_SIZES, parse_step_sizes

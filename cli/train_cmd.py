@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from landscape_cli.errors import friendly_errors
+from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import build_run_config, data_options, model_options, train_options
 from landscape_cli.progress import progress_bar
 
@@ -32,10 +33,13 @@ def echo_result(result) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (other options are ignored).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@nproc_option()
 @friendly_errors
-def train(run_dir: Path | None, resume_dir: Path | None, progress: bool, **options) -> None:
+def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, progress: bool, **options) -> None:
     """Train one model with the paper's protocol (plain SGD, batch 128, constant lr)
-    and record train/test loss and accuracy in a run directory."""
+    and record train/test loss and accuracy in a run directory (DDP over the global
+    batch under torchrun or with --nproc)."""
+    relaunch(nproc)
     from landscape.train import train as train_run
 
     if resume_dir is not None:

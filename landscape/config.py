@@ -106,6 +106,7 @@ class TrainConfig:
     log_every: int = 10  # per-step train loss is written (and checked) every N steps
     checkpoint_every: int = 1000
     full_batch: bool = False  # one batch = the whole training set (the DLN task)
+    sync_bn: bool = False  # multi-process runs: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
         _require(self.steps is None or self.steps > 0, "--steps must be positive")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
 from landscape.hooks import DenseEarly, Hook
 from landscape.models import build_model
@@ -211,16 +212,23 @@ def run_experiment(
 
     Returns:
         One result per variant (None for a run that was already complete).
+
+    Under torchrun every rank calls this; the variants run one after another with
+    all ranks together, and rank 0 alone looks at and changes the directory.
     """
     exp_dir = Path(exp_dir)
     names = [c.name for c in configs]
     if len(set(names)) != len(names) or not all(names):
         raise ValueError("experiment variants need distinct, non-empty names")
     manifest = exp_dir / EXPERIMENT
-    if exp_dir.exists() and any(exp_dir.iterdir()) and not manifest.is_file():
-        raise StoreError(f"{exp_dir}: exists and is not an experiment directory (choose another --run-dir)")
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest, dict(extra or {}, kind=kind, runs=names))
+
+    def prepare() -> None:
+        if exp_dir.exists() and any(exp_dir.iterdir()) and not manifest.is_file():
+            raise StoreError(f"{exp_dir}: exists and is not an experiment directory (choose another --run-dir)")
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(manifest, dict(extra or {}, kind=kind, runs=names))
+
+    distributed.on_main(prepare)
 
     # The reference initialization: the first variant, built from the seed.
     torch.manual_seed(configs[0].train.seed)
@@ -233,16 +241,10 @@ def run_experiment(
     results: list[TrainResult | None] = []
     for config in configs:
         run_dir = exp_dir / config.name
-        state = _state(run_dir)
-        if state in ("finished", "diverged"):
+        resume = distributed.on_main(lambda: _start_or_resume(run_dir))
+        if resume is None:
             results.append(None)
             continue
-        resume = state != "missing"
-        if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
-            # Killed before its first checkpoint: nothing worth keeping, start again.
-            for child in sorted(run_dir.rglob("*"), reverse=True):
-                child.unlink() if child.is_file() else child.rmdir()
-            resume = False
         hooks = hooks_for(config) if hooks_for else []
         with (progress_for(config) if progress_for else _no_progress()) as progress:
             result = train(
@@ -253,6 +255,21 @@ def run_experiment(
         if result.status == "interrupted":
             break
     return results
+
+
+def _start_or_resume(run_dir: Path) -> bool | None:
+    """None: the run is complete; True: resume it; False: start it (after clearing
+    a run killed before its first checkpoint)."""
+    state = _state(run_dir)
+    if state in ("finished", "diverged"):
+        return None
+    resume = state != "missing"
+    if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
+        # Killed before its first checkpoint: nothing worth keeping, start again.
+        for child in sorted(run_dir.rglob("*"), reverse=True):
+            child.unlink() if child.is_file() else child.rmdir()
+        resume = False
+    return resume
 
 
 class _no_progress:

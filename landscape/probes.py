@@ -16,6 +16,10 @@ The probe is a pure function: it evaluates the model through
 random numbers inside :func:`landscape.state.fork_rng`, and restores every
 module's training flag, so the model, its ``.grad`` fields, the optimizer and
 the RNG are bit-identical afterwards.
+
+Over several processes (one shard of a global batch each) a ``reduce`` callable
+averages [loss, *grads] over the ranks after every evaluation, in one
+collective per point, so the recorded values are the global batch's.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Grads = Mapping[str, torch.Tensor | None] | Sequence[torch.Tensor | None]
+Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 METHODS = ("loop", "vmap")
 
@@ -260,9 +265,10 @@ class _Evaluator:
         targets: torch.Tensor,
         names: list[str],
         rewind: Callable[[], None],
+        reduce: Reduce | None = None,
     ) -> None:
         self.model, self.loss_fn, self.inputs, self.targets = model, loss_fn, inputs, targets
-        self.names, self.rewind = names, rewind
+        self.names, self.rewind, self.reduce = names, rewind, reduce
         self.tied = _tie_weights(model)
         self.originals = dict(model.named_buffers())
         self.work = cloned_buffers(model)
@@ -281,7 +287,16 @@ class _Evaluator:
     def loss(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         self.rewind()
         with torch.no_grad():
-            return self._loss(dict(zip(self.names, tensors)), self._buffers()).detach()
+            loss = self._loss(dict(zip(self.names, tensors)), self._buffers()).detach()
+        return loss if self.reduce is None else self.reduce([loss])[0]
+
+    def _reduced(
+        self, loss: torch.Tensor, grads: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.reduce is None:
+            return loss, grads
+        loss, *grads = self.reduce([loss, *grads])
+        return loss, grads
 
     def loss_and_grad(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self.rewind()
@@ -289,13 +304,14 @@ class _Evaluator:
         with torch.enable_grad():
             loss = self._loss(dict(zip(self.names, leaves)), self._buffers())
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        return loss.detach(), [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+        return self._reduced(loss.detach(), [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)])
 
     def with_curvature(
         self, tensors: list[torch.Tensor], g: list[torch.Tensor] | None
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Loss, gradient and g^T H g / ||g||^2 at ``tensors`` by double backward
-        (g: the given gradient, or this one when None)."""
+        (g: the given gradient, or this one when None; with ``reduce`` g must be given:
+        g^T H_r g is averaged over the ranks, which is g^T H g for the global g)."""
         self.rewind()
         leaves = [t.detach().requires_grad_(True) for t in tensors]
         with torch.enable_grad():
@@ -307,10 +323,15 @@ class _Evaluator:
             if gdot.requires_grad:
                 hg = torch.autograd.grad(gdot, leaves, allow_unused=True)
                 hg = [torch.zeros_like(t) if h is None else h for t, h in zip(leaves, hg)]
-                curvature = _dot(hg, g) / _dot(g, g)
+                ghg = _dot(hg, g).detach()
             else:  # the gradient does not depend on w: H = 0
-                curvature = torch.zeros_like(gdot)
-        return loss.detach(), [gr.detach() for gr in grads], curvature.detach()
+                ghg = None
+        loss, grads = loss.detach(), [gr.detach() for gr in grads]
+        if self.reduce is not None:  # H = 0 on one shard means H = 0 on all: same model
+            loss, *rest = self.reduce([loss, *([] if ghg is None else [ghg.reshape(1)]), *grads])
+            ghg, grads = (None, rest) if ghg is None else (rest[0].reshape(()), rest[1:])
+        curvature = torch.zeros_like(gdot.detach()) if ghg is None else ghg / _dot(g, g)
+        return loss, grads, curvature
 
     def many_loop(
         self, params: list[torch.Tensor], d: list[torch.Tensor], step_sizes: Sequence[float]
@@ -346,7 +367,7 @@ class _Evaluator:
             with torch.enable_grad():
                 grads, losses = compute(points, stacked)
             for i in range(k):
-                yield losses[i].detach(), [grads[n][i].detach() for n in self.names]
+                yield self._reduced(losses[i].detach(), [grads[n][i].detach() for n in self.names])
 
 
 def probe_gradient(
@@ -364,6 +385,7 @@ def probe_gradient(
     method: str = "loop",
     chunk_size: int | None = None,
     curvature: bool = True,
+    reduce: Reduce | None = None,
 ) -> ProbeResult:
     """Loss, gradient predictiveness and effective beta-smoothness along a direction.
 
@@ -407,6 +429,12 @@ def probe_gradient(
         chunk_size: For ``"vmap"``: evaluation points per vmapped call (bounds
             memory); None: all at once.
         curvature: Also compute g^T H g / ||g||^2 (one Hessian-vector product).
+        reduce: For one shard of a global batch per process: averages
+            ``[loss, *grads]`` over the processes (e.g.
+            :func:`landscape.distributed.all_reduce_mean`, one collective per
+            point), so every value is the global batch's; ``base_loss`` is
+            reduced too, while ``grad`` must already be the global gradient (as
+            DDP's ``.grad`` is). Every process must make the same call. None: one process.
 
     Returns:
         The :class:`ProbeResult`.
@@ -441,9 +469,15 @@ def probe_gradient(
         # A random direction is drawn before the replay state is taken, so the evaluations'
         # draws (dropout masks) do not reuse the direction's random numbers.
         noise = None if direction == "gradient" else _gaussian(named, generator)
+        if reduce is not None and base_loss is not None:
+            local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
+            base_loss = reduce([local.detach().reshape(1)])[0]
         with replay_rng(model) as rewind:
-            evaluator = _Evaluator(model, loss_fn, inputs, targets, names, rewind)
+            evaluator = _Evaluator(model, loss_fn, inputs, targets, names, rewind, reduce)
             loss0, curv = None, None
+            if curvature and g is None and reduce is not None:
+                # The curvature needs the global g before its Hessian-vector product.
+                loss0, g = evaluator.loss_and_grad(params)
             if curvature:
                 loss0, grads0, curv = evaluator.with_curvature(params, g)
                 g = grads0 if g is None else g
@@ -521,6 +555,7 @@ class ProbeHook:
     seed: int = 0
     curvature: bool = True
     method: str = "loop"
+    reduce: Reduce | None = None  # set under DDP: averages over the ranks' shards
 
     events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
 
@@ -545,5 +580,6 @@ class ProbeHook:
             generator=generator,
             method=self.method,
             curvature=self.curvature,
+            reduce=self.reduce,
         )
         return result.metrics()

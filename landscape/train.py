@@ -12,6 +12,21 @@ metrics go to the run store at the step they describe:
 A checkpoint after C steps holds everything needed to replay step C onwards bit
 for bit on the CPU: weights, optimizer state, every RNG (global, data order,
 augmentation, the model's own generators) and the loop position.
+
+Under torchrun (several processes, :mod:`landscape.distributed`) the model is
+wrapped in DistributedDataParallel and ``batch_size`` is the GLOBAL batch. Every
+rank draws the same global permutation from the same seed and takes its
+contiguous, equal slice of each global batch. The issue asked for a
+``DistributedSampler`` seeded and ``set_epoch``-ed each epoch: that is a
+seeded permutation per epoch split across ranks, which is what this does with
+the whole data set held in memory, and it keeps the data order of a
+single-process run, so the two can be compared exactly. DDP averages the
+ranks' gradients, which is the global-batch gradient for a mean loss over equal
+slices. Logged train loss and accuracy are all-reduced once per log window and
+divergence is decided on them, so every rank stops at the same step. Only rank
+0 writes the store, checkpoints and evaluations; every rank resumes from the
+checkpoint rank 0 wrote. Ctrl-C is not caught under DDP (torchrun ends every
+rank); resume continues from the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import datetime as _dt
 import itertools
 import logging
 import math
+import os
 import platform
 import signal
 import socket
@@ -35,6 +51,7 @@ import torch
 from torch import nn
 
 import landscape
+from landscape import distributed
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.config import RunConfig, ScheduleConfig
 from landscape.data import augment_batch, batches, default_loss, load_data
@@ -49,6 +66,10 @@ from landscape.state import module_generators
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict[str, float] | None], None]
+
+# Test hook: rank 1 of a multi-process run exits abruptly (os._exit) when it reaches
+# this step, to test that a dead rank ends the job and that --resume completes it.
+KILL_RANK1_ENV = "LANDSCAPE_TEST_KILL_RANK1_AT_STEP"
 
 
 @dataclass(frozen=True)
@@ -150,11 +171,14 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     """The measurement hooks a run's config asks for (probes, ICS, layer-input
     distributions), so a resumed run gets them back."""
     hooks: list[Hook] = []
+    if distributed.world_size() > 1 and (config.ics is not None or config.distributions is not None):
+        raise ValueError("ICS and layer-input distributions are single-process only; run without torchrun/--nproc")
     p = config.probe
     if p is not None:
         probe = ProbeHook(
             p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
             seed=config.train.seed, curvature=p.curvature,
+            reduce=distributed.all_reduce_mean if distributed.world_size() > 1 else None,
         )
         hooks.append(Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe))
     if config.ics is not None:
@@ -226,36 +250,75 @@ def train(
     Raises:
         StoreError, DataError, ValueError, ConfigError: bad input, one-line messages.
     """
+    ddp = distributed.world_size() > 1
+    main = distributed.is_main()
     if resume:
         if run_dir is None:
             raise ValueError("resume needs a run directory")
-        with RunStore(run_dir) as store:
+        with RunStore(run_dir, readonly=not main) as store:
             saved = store.config
         config = RunConfig.from_dict(saved)
     assert config is not None
-    device = resolve_device(config.train.device)
+    device = distributed.resolve_device(config.train.device) if ddp else resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, noise=dataclasses.replace(config.noise, seed=config.train.seed)).to(device)
     if init is not None and not resume:
         init(model)
+    if ddp and config.train.sync_bn:
+        model = distributed.convert_sync_batchnorm(model)
     data = load_data(config.data, device)
     for warning in data.warnings:
-        log.warning(warning)
+        if main:
+            log.warning(warning)
     optimizer = build_optimizer(model, config)
-    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config, model), *hooks], progress)
+    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config, model), *hooks],
+                 progress if main else None)
     if resume:
         checkpoint = load_checkpoint(run_dir, map_location=device)  # before anything is written
-        store = RunStore(run_dir)
+        store = RunStore(run_dir) if main else _NoStore(run_dir)
         loop.restore(checkpoint, store)
     else:
-        run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-        meta = dict(config.to_dict(), **environment(device), **(extra_config or {}))
-        meta["total_steps"] = loop.total
-        store = RunStore.create(run_dir, meta)
+        def create() -> Path:
+            path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+            meta = dict(config.to_dict(), **environment(device), **(extra_config or {}))
+            meta["total_steps"] = loop.total
+            if ddp:
+                meta["distributed"] = {"world_size": distributed.world_size(),
+                                       "backend": distributed.backend_of(device), "sync_bn": config.train.sync_bn}
+            RunStore.create(path, meta).close()
+            return path
+
+        run_dir = distributed.on_main(create)
+        store = RunStore(run_dir) if main else _NoStore(run_dir)
     try:
         return loop.run(store)
     finally:
         store.close()
+
+
+class _NoStore:
+    """What ranks other than 0 write to: nothing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def log(self, step: int, metrics: Any) -> None:
+        pass
+
+    def log_many(self, records: Any) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def set_status(self, status: str, **info: Any) -> None:
+        pass
+
+    def final(self, name: str) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 class _Loop:
@@ -265,6 +328,13 @@ class _Loop:
         t = config.train
         n = len(data.train_x)
         self.batch_size = n if t.full_batch else min(t.batch_size, n)
+        self.world, self.rank, self.main = distributed.world_size(), distributed.rank(), distributed.is_main()
+        if self.batch_size % self.world:
+            raise ValueError(f"the global batch of {self.batch_size} does not split evenly over {self.world} processes")
+        shard = self.batch_size // self.world
+        self.shard = slice(self.rank * shard, (self.rank + 1) * shard)  # this rank's part of each global batch
+        kill = os.environ.get(KILL_RANK1_ENV)
+        self.kill_at = int(kill) if kill and self.rank == 1 else None
         self.steps_per_epoch = max(n // self.batch_size, 1)
         self.total = t.steps if t.epochs is None else t.epochs * self.steps_per_epoch
         self.loss_fn = default_loss(data)
@@ -327,8 +397,13 @@ class _Loop:
         if not self.pending:
             return None
         steps = [p[0] for p in self.pending]
-        losses = torch.stack([p[1] for p in self.pending]).float().tolist()
-        accs = torch.stack([p[2] for p in self.pending]).tolist() if self.classification else None
+        losses_t = torch.stack([p[1] for p in self.pending]).float()
+        accs_t = torch.stack([p[2] for p in self.pending]) if self.classification else None
+        if self.world > 1:  # the global batch's values, in one collective per log window
+            losses_t, *rest = distributed.all_reduce_mean([losses_t] + ([accs_t] if accs_t is not None else []))
+            accs_t = rest[0] if rest else None
+        losses = losses_t.tolist()
+        accs = accs_t.tolist() if accs_t is not None else None
         self.pending.clear()
         bad = next((s for s, v in zip(steps, losses) if not math.isfinite(v)), None)
         records = []
@@ -346,19 +421,27 @@ class _Loop:
         store.set_status("running")
         model, optimizer, data = self.model, self.optimizer, self.data
         model.train()
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Built after a restore, so that every rank starts from the checkpoint's weights.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
         interrupt = _Interrupt()
         self.last_loss = float("nan")
         if self.step == 0:
             self.call_hooks(store, Event.TRAIN_START)
         diverged = None
-        with interrupt.installed():
+        with interrupt.installed() if self.world == 1 else contextlib.nullcontext():
             while self.step < self.total and diverged is None and not interrupt.requested:
                 epoch, skip = divmod(self.step, self.steps_per_epoch)
                 self.order_gen.set_state(self.epoch_start_state)
                 for x, y in itertools.islice(batches(data, self.batch_size, self.order_gen), skip, None):
                     if self.config.data.augment:
                         x = augment_batch(x, self.augment_gen)
+                    if self.world > 1:
+                        x, y = x[self.shard], y[self.shard]
                     optimizer.zero_grad(set_to_none=True)
                     with autocast:
                         out = model(x)
@@ -382,6 +465,8 @@ class _Loop:
     def after_step(self, store: RunStore, interrupt: _Interrupt) -> int | None:
         t = self.config.train
         step, end = self.step, self.step >= self.total
+        if step == self.kill_at:
+            os._exit(1)
         evaluate_now = step % t.eval_every == 0 or end
         checkpoint_now = step % t.checkpoint_every == 0 or end or interrupt.requested
         if step % t.log_every == 0 or evaluate_now or checkpoint_now:
@@ -394,12 +479,15 @@ class _Loop:
             if step % self.steps_per_epoch == 0:
                 # The next epoch draws its order from here: keep that state for resume.
                 self.epoch_start_state = self.order_gen.get_state()
-            save_checkpoint(store.path, self.state())
+            if self.main:
+                save_checkpoint(store.path, self.state())
         if self.progress is not None:
             self.progress(step, self.total, {"loss": self.last_loss} if step % t.log_every == 0 else None)
         return None
 
     def evaluate(self, store: RunStore) -> None:
+        if not self.main:  # only rank 0 records it; no collectives in eval mode
+            return
         x, y = self.data.test_x, self.data.test_y
         n = self.config.train.eval_samples
         if n is not None:

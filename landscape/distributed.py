@@ -1,0 +1,292 @@
+"""Multi-process runs on torch.distributed: set-up from torchrun's environment,
+collectives over the global batch, and a SyncBatchNorm that also runs on CPUs.
+
+torchrun (``python -m torch.distributed.run``) starts one process per rank and
+sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. With equal
+shards of a global batch B = B_1 u ... u B_N and a mean loss,
+
+    L(w; B) = (1/N) sum_r L(w; B_r)     grad L(w; B) = (1/N) sum_r grad L(w; B_r)
+
+so every loss and gradient a probe measures is the all-reduced mean of the
+ranks' values (exact up to float rounding, for models without BatchNorm or with
+synchronized BatchNorm).
+
+The backend is NCCL for CUDA tensors when every rank has a GPU, Gloo otherwise.
+Collectives time out after ``$LANDSCAPE_DIST_TIMEOUT`` seconds (default 300),
+so a rank that dies ends the job instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_ENV = "LANDSCAPE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300.0
+T = TypeVar("T")
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (RANK and WORLD_SIZE are set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def active() -> bool:
+    """Whether a process group is initialized in this process."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0, the only process that writes the store, checkpoints and reports (True without DDP)."""
+    return rank() == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def timeout() -> _dt.timedelta:
+    """The collective timeout from ``$LANDSCAPE_DIST_TIMEOUT`` (seconds).
+
+    Raises:
+        ValueError: the variable is not a positive number.
+    """
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"${TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return _dt.timedelta(seconds=seconds)
+
+
+def setup() -> None:
+    """Join the process group described by torchrun's environment variables.
+
+    CUDA tensors go through NCCL and CPU tensors through Gloo
+    (``cpu:gloo,cuda:nccl``) when this machine has a GPU; Gloo alone otherwise.
+    Whether the run uses GPUs at all is agreed by every rank in
+    :func:`resolve_device`. Does nothing when a group already exists.
+    """
+    if active():
+        return
+    limit = timeout()
+    if torch.cuda.is_available() and torch.cuda.device_count() > local_rank():
+        torch.cuda.set_device(local_rank())
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=limit)
+    log.info("rank %d of %d joined (%s, timeout %s)", rank(), world_size(), backend, limit)
+
+
+def teardown() -> None:
+    """Leave the process group (no-op without one)."""
+    if active():
+        dist.destroy_process_group()
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` when every rank has a GPU and
+    ``name`` allows it (``auto``, ``cuda``), else the CPU. One collective.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N is replaced by LOCAL_RANK).
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: CUDA asked for but some rank has no GPU (raised on every rank).
+    """
+    has_gpu = torch.cuda.is_available() and torch.cuda.device_count() > local_rank()
+    flag = torch.tensor([int(has_gpu)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    every = bool(flag.item())
+    if name == "cpu" or (name == "auto" and not every):
+        return torch.device("cpu")
+    if not every:
+        raise ValueError("--device cuda asked for, but not every rank has a CUDA device")
+    return torch.device("cuda", local_rank())
+
+
+def backend_of(device: torch.device) -> str:
+    """The backend that carries this device's tensors: nccl or gloo."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The mean over ranks of every tensor, in ONE all-reduce of a flat vector in
+    the first tensor's dtype; the identity without a process group.
+
+    Args:
+        tensors: same device; any shapes.
+
+    Returns:
+        New tensors with the input shapes and dtypes.
+    """
+    if not active() or not tensors:
+        return list(tensors)
+    dtype = tensors[0].dtype
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+    dist.all_reduce(flat)  # SUM: Gloo has no AVG
+    flat /= world_size()
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
+        start += t.numel()
+    return out
+
+
+def all_ok(ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (one collective; ``ok`` without a group)."""
+    if not active():
+        return ok
+    flag = torch.tensor([int(ok)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+class RankError(RuntimeError):
+    """Raised on the other ranks when rank 0 failed; rank 0 raises the original."""
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and give its result (or its exception) to every rank,
+    so that a decision about the file system (a new directory, what to resume) is
+    made once. Without a process group it is just ``fn()``.
+
+    Returns:
+        ``fn()``'s result, on every rank.
+
+    Raises:
+        Whatever ``fn`` raised: the same exception type and message on every rank
+        (``RankError`` where it cannot be rebuilt).
+    """
+    if not active():
+        return fn()
+    box: list[Any] = [None]
+    error: BaseException | None = None
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except Exception as e:  # re-raised below on every rank
+            error = e
+            box[0] = ("error", (type(e), str(e)))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "ok":
+        return value
+    if error is not None:
+        raise error
+    cls, message = value
+    try:
+        raise cls(message)
+    except TypeError:
+        raise RankError(message) from None
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable to any order (the gradient of a sum over ranks
+    is the sum over ranks of the output gradients)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm whose batch statistics span every rank (mean, then variance about
+    it: two all-reduces per forward, differentiable, on any backend including Gloo;
+    torch's own ``nn.SyncBatchNorm`` needs GPUs). Without a process group, or in
+    eval mode, it is plain BatchNorm.
+
+    Parameters, buffers and state-dict keys are BatchNorm's, so checkpoints load
+    into either.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and active() and world_size() > 1):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1, *[1] * (x.dim() - 2)]
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        packed = all_reduce(torch.cat([x.sum(dims), count]))  # (C + 1,)
+        total = packed[-1]
+        mean = packed[:-1] / total
+        centered = x - mean.view(shape)
+        var = all_reduce((centered * centered).sum(dims)) / total
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                unbiased = var.detach() * (total / (total - 1)).clamp_min(0)
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(unbiased, factor)
+        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.BatchNorm1d/2d/3d`` by :class:`SyncBatchNorm`, sharing
+    the parameters and buffers. Noisy BatchNorm and other subclasses are refused.
+
+    Args:
+        model: the model (changed in place where a child is replaced).
+
+    Returns:
+        The model, or the replacement when ``model`` itself is a BatchNorm.
+
+    Raises:
+        ValueError: the model has a BatchNorm subclass (e.g. noisy BN).
+    """
+    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    if type(model) in plain:
+        sync = SyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
+        if model.affine:
+            sync.weight, sync.bias = model.weight, model.bias
+        sync.running_mean, sync.running_var = model.running_mean, model.running_var
+        sync.num_batches_tracked = model.num_batches_tracked
+        sync.training = model.training
+        return sync
+    if isinstance(model, _BatchNorm) and not isinstance(model, SyncBatchNorm):
+        raise ValueError(f"--sync-bn supports plain BatchNorm only, not {type(model).__name__}")
+    for name, child in model.named_children():
+        setattr(model, name, convert_sync_batchnorm(child))
+    return model

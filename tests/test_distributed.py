@@ -1,0 +1,103 @@
+"""Two processes on Gloo through the real launcher (torch.distributed.run): probe
+metrics over the global batch equal a single-process run on the same global batch,
+and a dead rank ends the job cleanly so that --resume completes it."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from landscape.runs import RunStore
+from landscape_cli.main import cli
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["--probe-every", "2", "--dense-until", "0", "--eval-every", "3", "--log-every", "2",
+          "--checkpoint-every", "2", "--device", "cpu", "--no-progress", "--no-report"]
+# lr and step sizes large enough that ||grad L(w - eta g) - g|| is well above float32
+# rounding of g; at tiny steps it is rounding noise in any two runs that sum differently.
+DLN = ["--model", "dln", "--depth", "4", "--norm", "none", "--steps", "6", "--lr", "0.01",
+       "--step-sizes", "4,8,16", *COMMON]
+CNN = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "6", "--lr", "0.05",
+       "--step-sizes", "1,2,4", "--norm", "bn", "--sync-bn", "--eval-samples", "64", *COMMON]
+RTOL = 1e-6
+
+
+def env(**extra):
+    return dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30", **extra)
+
+
+def torchrun(*args, timeout=120, **extra_env):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "landscape_cli", "probe", *args]
+    return subprocess.run(cmd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+
+
+def single(*args):
+    result = CliRunner().invoke(cli, ["probe", *args])
+    assert result.exit_code == 0, result.output
+
+
+def rows(run_dir):
+    with RunStore(run_dir, readonly=True) as store:
+        return {(step, name): value for step, name, value in store.rows()}
+
+
+def assert_close(expected, actual):
+    assert expected.keys() == actual.keys()
+    names = {name for _, name in expected}
+    assert "train/loss" in names and "probe/loss" in names and "probe/grad_diff" in names
+    for key, a in expected.items():
+        b = actual[key]
+        for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert math.isclose(x, y, rel_tol=RTOL, abs_tol=1e-12), (key, x, y)
+
+
+@pytest.fixture(scope="module")
+def cnn_two(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn2") / "exp"
+    done = torchrun(*CNN, "--run-dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_dln_two_processes_equal_one_on_the_global_batch(tmp_path):
+    # Full batch of 1000: each rank holds 500.
+    single(*DLN, "--run-dir", str(tmp_path / "one"))
+    done = torchrun(*DLN, "--run-dir", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished 6 steps" in done.stdout and done.stdout.count("finished") == 1  # rank 0 prints
+    assert_close(rows(tmp_path / "one" / "none"), rows(tmp_path / "two" / "none"))
+    with RunStore(tmp_path / "two" / "none", readonly=True) as store:
+        assert store.config["distributed"] == {"world_size": 2, "backend": "gloo", "sync_bn": False}
+
+
+def test_cnn_with_sync_bn_two_processes_equal_one(tmp_path, cnn_two):
+    single(*CNN, "--run-dir", str(tmp_path / "one"))
+    assert_close(rows(tmp_path / "one" / "bn"), rows(cnn_two / "bn"))
+
+
+def test_dead_rank_fails_the_job_and_resume_completes_it(tmp_path, cnn_two):
+    exp = tmp_path / "exp"
+    start = time.monotonic()
+    done = torchrun(*CNN, "--run-dir", str(exp), LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
+    assert done.returncode != 0 and time.monotonic() - start < 60
+    assert "another process of the job failed" in done.stderr
+    with RunStore(exp / "bn", readonly=True) as store:
+        assert store.status == "interrupted"
+        assert store.last_step() is not None and store.last_step() >= 2  # checkpointed at 2
+    # --nproc re-launches through torch.distributed.run.
+    resumed = subprocess.run([sys.executable, "-m", "landscape_cli", "probe", "--nproc", "2", "--resume", str(exp),
+                              "--no-progress", "--no-report"], env=env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert rows(exp / "bn") == rows(cnn_two / "bn")
+
+
+def test_batch_that_does_not_split_is_a_one_line_error(tmp_path):
+    done = torchrun(*[a if a != "32" else "33" for a in CNN], "--run-dir", str(tmp_path / "x"))
+    assert done.returncode != 0
+    assert "Error: the global batch of 33 does not split evenly over 2 processes" in done.stderr
