@@ -348,6 +348,15 @@ def test_load_diverged_run(tmp_path: Path) -> None:
     rows = dict(data.config_rows([rec]))
     assert rows["probe step sizes"] == ["0.05, 0.1, 0.2, 0.4 (= 0.5, 1.0, 2.0, 4.0 × lr)"]
     assert rows["versions"] == ["python 3.11, torch 2.14.1"]
+    assert rows["batch size"] == ["128"]
+
+
+def test_full_batch_runs_say_so(tmp_path: Path) -> None:
+    path = write_synthetic_run(tmp_path / "r", steps=20)
+    config = json.loads((path / "config.json").read_text())
+    config["train"]["full_batch"] = True
+    (path / "config.json").write_text(json.dumps(config))
+    assert dict(data.config_rows([data.load_run(path)]))["batch size"] == ["full batch"]
 
 
 def test_load_run_errors(tmp_path: Path) -> None:

@@ -444,7 +444,8 @@ def config_rows(records: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         row("data", lambda r: _get(r.config, "data", "name")),
         row("lr", lambda r: _get(r.config, "train", "lr")),
         row("momentum", lambda r: _get(r.config, "train", "momentum")),
-        row("batch size", lambda r: _get(r.config, "train", "batch_size")),
+        row("batch size", lambda r: "full batch" if _get(r.config, "train", "full_batch")
+            else _get(r.config, "train", "batch_size")),
         row("steps", steps_text),
         row("probe step sizes", step_sizes_text),
         row("probe direction", lambda r: _get(r.config, "probe", "direction")),
