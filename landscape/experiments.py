@@ -265,9 +265,12 @@ def _start_or_resume(run_dir: Path) -> bool | None:
         return None
     resume = state != "missing"
     if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
-        # Killed before its first checkpoint: nothing worth keeping, start again.
-        for child in sorted(run_dir.rglob("*"), reverse=True):
-            child.unlink() if child.is_file() else child.rmdir()
+        # Killed while setting up, before its step-0 checkpoint: start again, but keep
+        # whatever it wrote under .incomplete/ rather than deleting it.
+        aside = run_dir.parent / ".incomplete" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.parent.mkdir(exist_ok=True)
+        run_dir.rename(aside)
+        log.warning("%s had no checkpoint; moved it to %s and started it again", run_dir, aside)
         resume = False
     return resume
 

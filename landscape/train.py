@@ -431,6 +431,10 @@ class _Loop:
         interrupt = _Interrupt()
         self.last_loss = float("nan")
         if self.step == 0:
+            if self.main:
+                # A run is resumable from its first moment: killed before its first
+                # periodic checkpoint, it still continues instead of starting over.
+                save_checkpoint(store.path, self.state())
             self.call_hooks(store, Event.TRAIN_START)
         diverged = None
         with interrupt.installed() if self.world == 1 else contextlib.nullcontext():

@@ -17,7 +17,7 @@ from landscape.runs import RunStore
 from landscape.train import train
 from landscape_cli.main import cli
 
-from conftest import tiny_config
+from conftest import replace_train, tiny_config
 
 PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), every=3, dense_until=4, dense_every=1, curvature=True)
 
@@ -143,3 +143,32 @@ def test_bad_step_sizes_one_line(tmp_path, sizes):
 def test_unknown_norm_in_list(tmp_path):
     result = invoke("probe", *TINY, "--norm", "none,bogus")
     assert result.exit_code == 2 and "bogus" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_run_killed_before_training_is_moved_aside_not_deleted(tmp_path, tiny):
+    configs = variants(dataclasses.replace(tiny, probe=PROBE), ["none", "bn"])
+    run_experiment(configs, tmp_path / "full", kind="probe")
+    run_experiment(configs[:1], tmp_path / "e", kind="probe")
+    # "bn" died during set-up: a store, no checkpoint
+    RunStore.create(tmp_path / "e" / "bn", {"name": "bn"}).close()
+    results = run_experiment(configs, tmp_path / "e", kind="probe")
+    assert results[0] is None and results[1].status == "finished"
+    assert [p.name.split("-")[0] for p in (tmp_path / "e" / ".incomplete").iterdir()] == ["bn"]
+    assert rows(tmp_path / "e" / "bn") == rows(tmp_path / "full" / "bn")
+
+
+def test_every_run_is_resumable_from_step_zero(tmp_path, tiny):
+    """A crash before the first periodic checkpoint resumes from the step-0 one."""
+    config = replace_train(tiny, checkpoint_every=100)
+
+    @hook(Event.AFTER_STEP)
+    def crash(ctx):
+        if ctx.step == 3:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(config, run_dir=tmp_path / "r", hooks=[crash])
+    assert torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == 0
+    full = train(config, run_dir=tmp_path / "full")
+    assert train(run_dir=tmp_path / "r", resume=True).status == "finished"
+    assert rows(tmp_path / "r") == rows(full.run_dir)
