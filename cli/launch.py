@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,9 +34,16 @@ def join_if_launched(ctx: click.Context) -> None:
         return
     distributed.setup()
     ctx.call_on_close(distributed.teardown)
+    # When one rank dies, torchrun SIGTERMs the others, sometimes before their next
+    # collective notices: say so in the same one line instead of dying silently.
+    signal.signal(signal.SIGTERM, _stopped_by_launcher)
     if not distributed.is_main():
         devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         sys.stdout = devnull
+
+
+def _stopped_by_launcher(signum: int, frame: object) -> None:
+    raise RuntimeError("stopped by the launcher (SIGTERM), usually because another rank failed")
 
 
 def refuse_distributed(command: str) -> None:
