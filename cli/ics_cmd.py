@@ -11,23 +11,22 @@ import click
 from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import refuse_distributed
-from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
+from landscape_cli.options import (
+    build_run_config, data_options, experiment_options, family, model_options, split_norms, train_options,
+)
 
 # Fig. 3: VGG at lr 0.1 and 0.01; the deep linear network at 1e-6 and 1e-7 (layers #9 and #17 shown).
 ICS_LRS = {"vgg": (0.1, 0.01), "dln": (1e-6, 1e-7)}
 ICS_HIGHLIGHT = {"dln": (9, 17)}
 
 
-def _schedule(total: int, every: int | None, per_paper: int = 100):
-    """Every ``per_paper`` steps at the paper's 15k steps, scaled with the run's length."""
+def _schedule(total: int, every: int | None):
+    """The paper's every-100-steps schedule (dense early) scaled with the run's length."""
     from landscape.config import ScheduleConfig
-    from landscape.experiments import PAPER_STEPS
+    from landscape.experiments import paper_schedule
 
-    scale = total / PAPER_STEPS
-    return ScheduleConfig(
-        every=every or max(1, round(per_paper * scale)), dense_until=round(1000 * scale),
-        dense_every=max(1, round(10 * scale)),
-    )
+    scaled_every, dense_until, dense_every = paper_schedule(total)
+    return ScheduleConfig(every=every or scaled_every, dense_until=dense_until, dense_every=dense_every)
 
 
 def _scaled_eval(base, options: dict):
@@ -47,20 +46,6 @@ def _layers(text: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else ()
 
 
-def common(fn):
-    for option in reversed([
-        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Experiment directory [default: runs/<command>-<model>-<time>]."),
-        click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Continue an interrupted experiment (other options are ignored)."),
-        click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
-        click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
-        click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
-    ]):
-        fn = option(fn)
-    return fn
-
-
 @click.command("ics-noise")
 @model_options(default_norm="none,bn,noisy_bn", multiple_norms=True)
 @data_options()
@@ -74,7 +59,7 @@ def common(fn):
 @click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
 @click.option("--dist-every", type=int, default=None,
               help="Record distributions every N steps [default: 100 at 15k steps, scaled].")
-@common
+@experiment_options("ics-noise")
 @friendly_errors
 def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins: int, dist_every: int | None,
               run_dir: Path | None, resume_dir: Path | None, dry_run: bool, report: bool, progress: bool,
@@ -110,7 +95,7 @@ def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins:
                    "1e-6,1e-7 for the DLN; else --lr].")
 @click.option("--ics-every", type=int, default=None,
               help="Measure ICS every N steps [default: 100 at 15k steps, scaled, dense early].")
-@common
+@experiment_options("ics")
 @friendly_errors
 def ics(norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None, resume_dir: Path | None,
         dry_run: bool, report: bool, progress: bool, **options) -> None:

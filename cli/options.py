@@ -4,6 +4,7 @@ into a :class:`landscape.config.RunConfig` (CLI flag > per-model default > libra
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -89,6 +90,19 @@ def train_options() -> Callable:
         click.option("--sync-bn/--no-sync-bn", default=False, show_default=True,
                      help="Several processes: BatchNorm statistics over the global batch (SyncBatchNorm); "
                           "without it each process normalizes over its own shard."),
+    )
+
+
+def experiment_options(kind: str) -> Callable:
+    """Options every experiment command (probe, ics-noise, ics) takes."""
+    return _options(
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help=f"Experiment directory [default: runs/{kind}-<model>-<time>]."),
+        click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help=f"Continue an interrupted {kind} experiment (other options are ignored)."),
+        click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
+        click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
     )
 
 

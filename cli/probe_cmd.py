@@ -11,7 +11,9 @@ import click
 from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
-from landscape_cli.options import build_run_config, data_options, family, model_options, split_norms, train_options
+from landscape_cli.options import (
+    build_run_config, data_options, experiment_options, family, model_options, split_norms, train_options,
+)
 
 
 @click.command()
@@ -33,13 +35,7 @@ from landscape_cli.options import build_run_config, data_options, family, model_
 @click.option("--dense-every", type=int, default=None, help="Dense probe interval [default: 10 at 15k, scaled].")
 @click.option("--curvature/--no-curvature", default=True, show_default=True,
               help="Also record g^T H g / ||g||^2 (one Hessian-vector product per probe).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Experiment directory [default: runs/probe-<model>-<time>].")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Continue an interrupted probe experiment (other options are ignored).")
-@click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit.")
-@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@experiment_options("probe")
 @nproc_option()
 @friendly_errors
 def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,

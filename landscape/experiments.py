@@ -14,6 +14,7 @@ experiment is that comparison. Interrupted experiments resume run by run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,6 +28,7 @@ from torch import nn
 
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
+from landscape.data import CIFAR_TEST, CIFAR_TRAIN, LINEAR_TEST, LINEAR_TRAIN
 from landscape.hooks import DenseEarly, Hook
 from landscape.models import build_model
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
@@ -37,13 +39,19 @@ log = logging.getLogger(__name__)
 PAPER_STEPS = 15_000  # the paper's VGG run; the default probe schedule is given for it
 
 
+def paper_schedule(total_steps: int, every: int = 100) -> tuple[int, int, int]:
+    """(every, dense_until, dense_every): ``every`` steps and every 10 over the first
+    1,000 at the paper's 15,000 steps, shrunk in proportion to ``total_steps``."""
+    scale = total_steps / PAPER_STEPS
+    return max(1, round(every * scale)), round(1000 * scale), max(1, round(10 * scale))
+
+
 def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> dict[str, int]:
     """The paper-scale schedule (every 100 steps, every 10 over the first 1,000 of
     15,000) shrunk in proportion to ``total_steps``; for short runs both intervals
     are then doubled until probing costs at most half the training passes, so a
     CPU-sized run stays CPU-sized. At paper scale probing costs well under that."""
-    scale = total_steps / PAPER_STEPS
-    every, dense_until, dense_every = max(1, round(100 * scale)), round(1000 * scale), max(1, round(10 * scale))
+    every, dense_until, dense_every = paper_schedule(total_steps)
     while count_probes(DenseEarly(every, dense_until, dense_every), total_steps) * passes_per_probe > total_steps / 2:
         if every >= total_steps:
             break
@@ -98,13 +106,13 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
 def train_size(config: RunConfig) -> int:
     """Training examples the run will see (without loading the data)."""
     d = config.data
-    n = {"cifar10": 50_000, "synthetic": d.synthetic_train, "gaussian-linear": 1000}[d.name]
+    n = {"cifar10": CIFAR_TRAIN, "synthetic": d.synthetic_train, "gaussian-linear": LINEAR_TRAIN}[d.name]
     return min(n, d.subset) if d.subset else n
 
 
 def test_size(config: RunConfig) -> int:
     d = config.data
-    return {"cifar10": 10_000, "synthetic": d.synthetic_test, "gaussian-linear": 1000}[d.name]
+    return {"cifar10": CIFAR_TEST, "synthetic": d.synthetic_test, "gaussian-linear": LINEAR_TEST}[d.name]
 
 
 def total_steps(config: RunConfig) -> int:
@@ -150,7 +158,7 @@ def _example_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tenso
     d = config.data
     g = torch.Generator().manual_seed(0)
     if d.name == "gaussian-linear":
-        n = d.subset or 1000
+        n = min(d.subset or LINEAR_TRAIN, LINEAR_TRAIN)
         x = torch.randn(n, config.model.width, generator=g)
         return x.to(device), torch.randn(n, config.model.width, generator=g).to(device), nn.MSELoss()
     size = d.image_size if d.name == "synthetic" else 32
@@ -246,7 +254,7 @@ def run_experiment(
             results.append(None)
             continue
         hooks = hooks_for(config) if hooks_for else []
-        with (progress_for(config) if progress_for else _no_progress()) as progress:
+        with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
             result = train(
                 None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks,
                 progress=progress, init=same_start, extra_config={"experiment": str(exp_dir), "kind": kind},
@@ -273,11 +281,3 @@ def _start_or_resume(run_dir: Path) -> bool | None:
         log.warning("%s had no checkpoint; moved it to %s and started it again", run_dir, aside)
         resume = False
     return resume
-
-
-class _no_progress:
-    def __enter__(self) -> Progress | None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
