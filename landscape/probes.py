@@ -37,10 +37,11 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from landscape.config import BN_MODES, DIRECTIONS
 from landscape.hooks import Context, Event
-from landscape.state import cloned_buffers, detached_params, fork_rng, module_generators, replay_rng
+from landscape.state import RngSources, cloned_buffers, fork_rng, replay_rng, rng_sources
 
 logger = logging.getLogger(__name__)
 
@@ -156,12 +157,13 @@ def parse_step_sizes(text: str) -> tuple[tuple[float, ...], bool]:
 
 
 @contextlib.contextmanager
-def norm_layers_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
+def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit
     restore the training flag of every module exactly (no recursive ``train()``)."""
-    flags = [(m, m.training) for m in model.modules()]
+    modules = list(model.modules()) if modules is None else modules
+    flags = [(m, m.training) for m in modules]
     try:
-        for m in model.modules():
+        for m in modules:
             if isinstance(m, _NormBase):
                 m.training = bn_mode == "train"
         yield
@@ -170,12 +172,12 @@ def norm_layers_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
             m.training = flag
 
 
-def _is_stochastic(model: nn.Module) -> bool:
+def _is_stochastic(modules: list[nn.Module], sources: RngSources) -> bool:
     """Whether a forward pass draws random numbers (active dropout or a layer holding a
     generator), so a gradient from an earlier forward used another draw. Functional
     dropout called inside a custom ``forward`` cannot be detected."""
-    dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in model.modules())
-    return dropout or bool(module_generators(model))
+    dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in modules)
+    return dropout or bool(sources.generators)
 
 
 def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -183,7 +185,9 @@ def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
+    # torch's C++ flatten (what DDP's and apex's bucketing use): about half the cost of
+    # cat over Python-made views, which shows per point on models with many small tensors.
+    return _flatten_dense_tensors(list(tensors))
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -253,9 +257,104 @@ def _direction(
     return out
 
 
+def _put(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Replace a registered parameter or buffer. A plain dict write is what
+    ``nn.Module.__setattr__`` comes down to for a registered name, at a fraction of its
+    cost; modules that override ``__setattr__`` (RNNs cache their weights) get it."""
+    if type(module).__setattr__ is not nn.Module.__setattr__:
+        setattr(module, name, tensor)
+    elif name in module._parameters:
+        module._parameters[name] = tensor
+    else:
+        module._buffers[name] = tensor
+
+
+def _trainable(model: nn.Module) -> tuple[list[nn.Module], dict[str, nn.Parameter]]:
+    """Every module once, and the trainable parameters by name, as ``named_parameters``
+    gives them (each tensor once), from a single walk over the modules."""
+    named_modules = list(model.named_modules())
+    seen: set[int] = set()
+    params: dict[str, nn.Parameter] = {}
+    for prefix, module in named_modules:
+        for name, p in module._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.requires_grad:
+                params[f"{prefix}.{name}" if prefix else name] = p
+    return [m for _, m in named_modules], params
+
+
+class _Workspace:
+    """One working set of the trainable parameters (whatever K) and of the buffers,
+    put in the model's modules in place of the real tensors for the probe's duration.
+
+    The real tensors are never written: a train-mode forward updates the working
+    buffers, the evaluation points are written into the working parameters, and on
+    exit every module gets back the very objects it held (same ``.grad``, same
+    optimizer-state keys). A tensor shared between modules gets one working copy, so
+    tied weights stay tied. The working parameters are views of one flat vector when
+    all have one dtype and device: a point w - eta d is then one kernel.
+    """
+
+    def __init__(self, modules: list[nn.Module], originals: list[nn.Parameter]) -> None:
+        self.params = [p.detach() for p in originals]
+        same = len({(p.dtype, p.device) for p in self.params}) == 1
+        self.flat_w = _flat(self.params) if same else None
+        if self.flat_w is not None:
+            self.flat = torch.empty_like(self.flat_w)
+            views = list(_unflatten_dense_tensors(self.flat, self.params))
+        else:
+            views = [torch.empty_like(p) for p in self.params]
+        self.leaves = [nn.Parameter(v) for v in views]
+        working = {id(p): leaf for p, leaf in zip(originals, self.leaves)}
+        self.buffers: list[torch.Tensor] = []  # the real ones, read before every point
+        self.work_buffers: list[torch.Tensor] = []
+        self.swaps: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
+        for module in modules:  # each module once, even when used twice
+            for name, t in module._parameters.items():
+                if t is not None and id(t) in working:
+                    self.swaps.append((module, name, t, working[id(t)]))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    if id(b) not in working:
+                        working[id(b)] = b.clone()
+                        self.buffers.append(b)
+                        self.work_buffers.append(working[id(b)])
+                    self.swaps.append((module, name, b, working[id(b)]))
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        done = []
+        try:
+            for module, name, real, work in self.swaps:
+                _put(module, name, work)
+                done.append((module, name, real))
+            yield
+        finally:
+            for module, name, real in reversed(done):
+                _put(module, name, real)
+
+    def move_to(self, d: list[torch.Tensor], d_flat: torch.Tensor | None, eta: float) -> None:
+        """Working parameters := w - eta d, working buffers := the real ones."""
+        with torch.no_grad():
+            if self.flat_w is not None:
+                if eta == 0:
+                    self.flat.copy_(self.flat_w)
+                else:
+                    torch.add(self.flat_w, d_flat, alpha=-eta, out=self.flat)
+            else:
+                torch._foreach_copy_(self.leaves, self.params)
+                if eta != 0:
+                    torch._foreach_add_(self.leaves, d, alpha=-eta)
+            if self.buffers:
+                torch._foreach_copy_(self.work_buffers, self.buffers)
+
+
 class _Evaluator:
-    """Loss and gradient at points w' of the parameter space; every evaluation starts
-    from working copies of the model's buffers and from the same random draw."""
+    """Loss and gradient at points w - eta d of the parameter space, evaluated in the
+    model itself with its working tensors (see :class:`_Workspace`); every point starts
+    from the real buffers and from the same random draw."""
 
     def __init__(
         self,
@@ -263,32 +362,27 @@ class _Evaluator:
         loss_fn: LossFn,
         inputs: torch.Tensor,
         targets: torch.Tensor,
+        workspace: _Workspace,
         names: list[str],
         rewind: Callable[[], None],
         reduce: Reduce | None = None,
     ) -> None:
         self.model, self.loss_fn, self.inputs, self.targets = model, loss_fn, inputs, targets
-        self.names, self.rewind, self.reduce = names, rewind, reduce
-        self.tied = _tie_weights(model)
-        self.originals = dict(model.named_buffers())
-        self.work = cloned_buffers(model)
+        self.space, self.names, self.rewind, self.reduce = workspace, names, rewind, reduce
+        self.leaves = workspace.leaves
+        self.d: list[torch.Tensor] = []
+        self.d_flat: torch.Tensor | None = None
 
-    def _buffers(self) -> dict[str, torch.Tensor]:
-        """The working clones, reset to the model's buffers: a train-mode forward updated
-        them (running stats). One grouped copy is cheaper than fresh clones."""
-        if self.work:
-            torch._foreach_copy_(list(self.work.values()), list(self.originals.values()))
-        return self.work
+    def set_direction(self, d: list[torch.Tensor], d_flat: torch.Tensor) -> None:
+        self.d, self.d_flat = d, d_flat
 
-    def _loss(self, point: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-        output = functional_call(self.model, (point, buffers), (self.inputs,), tie_weights=self.tied)
-        return self.loss_fn(output, self.targets)
-
-    def loss(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, eta: float) -> torch.Tensor:
+        self.space.move_to(self.d, self.d_flat, eta)
         self.rewind()
-        with torch.no_grad():
-            loss = self._loss(dict(zip(self.names, tensors)), self._buffers()).detach()
-        return loss if self.reduce is None else self.reduce([loss])[0]
+        return self.loss_fn(self.model(self.inputs), self.targets)
+
+    def _zeros(self, grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+        return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(self.leaves, grads)]
 
     def _reduced(
         self, loss: torch.Tensor, grads: list[torch.Tensor]
@@ -298,31 +392,32 @@ class _Evaluator:
         loss, *grads = self.reduce([loss, *grads])
         return loss, grads
 
-    def loss_and_grad(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        self.rewind()
-        leaves = [t.detach().requires_grad_(True) for t in tensors]
+    def loss(self) -> torch.Tensor:
+        """L(w)."""
+        with torch.no_grad():
+            loss = self._forward(0.0).detach()
+        return loss if self.reduce is None else self.reduce([loss])[0]
+
+    def loss_and_grad(self, eta: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """L(w - eta d) and its gradient."""
         with torch.enable_grad():
-            loss = self._loss(dict(zip(self.names, leaves)), self._buffers())
-            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        return self._reduced(loss.detach(), [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)])
+            loss = self._forward(eta)
+            grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
+        return self._reduced(loss.detach(), self._zeros(grads))
 
     def with_curvature(
-        self, tensors: list[torch.Tensor], g: list[torch.Tensor] | None
+        self, g: list[torch.Tensor] | None
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Loss, gradient and g^T H g / ||g||^2 at ``tensors`` by double backward
-        (g: the given gradient, or this one when None; with ``reduce`` g must be given:
-        g^T H_r g is averaged over the ranks, which is g^T H g for the global g)."""
-        self.rewind()
-        leaves = [t.detach().requires_grad_(True) for t in tensors]
+        """L(w), its gradient and g^T H g / ||g||^2 by double backward (g: the given
+        gradient, or this one when None; with ``reduce`` g must be given: g^T H_r g is
+        averaged over the ranks, which is g^T H g for the global g)."""
         with torch.enable_grad():
-            loss = self._loss(dict(zip(self.names, leaves)), self._buffers())
-            grads = torch.autograd.grad(loss, leaves, allow_unused=True, create_graph=True)
-            grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+            loss = self._forward(0.0)
+            grads = self._zeros(torch.autograd.grad(loss, self.leaves, allow_unused=True, create_graph=True))
             g = [gr.detach() for gr in grads] if g is None else g
             gdot = _dot(grads, g)
             if gdot.requires_grad:
-                hg = torch.autograd.grad(gdot, leaves, allow_unused=True)
-                hg = [torch.zeros_like(t) if h is None else h for t, h in zip(leaves, hg)]
+                hg = self._zeros(torch.autograd.grad(gdot, self.leaves, allow_unused=True))
                 ghg = _dot(hg, g).detach()
             else:  # the gradient does not depend on w: H = 0
                 ghg = None
@@ -333,33 +428,31 @@ class _Evaluator:
         curvature = torch.zeros_like(gdot.detach()) if ghg is None else ghg / _dot(g, g)
         return loss, grads, curvature
 
-    def many_loop(
-        self, params: list[torch.Tensor], d: list[torch.Tensor], step_sizes: Sequence[float]
-    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
-        if len({(p.dtype, p.device) for p in params}) != 1:
-            for eta in step_sizes:
-                yield self.loss_and_grad(torch._foreach_add(params, d, alpha=-eta))
-            return
-        # One flat add per point (views give the parameters) instead of one op per tensor:
-        # small models on a GPU are bound by kernel launches.
-        flat_w, flat_d = _flat(params), _flat(d)
-        sizes, shapes = [p.numel() for p in params], [p.shape for p in params]
+    def many_loop(self, step_sizes: Sequence[float]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         for eta in step_sizes:
-            flat = torch.add(flat_w, flat_d, alpha=-eta)
-            yield self.loss_and_grad([t.view(s) for t, s in zip(flat.split(sizes), shapes)])
+            yield self.loss_and_grad(eta)
 
     def many_vmap(
-        self, params: list[torch.Tensor], d: list[torch.Tensor], step_sizes: Sequence[float], chunk_size: int
+        self, step_sizes: Sequence[float], chunk_size: int
     ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         # Train-mode BN updates its running stats in place; under vmap that only works on
-        # batched buffers, so every evaluation point gets its own stacked clone.
+        # batched buffers, so every evaluation point gets its own stacked clone (of the
+        # real buffers: the working ones are reset to them first).
+        self.space.move_to(self.d, self.d_flat, 0.0)
         buffers = cloned_buffers(self.model)
-        compute = vmap(grad_and_value(self._loss), in_dims=(0, 0), randomness="same")
+        tied = _tie_weights(self.model)
+
+        def loss_at(point: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor]) -> torch.Tensor:
+            output = functional_call(self.model, (point, bufs), (self.inputs,), tie_weights=tied)
+            return self.loss_fn(output, self.targets)
+
+        compute = vmap(grad_and_value(loss_at), in_dims=(0, 0), randomness="same")
+        params = self.space.params
         for start in range(0, len(step_sizes), chunk_size):
             chunk = step_sizes[start : start + chunk_size]
             k = len(chunk)
             points = {}
-            for name, p, di in zip(self.names, params, d):
+            for name, p, di in zip(self.names, params, self.d):
                 etas = torch.tensor(chunk, dtype=p.dtype, device=p.device).view(-1, *[1] * p.dim())
                 points[name] = p.unsqueeze(0) - etas * di.unsqueeze(0)  # (k, *p.shape)
             stacked = {n: b.unsqueeze(0).expand(k, *b.shape).clone() for n, b in buffers.items()}
@@ -455,14 +548,19 @@ def probe_gradient(
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
 
-    named = detached_params(model)
-    names, params = list(named), list(named.values())
-    with fork_rng(model), norm_layers_mode(model, bn_mode):
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # DDP's forward would wait for a backward into the real .grad
+    modules, real = _trainable(model)
+    names = list(real)
+    workspace = _Workspace(modules, list(real.values()))
+    named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
+    sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
+    with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
         reuse = grad is not None
-        if reuse and bn_mode == "eval" and any(isinstance(m, _NormBase) for m in model.modules()):
+        if reuse and bn_mode == "eval" and any(isinstance(m, _NormBase) for m in modules):
             logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
             reuse = False
-        if reuse and _is_stochastic(model):
+        if reuse and _is_stochastic(modules, sources):
             logger.debug("random layers are active: recomputing g so that it sees the probe's draw")
             reuse = False
         g = _grad_list(grad, named) if reuse else None
@@ -472,59 +570,56 @@ def probe_gradient(
         if reduce is not None and base_loss is not None:
             local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
             base_loss = reduce([local.detach().reshape(1)])[0]
-        with replay_rng(model) as rewind:
-            evaluator = _Evaluator(model, loss_fn, inputs, targets, names, rewind, reduce)
+        with replay_rng(sources) as rewind:
+            evaluator = _Evaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
             loss0, curv = None, None
             if curvature and g is None and reduce is not None:
                 # The curvature needs the global g before its Hessian-vector product.
-                loss0, g = evaluator.loss_and_grad(params)
+                loss0, g = evaluator.loss_and_grad(0.0)
             if curvature:
-                loss0, grads0, curv = evaluator.with_curvature(params, g)
+                loss0, grads0, curv = evaluator.with_curvature(g)
                 g = grads0 if g is None else g
             elif g is None:
-                loss0, g = evaluator.loss_and_grad(params)
+                loss0, g = evaluator.loss_and_grad(0.0)
             elif base_loss is None:
-                loss0 = evaluator.loss(params)
+                loss0 = evaluator.loss()
             if reuse and base_loss is not None:
                 loss0 = None  # the caller's loss is L(w; B) of exactly this g
             d = _direction(direction, named, g, noise)
-            if method == "vmap":
-                points = evaluator.many_vmap(params, d, step_sizes, chunk_size or len(step_sizes))
-            else:
-                points = evaluator.many_loop(params, d, step_sizes)
-            # One flat vector per gradient: three reductions per point instead of three per tensor.
+            # One flat vector per gradient: a few reductions per point instead of a few per tensor.
             g_flat = _flat(g)
-            g_norm, d_norm = torch.linalg.vector_norm(g_flat), _norm(d)
-            losses, diffs, cosines = [], [], []
+            d_flat = g_flat if d is g else _flat(d)
+            evaluator.set_direction(d, d_flat)
+            if method == "vmap":
+                points = evaluator.many_vmap(step_sizes, chunk_size or len(step_sizes))
+            else:
+                points = evaluator.many_loop(step_sizes)
+            losses, norms = [], []  # norms: ||G - g||, ||G|| and G.g per point, G its gradient
             for loss, grads in points:
                 flat = _flat(grads)
                 losses.append(loss)
-                diffs.append(torch.linalg.vector_norm(flat - g_flat))
-                cosines.append(torch.dot(flat, g_flat) / (torch.linalg.vector_norm(flat) * g_norm))
+                norms.extend(torch._foreach_norm([flat - g_flat, flat]))
+                norms.append(torch.dot(flat, g_flat))
+            norms.extend(torch._foreach_norm([g_flat, d_flat]))
 
-    diffs_t = torch.stack(diffs)
-    eta = torch.tensor(step_sizes, dtype=diffs_t.dtype, device=diffs_t.device)
-    ratios = diffs_t[eta > 0] / (eta[eta > 0] * d_norm)
-    beta = ratios.max() if ratios.numel() else torch.tensor(float("nan"))
     # One transfer for every scalar (a single device sync on GPUs).
-    scalars = torch.cat(
-        [
-            torch.stack([g_norm, d_norm, beta.to(diffs_t)]).double(),
-            torch.stack(losses).double(),
-            diffs_t.double(),
-            torch.stack(cosines).double(),
-        ]
-    ).tolist()
+    scalars = torch.cat([torch.stack(losses).double(), torch.stack(norms).double()]).tolist()
     k = len(step_sizes)
+    losses_, per_point, (g_norm, d_norm) = scalars[:k], scalars[k:-2], scalars[-2:]
+    diffs = per_point[0::3]
+    cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
+               for norm, dot in zip(per_point[1::3], per_point[2::3])]
+    ratios = [diff / (eta * d_norm) if d_norm > 0 else math.nan for diff, eta in zip(diffs, step_sizes) if eta > 0]
+    beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
     return ProbeResult(
         step_sizes=step_sizes,
         base_loss=float(base_loss) if loss0 is None else float(loss0),
-        grad_norm=scalars[0],
-        direction_norm=scalars[1],
-        losses=tuple(scalars[3 : 3 + k]),
-        grad_diffs=tuple(scalars[3 + k : 3 + 2 * k]),
-        grad_cosines=tuple(scalars[3 + 2 * k :]),
-        beta=scalars[2],
+        grad_norm=g_norm,
+        direction_norm=d_norm,
+        losses=tuple(losses_),
+        grad_diffs=tuple(diffs),
+        grad_cosines=tuple(cosines),
+        beta=beta,
         curvature=None if curv is None else float(curv),
         bn_mode=bn_mode,
         direction=direction,

@@ -19,11 +19,14 @@ import torch
 from torch import nn
 
 
-def module_generators(model: nn.Module) -> list[torch.Generator]:
+def module_generators(model: nn.Module, modules: list[nn.Module] | None = None) -> list[torch.Generator]:
     """Every ``torch.Generator`` held as an attribute of a submodule (noisy BN's),
-    each once even when layers share it."""
+    each once even when layers share it. ``modules``: ``list(model.modules())`` when
+    the caller has it already."""
     found: list[torch.Generator] = []
-    for module in model.modules():
+    for module in model.modules() if modules is None else modules:
+        if type(module).__module__.startswith("torch.nn."):
+            continue  # torch's own layers hold no generator; skipping them halves the cost
         for value in vars(module).values():
             # An exact type check: isinstance against torch.Generator goes through a slow
             # metaclass hook, and this runs a few times per probe over every attribute.
@@ -32,40 +35,56 @@ def module_generators(model: nn.Module) -> list[torch.Generator]:
     return found
 
 
-def _rng_devices(model: nn.Module) -> list[torch.device]:
-    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
-    return [d for d in devices if d.type == "cuda"]
+@dataclass(frozen=True)
+class RngSources:
+    """What a forward pass of a model may draw from besides the global CPU RNG: its
+    modules' own generators and the CUDA devices its tensors live on."""
+
+    generators: list[torch.Generator]
+    cuda_devices: list[torch.device]
+
+
+def rng_sources(
+    model: nn.Module, modules: list[nn.Module] | None = None, devices: set[torch.device] | None = None
+) -> RngSources:
+    """``modules`` and ``devices`` (of every parameter and buffer): when the caller has them."""
+    modules = list(model.modules()) if modules is None else modules
+    if devices is None:
+        devices = {t.device for m in modules for t in [*m._parameters.values(), *m._buffers.values()] if t is not None}
+    return RngSources(module_generators(model, modules), [d for d in devices if d.type == "cuda"])
+
+
+def _sources(model: nn.Module | RngSources) -> RngSources:
+    return model if isinstance(model, RngSources) else rng_sources(model)
 
 
 @contextlib.contextmanager
-def fork_rng(model: nn.Module) -> Iterator[None]:
+def fork_rng(model: nn.Module | RngSources) -> Iterator[None]:
     """Restore the global CPU/CUDA RNG and the model's own generators on exit."""
-    generators = module_generators(model)
-    saved = [g.get_state() for g in generators]
-    devices = _rng_devices(model)
-    with torch.random.fork_rng(devices=devices, enabled=True):
+    sources = _sources(model)
+    saved = [g.get_state() for g in sources.generators]
+    with torch.random.fork_rng(devices=sources.cuda_devices, enabled=True):
         try:
             yield
         finally:
-            for g, s in zip(generators, saved):
+            for g, s in zip(sources.generators, saved):
                 g.set_state(s)
 
 
 @contextlib.contextmanager
-def replay_rng(model: nn.Module) -> Iterator[Any]:
+def replay_rng(model: nn.Module | RngSources) -> Iterator[Any]:
     """Inside :func:`fork_rng`: yields ``rewind()``, which resets every RNG to its
     state at entry, so each evaluation point sees the same random draw."""
-    generators = module_generators(model)
-    saved_gen = [g.get_state() for g in generators]
-    devices = _rng_devices(model)
+    sources = _sources(model)
+    saved_gen = [g.get_state() for g in sources.generators]
     cpu = torch.get_rng_state()
-    cuda = [torch.cuda.get_rng_state(d) for d in devices]
+    cuda = [torch.cuda.get_rng_state(d) for d in sources.cuda_devices]
 
     def rewind() -> None:
         torch.set_rng_state(cpu)
-        for d, s in zip(devices, cuda):
+        for d, s in zip(sources.cuda_devices, cuda):
             torch.cuda.set_rng_state(s, d)
-        for g, s in zip(generators, saved_gen):
+        for g, s in zip(sources.generators, saved_gen):
             g.set_state(s)
 
     yield rewind
@@ -97,7 +116,7 @@ class Snapshot:
 
 def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Snapshot:
     """Copy parameters, buffers, ``.grad`` fields, training flags, optimizer state and RNGs."""
-    devices = _rng_devices(model)
+    devices = rng_sources(model).cuda_devices
     return Snapshot(
         params={n: p.detach().clone() for n, p in model.named_parameters()},
         buffers={n: b.clone() for n, b in model.named_buffers()},

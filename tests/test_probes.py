@@ -168,12 +168,25 @@ def test_shared_weights(sharing):
     assert r.losses[0] == pytest.approx(nn.functional.mse_loss(moved, y).item(), rel=1e-12)
 
 
-def test_refuses_reused_module_with_shared_weight():
-    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+def test_reused_module_with_shared_weight():
+    # The loop evaluates in the model itself, so both kinds of sharing together work;
+    # functional_call (the vmap path) cannot tie weights here and refuses.
+    torch.manual_seed(0)
+    a, b = nn.Linear(2, 2).double(), nn.Linear(2, 2).double()
     b.weight = a.weight
-    model = nn.Sequential(a, b, a)
+    model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), a)
+    x, y = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    before = snapshot(model)
+    r = probe_gradient(model, nn.functional.mse_loss, x, y, (0.1,), curvature=False)
+    assert differences(before, snapshot(model)) == []
+    reference = copy.deepcopy(model)  # deepcopy keeps both sharings
+    g = torch.autograd.grad(nn.functional.mse_loss(reference(x), y), list(reference.parameters()))
+    with torch.no_grad():
+        for p, gi in zip(reference.parameters(), g):
+            p -= 0.1 * gi
+    assert r.losses[0] == pytest.approx(nn.functional.mse_loss(reference(x), y).item(), rel=1e-12)
     with pytest.raises(ValueError):
-        probe_gradient(model, nn.functional.mse_loss, torch.randn(3, 2), torch.randn(3, 2), (0.1,))
+        probe_gradient(model, nn.functional.mse_loss, x, y, (0.1,), method="vmap")
 
 
 def mlp(depth: int, width: int, bn: bool, dropout: float, seed: int) -> nn.Sequential:
@@ -509,3 +522,53 @@ def test_cuda_matches_cpu_and_leaves_state_bit_identical():
         assert result.losses == pytest.approx(reference.losses, rel=1e-9)
         assert result.grad_diffs == pytest.approx(reference.grad_diffs, rel=1e-9)
         assert result.curvature == pytest.approx(reference.curvature, rel=1e-9)
+
+
+class LSTMHead(nn.Module):
+    """An LSTM (it caches its weights and overrides ``__setattr__``) and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_modules_that_cache_their_weights_see_the_probe_point():
+    torch.manual_seed(0)
+    model = LSTMHead().double()
+    x, y = torch.randn(5, 6, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    before = snapshot(model)
+    r = probe_gradient(model, nn.functional.mse_loss, x, y, (0.5,), curvature=False)
+    assert differences(before, snapshot(model)) == []
+    reference = copy.deepcopy(model)
+    g = torch.autograd.grad(nn.functional.mse_loss(reference(x), y), list(reference.parameters()))
+    with torch.no_grad():
+        for p, gi in zip(reference.parameters(), g):
+            p -= 0.5 * gi
+    moved = torch.autograd.grad(nn.functional.mse_loss(reference(x), y), list(reference.parameters()))
+    assert r.losses[0] == pytest.approx(nn.functional.mse_loss(reference(x), y).item(), rel=1e-12)
+    diff = torch.cat([(a - b).reshape(-1) for a, b in zip(moved, g)]).norm().item()
+    assert r.grad_diffs[0] == pytest.approx(diff, rel=1e-10)
+
+
+def test_a_failing_loss_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = mlp(depth=2, width=4, bn=True, dropout=0.0, seed=0)
+    x, y = torch.randn(8, 4), torch.randn(8, 3)
+    calls = []
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return nn.functional.mse_loss(out, target)
+
+    real = [id(p) for p in model.parameters()]
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        probe_gradient(model, loss_fn, x, y, (0.1, 0.2, 0.3))
+    assert [id(p) for p in model.parameters()] == real  # the real tensors are back in place
+    assert differences(before, snapshot(model)) == []
