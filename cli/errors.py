@@ -36,6 +36,10 @@ def friendly_errors(fn: F) -> F:
         except _input_errors() as e:
             if os.environ.get("LANDSCAPE_DEBUG"):
                 raise
+            from landscape import distributed
+
+            if not distributed.is_main():  # every rank sees the same bad input: rank 0 says it
+                raise SystemExit(InputError.exit_code) from None
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(message) from None
 

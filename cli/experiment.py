@@ -77,20 +77,26 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     return "\n".join(lines)
 
 
-def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool) -> None:
+def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto") -> None:
     """Train every variant, write the report (also after Ctrl-C), print the outcome."""
-    from landscape.experiments import run_experiment
+    from landscape import distributed
+    from landscape.experiments import choose_layout, run_experiment
 
+    world = distributed.world_size()
+    layout = choose_layout(layout, len(configs), world)
     click.echo(f"experiment: {exp_dir}")
+    if world > 1:
+        how = (f"spread: run i on process i mod {world}, each alone" if layout == "spread"
+               else f"ddp: each run in turn on all {world} processes")
+        click.echo(f"layout: {how}")
+    show_progress = show_progress and distributed.is_main()  # rank 0's bars only
     try:
         results = run_experiment(
             configs, exp_dir, kind=kind,
             progress_for=lambda c: progress_bar(f"{c.model.name} {c.name}", show_progress),
-            extra={"configs": [c.to_dict() for c in configs]},
+            extra={"configs": [c.to_dict() for c in configs]}, layout=layout,
         )
     finally:
-        from landscape import distributed
-
         if report and distributed.is_main():
             path = write_report(exp_dir)
             if path is not None:

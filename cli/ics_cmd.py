@@ -10,7 +10,7 @@ import click
 
 from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
-from landscape_cli.launch import refuse_distributed
+from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
     build_run_config, data_options, experiment_options, family, model_options, split_norms, train_options,
 )
@@ -60,16 +60,20 @@ def _layers(text: str | None) -> tuple[str, ...]:
 @click.option("--dist-every", type=int, default=None,
               help="Record distributions every N steps [default: 100 at 15k steps, scaled].")
 @experiment_options("ics-noise")
+@nproc_option()
 @friendly_errors
-def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins: int, dist_every: int | None,
-              run_dir: Path | None, resume_dir: Path | None, dry_run: bool, report: bool, progress: bool,
-              **options) -> None:
+def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, channels: int, bins: int,
+              dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, report: bool,
+              progress: bool, layout: str, **options) -> None:
     """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
-    record train/test accuracy and the distributions of layer inputs."""
+    record train/test accuracy and the distributions of layer inputs.
+
+    Under DDP (--layout ddp) the distributions are the global batch's: histograms
+    summed and moments pooled over the processes."""
+    relaunch(nproc)
     from landscape.config import DistributionConfig
 
-    refuse_distributed("ics-noise")
     from landscape.experiments import total_steps, variants
 
     if resume_dir is not None:
@@ -83,7 +87,7 @@ def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins:
         exp_dir = experiment.new_experiment_dir(run_dir, "ics-noise", base.model.name)
     click.echo(experiment.plan(configs))
     if not dry_run:
-        experiment.run(configs, exp_dir, "ics-noise", progress, report)
+        experiment.run(configs, exp_dir, "ics-noise", progress, report, layout)
 
 
 @click.command("ics")
@@ -96,15 +100,18 @@ def ics_noise(norm: str, control: bool, layers: str | None, channels: int, bins:
 @click.option("--ics-every", type=int, default=None,
               help="Measure ICS every N steps [default: 100 at 15k steps, scaled, dense early].")
 @experiment_options("ics")
+@nproc_option()
 @friendly_errors
-def ics(norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None, resume_dir: Path | None,
-        dry_run: bool, report: bool, progress: bool, **options) -> None:
+def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
+        resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, layout: str, **options) -> None:
     """Internal covariate shift (Definition 2.1, Fig. 3): for every layer, the change
     of its gradient when the earlier layers take their optimizer step first, as l2
-    distance and cosine; with and without BN, at two learning rates."""
+    distance and cosine; with and without BN, at two learning rates.
+
+    Under DDP (--layout ddp) G and G' are the global batch's gradients (all-reduced)."""
+    relaunch(nproc)
     from landscape.config import ICSConfig
 
-    refuse_distributed("ics")
     from landscape.experiments import total_steps
 
     if resume_dir is not None:
@@ -130,4 +137,4 @@ def ics(norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
         exp_dir = experiment.new_experiment_dir(run_dir, "ics", base.model.name)
     click.echo(experiment.plan(configs))
     if not dry_run:
-        experiment.run(configs, exp_dir, "ics", progress, report)
+        experiment.run(configs, exp_dir, "ics", progress, report, layout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -46,17 +45,12 @@ def _stopped_by_launcher(signum: int, frame: object) -> None:
     raise RuntimeError("stopped by the launcher (SIGTERM), usually because another rank failed")
 
 
-def refuse_distributed(command: str) -> None:
-    """One-line error for commands that are single-process only."""
-    from landscape import distributed
-
-    if distributed.world_size() > 1:
-        raise InputError(f"{command} is single-process only; run it without torchrun or --nproc")
-
-
 def relaunch(nproc: int | None) -> None:
     """With ``--nproc N`` outside torchrun, run this same command (minus ``--nproc``)
-    in N processes through ``torch.distributed.run --standalone`` and exit with its code."""
+    in N processes through torch.distributed.run's launcher (``--standalone``), in
+    this process, and exit with the job's code. The ranks print their own one-line
+    errors, so the launcher's failure report is replaced by one line, and only for
+    a rank that died without one (killed by a signal)."""
     from landscape import distributed
 
     if nproc is None or distributed.launched():
@@ -72,6 +66,26 @@ def relaunch(nproc: int | None) -> None:
             skip = True
         elif not a.startswith("--nproc="):
             args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "landscape_cli", *args]
-    sys.exit(subprocess.run(cmd, check=False).returncode)
+    import logging
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    launcher_args = torchrun.parse_args(
+        ["--standalone", f"--nproc_per_node={nproc}", "-m", "landscape_cli", *args]
+    )
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    try:
+        torchrun.run(launcher_args)
+    except (KeyboardInterrupt, SignalException) as e:  # Ctrl-C or kill: the ranks got it too
+        click.echo(f"Error: stopped ({type(e).__name__}: {e})", err=True)
+        sys.exit(130)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items(), key=lambda item: item[1].timestamp)
+        if failure.exitcode < 0:  # killed by a signal: the process could not say why
+            name = signal.Signals(-failure.exitcode).name if -failure.exitcode in signal.valid_signals() else "?"
+            click.echo(f"Error: rank {rank} was killed by {name} (out of memory?)", err=True)
+        sys.exit(failure.exitcode if failure.exitcode > 0 else 1)
+    sys.exit(0)

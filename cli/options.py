@@ -103,6 +103,11 @@ def experiment_options(kind: str) -> Callable:
         click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
         click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
+        click.option("--layout", type=click.Choice(["auto", "ddp", "spread"]), default="auto", show_default=True,
+                     help="Several processes (torchrun/--nproc): 'ddp' trains each run in turn with every process "
+                          "over the global batch; 'spread' gives run i to process i mod N, alone (results equal "
+                          "a single-process run's; no per-step communication, so faster for small models); "
+                          "'auto' spreads when the runs divide evenly over the processes, else ddp."),
     )
 
 

@@ -40,15 +40,16 @@ from landscape_cli.options import (
 @friendly_errors
 def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
           dense_until: int | None, dense_every: int | None, curvature: bool, run_dir: Path | None,
-          resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, **options) -> None:
+          resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, layout: str, **options) -> None:
     """Train MODEL once per normalization (default: without and with BatchNorm) from
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient
     predictiveness ||grad L(w - eta g) - g|| and the effective beta-smoothness.
 
-    Several processes (torchrun or --nproc) train each variant with DDP over the
-    global batch, the variants one after another with all processes together;
-    probe losses and gradients are all-reduced, so they are the global batch's."""
+    Several processes (torchrun or --nproc) either share the variants out, one per
+    process (--layout spread), or train each variant in turn with DDP over the global
+    batch (--layout ddp), where probe losses and gradients are all-reduced, so that
+    they are the global batch's."""
     relaunch(nproc)
     from landscape.config import ProbeConfig
     from landscape.experiments import scaled_probe_schedule, total_steps, variants
@@ -79,4 +80,4 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
 
     click.echo(experiment.plan(configs))
     if not dry_run:
-        experiment.run(configs, exp_dir, "probe", progress, report)
+        experiment.run(configs, exp_dir, "probe", progress, report, layout)

@@ -18,10 +18,11 @@ so a rank that dies ends the job instead of hanging it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -41,9 +42,32 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+_solo = False  # inside solo(): this process runs on its own although a group exists
+
+
 def active() -> bool:
-    """Whether a process group is initialized in this process."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether this process works with others: a process group is initialized and
+    the process is not inside :func:`solo`."""
+    return not _solo and dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Inside the block this process runs alone, as without torchrun (rank 0 of 1: it
+    writes its own runs, no DDP, no collectives), while the process group stays up for
+    :func:`barrier` afterwards. How independent runs are spread over the ranks."""
+    global _solo
+    previous, _solo = _solo, True
+    try:
+        yield
+    finally:
+        _solo = previous
+
+
+def barrier() -> None:
+    """Wait for every rank (within the collective timeout); no-op without a group."""
+    if active():
+        dist.barrier()
 
 
 def rank() -> int:
@@ -146,14 +170,44 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """
     if not active() or not tensors:
         return list(tensors)
+    return _all_reduce(tensors, world_size())
+
+
+def _all_reduce(tensors: Sequence[torch.Tensor], divisor: int) -> list[torch.Tensor]:
     dtype = tensors[0].dtype
     flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
     dist.all_reduce(flat)  # SUM: Gloo has no AVG
-    flat /= world_size()
+    if divisor != 1:
+        flat /= divisor
     out, start = [], 0
     for t in tensors:
         out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
         start += t.numel()
+    return out
+
+
+def all_reduce_sum(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The sum over ranks of every tensor, in one all-reduce (see :func:`all_reduce_mean`)."""
+    if not active() or not tensors:
+        return list(tensors)
+    return _all_reduce(tensors, 1)
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum over ranks (a new tensor); the identity without a group."""
+    if not active():
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` without a group."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
     return out
 
 
@@ -207,13 +261,18 @@ def on_main(fn: Callable[[], T]) -> T:
 
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks, differentiable to any order (the gradient of a sum over ranks
-    is the sum over ranks of the output gradients)."""
+    is the sum over ranks of the output gradients). Written with ``setup_context`` so
+    that ``torch.func`` transforms (the ICS measurement's ``grad``) go through it."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor) -> torch.Tensor:
         out = x.clone()
         dist.all_reduce(out)
         return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        pass
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from landscape import distributed
 from landscape.hooks import Context, Event, Metrics
 from landscape.noise import Noise
 from landscape.norms import LpNorm
@@ -127,12 +128,6 @@ def layer_inputs(model: nn.Module, inputs: torch.Tensor, names: Sequence[str]) -
     return outputs
 
 
-def _channel_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance of (B, K, ...) values, in float64."""
-    flat = values.transpose(0, 1).reshape(values.shape[1], -1).double()  # (K, B*H*W)
-    return flat.mean(dim=1), flat.var(dim=1, correction=0)
-
-
 class LayerInputDistributions:
     """Hook recording layer-input distributions and moments (Fig. 2, 5, 7, 8).
 
@@ -146,6 +141,10 @@ class LayerInputDistributions:
             measurement widened by ``margin`` of its width on each side.
         margin: see ``value_range``.
         seed: seeds the draw of the channels.
+        global_batch: under DDP, pool every rank's shard of the batch (histogram
+            counts summed, moments over the whole batch, first bin edges from the
+            global range): two all-reduces per layer and measurement, the same on
+            every rank. Without a process group it changes nothing.
 
     Returns metrics per layer L (``#k`` for a layer given by position, else its
     module name): ``dist/hist/L`` (counts, pooled over the K
@@ -166,6 +165,7 @@ class LayerInputDistributions:
         value_range: tuple[float, float] | None = None,
         margin: float = 0.25,
         seed: int = 0,
+        global_batch: bool = False,
     ) -> None:
         if channels <= 0 or bins <= 0 or margin < 0:
             raise ValueError("channels and bins must be positive and margin non-negative")
@@ -177,6 +177,7 @@ class LayerInputDistributions:
         self.value_range = value_range
         self.margin = margin
         self.seed = seed
+        self.global_batch = global_batch
         # Filled at the first measurement and kept for the run.
         self.names: list[str] | None = None
         self.chosen: dict[str, torch.Tensor] = {}
@@ -227,16 +228,29 @@ class LayerInputDistributions:
             key = self.label(layer)
             channels = self.chosen[name]
             values = out[:, channels.to(out.device)]  # (B, K, ...)
-            pooled = values.double().flatten()
+            per_channel = values.transpose(0, 1).reshape(values.shape[1], -1).double()  # (K, B*H*W)
+            pooled = per_channel.flatten()
             if name not in self.edges:
                 self.edges[name] = self._first_edges(pooled)
             edges = self.edges[name].to(pooled.device)
             low, high = edges[0].item(), edges[-1].item()
-            mean, var = _channel_moments(values)
-            metrics[f"dist/hist/{key}"] = torch.histc(pooled, self.bins, low, high).tolist()
+            # Counts and sums, then squared deviations from the (global) mean: two passes,
+            # as torch.var, so that a shard's moments add up without cancellation.
+            k = per_channel.shape[0]
+            packed = torch.cat([
+                torch.tensor([per_channel.shape[1]], dtype=torch.float64, device=pooled.device),
+                per_channel.sum(dim=1),
+                torch.histc(pooled, self.bins, low, high),
+                torch.stack([(pooled < low).sum(), (pooled > high).sum()]).double(),
+            ])
+            packed = self._sum(packed)
+            count, hist, (under, over) = packed[0], packed[1 + k : -2], packed[-2:].tolist()
+            mean = packed[1 : 1 + k] / count
+            var = self._sum((per_channel - mean[:, None]).square().sum(dim=1)) / count
+            metrics[f"dist/hist/{key}"] = hist.tolist()
             metrics[f"dist/edges/{key}"] = edges.tolist()
-            metrics[f"dist/under/{key}"] = float((pooled < low).sum().item())
-            metrics[f"dist/over/{key}"] = float((pooled > high).sum().item())
+            metrics[f"dist/under/{key}"] = under
+            metrics[f"dist/over/{key}"] = over
             metrics[f"dist/channels/{key}"] = [float(c) for c in channels.tolist()]
             metrics[f"dist/mean/{key}"] = mean.tolist()
             metrics[f"dist/var/{key}"] = var.tolist()
@@ -269,11 +283,17 @@ class LayerInputDistributions:
         self.first = {k: (m, v) for k, (m, v) in state["first"].items()}
         self.previous = {k: (m, v) for k, (m, v) in state["previous"].items()}
 
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum([tensor])[0] if self.global_batch else tensor
+
     def _first_edges(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.value_range is not None:
             low, high = self.value_range
         else:
-            low, high = pooled.min().item(), pooled.max().item()
+            extremes = torch.stack([-pooled.min(), pooled.max()])
+            if self.global_batch:
+                extremes = distributed.all_reduce_max(extremes)
+            low, high = -extremes[0].item(), extremes[1].item()
             width = high - low if high > low else 1.0  # a constant activation still gets a range
             low, high = low - self.margin * width, high + self.margin * width
         return torch.linspace(low, high, self.bins + 1, dtype=torch.float64)

@@ -100,7 +100,10 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
 
     for config in configs:
         with torch.random.fork_rng():
-            config_hooks(config, build_model(config.model, noise=config.noise))
+            model = build_model(config.model, noise=config.noise)
+            config_hooks(config, model)
+            if config.train.sync_bn and distributed.world_size() > 1:
+                distributed.convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts
 
 
 def train_size(config: RunConfig) -> int:
@@ -197,6 +200,31 @@ def _state(run_dir: Path) -> str:
         return store.status
 
 
+LAYOUTS = ("auto", "ddp", "spread")
+
+
+def choose_layout(layout: str, runs: int, world: int) -> str:
+    """How several processes share an experiment's runs.
+
+    ``ddp``: every run in turn uses all processes (DDP over the global batch).
+    ``spread``: run i goes to process i mod N, which trains it alone (no DDP, no
+    collectives; the results are exactly a single-process run's). ``auto``: spread
+    when the runs divide evenly over the processes (then no process idles, and with
+    no per-step communication spreading is the faster one: see reports/benchmarks.md),
+    else ddp. One process: always ddp, which is then plain single-process training.
+
+    Raises:
+        ValueError: an unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if world <= 1:
+        return "ddp"
+    if layout == "auto":
+        return "spread" if runs % world == 0 else "ddp"
+    return layout
+
+
 def run_experiment(
     configs: Sequence[RunConfig],
     exp_dir: str | Path,
@@ -205,6 +233,7 @@ def run_experiment(
     hooks_for: Callable[[RunConfig], list[Hook]] | None = None,
     progress_for: Callable[[RunConfig], Any] | None = None,
     extra: dict[str, Any] | None = None,
+    layout: str = "ddp",
 ) -> list[TrainResult | None]:
     """Train every variant into ``exp_dir/<name>``; a directory that already holds
     the experiment is resumed: finished or diverged runs are kept, interrupted ones
@@ -217,17 +246,23 @@ def run_experiment(
         hooks_for: extra hooks for each run, besides those its config asks for.
         progress_for: a context manager factory ``(config) -> progress callback``.
         extra: more keys for ``experiment.json``.
+        layout: under torchrun, ``ddp`` (the variants one after another with all
+            ranks together) or ``spread`` (variant i on rank i mod N, alone); see
+            :func:`choose_layout`. Ignored in a single process.
 
     Returns:
-        One result per variant (None for a run that was already complete).
+        One result per variant in order (None for a run that was already complete),
+        on every rank; shorter than ``configs`` when interrupted.
 
-    Under torchrun every rank calls this; the variants run one after another with
-    all ranks together, and rank 0 alone looks at and changes the directory.
+    Rank 0 alone creates the directory; under ``ddp`` it alone writes the runs, under
+    ``spread`` each rank writes the runs it trains.
     """
     exp_dir = Path(exp_dir)
     names = [c.name for c in configs]
     if len(set(names)) != len(names) or not all(names):
         raise ValueError("experiment variants need distinct, non-empty names")
+    if layout not in ("ddp", "spread"):
+        raise ValueError(f"layout must be ddp or spread here, not {layout!r} (see choose_layout)")
     manifest = exp_dir / EXPERIMENT
 
     def prepare() -> None:
@@ -246,22 +281,36 @@ def run_experiment(
         copied = copy_matching_weights(reference, model)
         log.info("copied %d initial layers from the reference variant", copied)
 
-    results: list[TrainResult | None] = []
-    for config in configs:
-        run_dir = exp_dir / config.name
-        resume = distributed.on_main(lambda: _start_or_resume(run_dir))
-        if resume is None:
-            results.append(None)
+    world, me = distributed.world_size(), distributed.rank()
+    spread = layout == "spread" and world > 1
+    done: dict[int, TrainResult | None] = {}
+    for i, config in enumerate(configs):
+        if spread and i % world != me:
             continue
-        hooks = hooks_for(config) if hooks_for else []
-        with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
-            result = train(
-                None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks,
-                progress=progress, init=same_start, extra_config={"experiment": str(exp_dir), "kind": kind},
-            )
-        results.append(result)
+        with distributed.solo() if spread else contextlib.nullcontext():
+            run_dir = exp_dir / config.name
+            resume = distributed.on_main(lambda: _start_or_resume(run_dir))
+            if resume is None:
+                done[i] = None
+                continue
+            hooks = hooks_for(config) if hooks_for else []
+            placement = {"placement": {"layout": "spread", "rank": me, "world_size": world}} if spread else {}
+            with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
+                result = train(
+                    None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
+                    init=same_start, extra_config={"experiment": str(exp_dir), "kind": kind, **placement},
+                )
+        done[i] = result
         if result.status == "interrupted":
             break
+    if spread:  # every rank learns every run's outcome (this also waits for all of them)
+        for part in distributed.all_gather_object(done):
+            done.update(part)
+    results: list[TrainResult | None] = []
+    for i in range(len(configs)):
+        if i not in done:
+            break
+        results.append(done[i])
     return results
 
 

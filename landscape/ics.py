@@ -130,6 +130,7 @@ def measure_ics(
     targets: torch.Tensor,
     lr: float | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """ICS of every conv/linear layer of ``model`` on one batch (Definition 2.1).
 
@@ -144,6 +145,10 @@ def measure_ics(
         targets: its labels y_t.
         lr: step size of a plain SGD update.
         optimizer: the training optimizer whose update to dry-run.
+        reduce: for one shard of a global batch per process: averages a list of
+            gradients over the processes (:func:`landscape.distributed.all_reduce_mean`),
+            so that G and every G' are the global batch's; one collective for G and
+            one per measured layer, the same on every process. None: one process.
 
     Returns:
         ``{layer name: {"l2": ||G - G'||_2, "rel_l2": ||G - G'|| / ||G||,
@@ -166,7 +171,8 @@ def measure_ics(
 
         def gradient(own: Params, rest: Params) -> Params:
             rewind()  # every evaluation sees the same random draw
-            return grad(loss)(own, rest, cloned_buffers(model))
+            local = grad(loss)(own, rest, cloned_buffers(model))
+            return local if reduce is None else dict(zip(local, reduce(list(local.values()))))
 
         with call_order(model) as order:
             full = gradient(params, {})
@@ -215,6 +221,7 @@ class ICSHook:
         lr: None (default) dry-runs ``ctx.optimizer``, so momentum and weight
             decay shape W^{t+1} as in training; a number uses a plain SGD step of
             that size instead.
+        reduce: under DDP, averages the gradients over the ranks (see :func:`measure_ics`).
 
     Returns metrics ``ics/l2/#k``, ``ics/rel_l2/#k``, ``ics/cosine/#k`` and
     ``ics/grad_norm/#k`` for the k-th conv/linear layer in forward order (the
@@ -222,6 +229,7 @@ class ICSHook:
     """
 
     lr: float | None = None
+    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None  # set under DDP
     events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
 
     def __call__(self, ctx: Context) -> Metrics | None:
@@ -229,7 +237,8 @@ class ICSHook:
             return None
         inputs, targets = ctx.batch
         optimizer = ctx.optimizer if self.lr is None else None
-        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer)
+        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer,
+                             reduce=self.reduce)
         # Keyed by forward position (#1 = first conv/linear), not module name: inserting
         # BN layers renames VGG's modules, and runs with and without BN must line up.
         return {

@@ -11,11 +11,15 @@ g = grad L(w; B), for every step size eta in a set S and a direction d
 plus the cosine between grad L(w - eta d; B) and g, and the curvature along the
 gradient g^T H g / ||g||^2 from one Hessian-vector product.
 
-The probe is a pure function: it evaluates the model through
-``torch.func.functional_call`` on detached parameters and cloned buffers, draws
-random numbers inside :func:`landscape.state.fork_rng`, and restores every
+The probe is a pure function. It evaluates the model itself, with one working
+set of parameters (whatever the number of step sizes) and cloned buffers put in
+place of the real tensors, which are never written and are put back on exit; it
+draws random numbers inside :func:`landscape.state.fork_rng` and restores every
 module's training flag, so the model, its ``.grad`` fields, the optimizer and
-the RNG are bit-identical afterwards.
+the RNG are bit-identical afterwards. Evaluating in place is what makes a point
+cost one forward+backward: ``torch.func.functional_call`` swaps every tensor in
+and out per call, which on small models costs as much as the pass (it remains
+for ``method="vmap"``).
 
 Over several processes (one shard of a global batch each) a ``reduce`` callable
 averages [loss, *grads] over the ranks after every evaluation, in one
@@ -512,8 +516,8 @@ def probe_gradient(
             or ``"eval"`` (running statistics, as Li et al. and PyHessian).
         generator: Source of random directions; None draws from the global RNG
             inside a fork, so training's RNG stream is untouched either way.
-        method: ``"loop"`` (one functional pass per step size; the fastest on
-            CPUs and for large models) or ``"vmap"`` (``torch.func.vmap`` over
+        method: ``"loop"`` (one forward+backward per step size, in place; the
+            fastest on CPUs and for large models) or ``"vmap"`` (``torch.func.vmap`` over
             stacked parameter sets, ``randomness="same"``; about 2x faster for
             small, launch-bound models on a GPU such as the DLN, and K times the
             activation memory; train-mode BN works because every point gets

@@ -1,10 +1,11 @@
 """Snapshots of everything a measurement must leave untouched, and the helpers
 that let measurements run without touching it.
 
-A probe or ICS measurement runs the model through
-``torch.func.functional_call(model, (params, buffers), x)`` with detached
-parameters and *cloned* buffers, so train-mode BatchNorm updates the clones, not
-the real running statistics; random draws happen inside :func:`fork_rng`.
+A measurement runs the model on working copies of its parameters and *cloned*
+buffers (the probe puts them in the modules for its duration; ICS and the
+layer-input distributions pass them to ``torch.func.functional_call``), so
+train-mode BatchNorm updates the clones, not the real running statistics; random
+draws happen inside :func:`fork_rng`.
 """
 
 from __future__ import annotations

@@ -171,22 +171,22 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     """The measurement hooks a run's config asks for (probes, ICS, layer-input
     distributions), so a resumed run gets them back."""
     hooks: list[Hook] = []
-    if distributed.world_size() > 1 and (config.ics is not None or config.distributions is not None):
-        raise ValueError("ICS and layer-input distributions are single-process only; run without torchrun/--nproc")
+    ddp = distributed.world_size() > 1  # measure on the global batch: every rank holds a shard
+    reduce = distributed.all_reduce_mean if ddp else None
     p = config.probe
     if p is not None:
         probe = ProbeHook(
             p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
-            seed=config.train.seed, curvature=p.curvature,
-            reduce=distributed.all_reduce_mean if distributed.world_size() > 1 else None,
+            seed=config.train.seed, curvature=p.curvature, reduce=reduce,
         )
         hooks.append(Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe))
     if config.ics is not None:
-        hooks.append(_scheduled(config.ics.schedule, ICSHook()))
+        hooks.append(_scheduled(config.ics.schedule, ICSHook(reduce=reduce)))
     d = config.distributions
     if d is not None:
         layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model)
-        dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed)
+        dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed,
+                                       global_batch=ddp)
         dist.resolve(model)  # a layer that does not exist is bad input: fail before training
         hooks.append(_scheduled(d.schedule, dist))
     return hooks

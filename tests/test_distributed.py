@@ -31,15 +31,16 @@ def env(**extra):
     return dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30", **extra)
 
 
-def torchrun(*args, timeout=120, **extra_env):
+def torchrun(*args, timeout=120, command="probe", **extra_env):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "landscape_cli", "probe", *args]
+           "-m", "landscape_cli", command, *args]
     return subprocess.run(cmd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
 
 
-def single(*args):
-    result = CliRunner().invoke(cli, ["probe", *args])
+def single(*args, command="probe"):
+    result = CliRunner().invoke(cli, [command, *args])
     assert result.exit_code == 0, result.output
+    return result
 
 
 def rows(run_dir):
@@ -47,14 +48,16 @@ def rows(run_dir):
         return {(step, name): value for step, name, value in store.rows()}
 
 
-def assert_close(expected, actual):
+def assert_close(expected, actual, must=("train/loss", "probe/loss", "probe/grad_diff"), abs_tol=1e-12, skip=()):
     assert expected.keys() == actual.keys()
     names = {name for _, name in expected}
-    assert "train/loss" in names and "probe/loss" in names and "probe/grad_diff" in names
+    assert all(any(n.startswith(m) for n in names) for m in must), sorted(names)
     for key, a in expected.items():
+        if key[1].startswith(skip):
+            continue
         b = actual[key]
         for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
-            assert math.isclose(x, y, rel_tol=RTOL, abs_tol=1e-12), (key, x, y)
+            assert math.isclose(x, y, rel_tol=RTOL, abs_tol=abs_tol), (key, x, y)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,65 @@ def test_batch_that_does_not_split_is_a_one_line_error(tmp_path):
     done = torchrun(*[a if a != "32" else "33" for a in CNN], "--run-dir", str(tmp_path / "x"))
     assert done.returncode != 0
     assert "Error: the global batch of 33 does not split evenly over 2 processes" in done.stderr
+
+
+ICS_COMMON = ["--eval-every", "3", "--log-every", "2", "--checkpoint-every", "2", "--device", "cpu",
+              "--no-progress", "--no-report"]
+
+
+def test_ics_two_processes_equal_one_on_the_global_batch(tmp_path):
+    args = ["--model", "dln", "--depth", "4", "--norm", "none", "--lrs", "0.01", "--steps", "6", "--ics-every", "2",
+            *ICS_COMMON]
+    single(*args, "--run-dir", str(tmp_path / "one"), command="ics")
+    done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "layout: ddp" in done.stdout
+    one, two = rows(tmp_path / "one" / "none-lr0.01"), rows(tmp_path / "two" / "none-lr0.01")
+    # G - G' is a small difference of float32 gradients that the two runs sum in different
+    # orders: its rounding is relative to ||G||, not to ||G - G'||.
+    assert_close(one, two, must=("train/loss", "ics/l2/#4", "ics/cosine/#4"), skip=("ics/l2/", "ics/rel_l2/"))
+    measured = [k for k in one if k[1].startswith("ics/l2/")]
+    assert len(measured) >= 8
+    for step, name in measured:
+        norm = one[(step, name.replace("l2", "grad_norm"))]
+        assert abs(one[(step, name)] - two[(step, name)]) <= RTOL * norm, (step, name)
+        rel = name.replace("l2", "rel_l2")
+        assert abs(one[(step, rel)] - two[(step, rel)]) <= RTOL, (step, rel)
+
+
+def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
+    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "4", "--lr", "0.05",
+            "--norm", "bn", "--sync-bn", "--eval-samples", "64", "--dist-every", "2", *ICS_COMMON]
+    single(*args, "--run-dir", str(tmp_path / "one"), command="ics-noise")
+    done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics-noise")
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = rows(tmp_path / "one" / "bn"), rows(tmp_path / "two" / "bn")
+    # BN outputs are O(1) with means near 0: absolute tolerance for the moments. A value
+    # within float rounding of a bin edge may land in the neighbouring bin, so histograms
+    # are compared by their totals and an L1 distance of a few counts.
+    assert_close(one, two, must=("train/loss", "dist/mean/#", "dist/var/#", "dist/hist/#"), abs_tol=1e-6,
+                 skip=("dist/hist/", "dist/under/", "dist/over/"))
+    hists = [k for k in one if k[1].startswith("dist/hist/")]
+    assert hists
+    for key in hists:
+        a, b = one[key], two[key]
+        total_a = sum(a) + one[(key[0], key[1].replace("hist", "under"))] + one[(key[0], key[1].replace("hist", "over"))]
+        total_b = sum(b) + two[(key[0], key[1].replace("hist", "under"))] + two[(key[0], key[1].replace("hist", "over"))]
+        assert total_a == total_b > 0
+        assert sum(abs(x - y) for x, y in zip(a, b)) <= 4, key
+
+
+def test_spread_layout_gives_each_process_its_own_runs(tmp_path):
+    args = [*[a if a != "none" else "none,bn" for a in DLN]]
+    single(*args, "--run-dir", str(tmp_path / "one"))
+    done = torchrun(*args, "--run-dir", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "layout: spread" in done.stdout and done.stdout.count("finished 6 steps") == 2
+    ranks = set()
+    for name in ("none", "bn"):
+        # Each run trains alone on its process: exactly the single-process run.
+        assert rows(tmp_path / "one" / name) == rows(tmp_path / "two" / name)
+        with RunStore(tmp_path / "two" / name, readonly=True) as store:
+            assert "distributed" not in store.config
+            ranks.add(store.config["placement"]["rank"])
+    assert ranks == {0, 1}

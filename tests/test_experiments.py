@@ -172,3 +172,18 @@ def test_every_run_is_resumable_from_step_zero(tmp_path, tiny):
     full = train(config, run_dir=tmp_path / "full")
     assert train(run_dir=tmp_path / "r", resume=True).status == "finished"
     assert rows(tmp_path / "r") == rows(full.run_dir)
+
+
+def test_choose_layout():
+    from landscape.experiments import choose_layout
+
+    assert choose_layout("auto", 2, 1) == "ddp"  # one process: plain training
+    assert choose_layout("spread", 2, 1) == "ddp"
+    assert choose_layout("auto", 2, 2) == "spread"
+    assert choose_layout("auto", 4, 2) == "spread"
+    assert choose_layout("auto", 3, 2) == "ddp"  # a process would idle
+    assert choose_layout("auto", 1, 4) == "ddp"
+    assert choose_layout("spread", 3, 2) == "spread"
+    assert choose_layout("ddp", 2, 2) == "ddp"
+    with pytest.raises(ValueError, match="unknown layout"):
+        choose_layout("ring", 2, 2)
