@@ -165,11 +165,10 @@ def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | 
     """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit
     restore the training flag of every module exactly (no recursive ``train()``)."""
     modules = list(model.modules()) if modules is None else modules
-    flags = [(m, m.training) for m in modules]
+    flags = [(m, m.training) for m in modules if isinstance(m, _NormBase)]  # the only flags it sets
     try:
-        for m in modules:
-            if isinstance(m, _NormBase):
-                m.training = bn_mode == "train"
+        for m, _ in flags:
+            m.training = bn_mode == "train"
         yield
     finally:
         for m, flag in flags:
@@ -600,10 +599,10 @@ def probe_gradient(
                 points = evaluator.many_loop(step_sizes)
             losses, norms = [], []  # norms: ||G - g||, ||G|| and G.g per point, G its gradient
             for loss, grads in points:
-                flat = _flat(grads)
+                flat = _flat(grads)  # the point's own gradient: overwritten below, no temporary
                 losses.append(loss)
-                norms.extend(torch._foreach_norm([flat - g_flat, flat]))
-                norms.append(torch.dot(flat, g_flat))
+                norm, dot = torch.linalg.vector_norm(flat), torch.dot(flat, g_flat)
+                norms += [torch.linalg.vector_norm(flat.sub_(g_flat)), norm, dot]
             norms.extend(torch._foreach_norm([g_flat, d_flat]))
 
     # One transfer for every scalar (a single device sync on GPUs).
