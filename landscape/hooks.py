@@ -6,6 +6,10 @@ with an ``events`` attribute (the :class:`Event` values it wants). It returns
 metrics and the loop records them at ``ctx.step``; hooks never print, save or
 hold the trainer. Wrap a hook in a schedule with :func:`every`,
 :func:`dense_early`, :func:`log_spaced` or :func:`at_steps`.
+
+The measurements' hooks live here too, as thin adapters of the pure functions:
+:class:`ProbeHook` (:func:`landscape.probes.probe_gradient`) and :class:`ICSHook`
+(:func:`landscape.ics.measure_ics`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
+
+from landscape.ics import measure_ics
+from landscape.probes import Reduce, probe_gradient, training_grads
 
 Metrics = Mapping[str, float | Sequence[float]]
 
@@ -150,3 +157,85 @@ def hook(*events: Event) -> Callable[[Callable[[Context], Any]], FunctionHook]:
         return FunctionHook(fn, frozenset(events))
 
     return wrap
+
+
+@dataclass(frozen=True)
+class ProbeHook:
+    """Runs :func:`probe_gradient` at ``AFTER_BACKWARD`` on the training batch, reusing
+    the training gradient (``.grad``) and loss, so a probe costs K passes.
+
+    Schedule it with ``landscape.hooks.every(100, ProbeHook(...))`` and friends.
+    Random directions come from a generator seeded with ``seed + step``. With
+    ``bn_mode="eval"`` (on a model with norm layers) or active dropout/noisy layers
+    the training gradient is not g of the probe, so the probe recomputes it (K+1 passes).
+    """
+
+    step_sizes_abs: tuple[float, ...]
+    direction: str = "gradient"
+    bn_mode: str = "train"
+    seed: int = 0
+    curvature: bool = True
+    method: str = "loop"
+    reduce: Reduce | None = None  # set under DDP: averages over the ranks' shards
+
+    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+
+    def __call__(self, ctx: Context) -> dict[str, float | list[float]] | None:
+        if ctx.event is not Event.AFTER_BACKWARD or ctx.batch is None:
+            return None
+        inputs, targets = ctx.batch
+        generator = None
+        if self.direction != "gradient":
+            device = next(ctx.model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(self.seed + ctx.step)
+        result = probe_gradient(
+            ctx.model,
+            ctx.loss_fn,
+            inputs,
+            targets,
+            self.step_sizes_abs,
+            grad=training_grads(ctx.model),
+            base_loss=ctx.loss,
+            direction=self.direction,
+            bn_mode=self.bn_mode,
+            generator=generator,
+            method=self.method,
+            curvature=self.curvature,
+            reduce=self.reduce,
+        )
+        return result.metrics()
+
+
+@dataclass(frozen=True)
+class ICSHook:
+    """Training hook measuring ICS at ``AFTER_BACKWARD`` (model at W^t, batch B_t).
+
+    Args:
+        lr: None (default) dry-runs ``ctx.optimizer``, so momentum and weight
+            decay shape W^{t+1} as in training; a number uses a plain SGD step of
+            that size instead.
+        reduce: under DDP, averages the gradients over the ranks (see :func:`measure_ics`).
+
+    Returns metrics ``ics/l2/#k``, ``ics/rel_l2/#k``, ``ics/cosine/#k`` and
+    ``ics/grad_norm/#k`` for the k-th conv/linear layer in forward order (the
+    paper's layer numbering, the same with and without BN).
+    """
+
+    lr: float | None = None
+    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None  # set under DDP
+    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+
+    def __call__(self, ctx: Context) -> Metrics | None:
+        if ctx.batch is None:
+            return None
+        inputs, targets = ctx.batch
+        optimizer = ctx.optimizer if self.lr is None else None
+        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer,
+                             reduce=self.reduce)
+        # Keyed by forward position (#1 = first conv/linear), not module name: inserting
+        # BN layers renames VGG's modules, and runs with and without BN must line up.
+        return {
+            f"ics/{key}/#{position}": value
+            for position, values in enumerate(result.values(), start=1)
+            for key, value in values.items()
+        }

@@ -35,14 +35,11 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from landscape.hooks import Context, Event, Metrics
 from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -211,38 +208,3 @@ def measure_ics(
             "grad_norm": g_norm,
         }
     return result
-
-
-@dataclass(frozen=True)
-class ICSHook:
-    """Training hook measuring ICS at ``AFTER_BACKWARD`` (model at W^t, batch B_t).
-
-    Args:
-        lr: None (default) dry-runs ``ctx.optimizer``, so momentum and weight
-            decay shape W^{t+1} as in training; a number uses a plain SGD step of
-            that size instead.
-        reduce: under DDP, averages the gradients over the ranks (see :func:`measure_ics`).
-
-    Returns metrics ``ics/l2/#k``, ``ics/rel_l2/#k``, ``ics/cosine/#k`` and
-    ``ics/grad_norm/#k`` for the k-th conv/linear layer in forward order (the
-    paper's layer numbering, the same with and without BN).
-    """
-
-    lr: float | None = None
-    reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None  # set under DDP
-    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
-
-    def __call__(self, ctx: Context) -> Metrics | None:
-        if ctx.batch is None:
-            return None
-        inputs, targets = ctx.batch
-        optimizer = ctx.optimizer if self.lr is None else None
-        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer,
-                             reduce=self.reduce)
-        # Keyed by forward position (#1 = first conv/linear), not module name: inserting
-        # BN layers renames VGG's modules, and runs with and without BN must line up.
-        return {
-            f"ics/{key}/#{position}": value
-            for position, values in enumerate(result.values(), start=1)
-            for key, value in values.items()
-        }

@@ -34,18 +34,17 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from landscape.config import BN_MODES, DIRECTIONS
-from landscape.hooks import Context, Event
-from landscape.state import RngSources, cloned_buffers, fork_rng, replay_rng, rng_sources
+from landscape.state import (
+    RngSources, Workspace, cloned_buffers, flatten, fork_rng, replay_rng, rng_sources, trainable_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +186,6 @@ def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
-def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    # torch's C++ flatten (what DDP's and apex's bucketing use): about half the cost of
-    # cat over Python-made views, which shows per point on models with many small tensors.
-    return _flatten_dense_tensors(list(tensors))
-
-
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
 
@@ -260,103 +253,9 @@ def _direction(
     return out
 
 
-def _put(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    """Replace a registered parameter or buffer. A plain dict write is what
-    ``nn.Module.__setattr__`` comes down to for a registered name, at a fraction of its
-    cost; modules that override ``__setattr__`` (RNNs cache their weights) get it."""
-    if type(module).__setattr__ is not nn.Module.__setattr__:
-        setattr(module, name, tensor)
-    elif name in module._parameters:
-        module._parameters[name] = tensor
-    else:
-        module._buffers[name] = tensor
-
-
-def _trainable(model: nn.Module) -> tuple[list[nn.Module], dict[str, nn.Parameter]]:
-    """Every module once, and the trainable parameters by name, as ``named_parameters``
-    gives them (each tensor once), from a single walk over the modules."""
-    named_modules = list(model.named_modules())
-    seen: set[int] = set()
-    params: dict[str, nn.Parameter] = {}
-    for prefix, module in named_modules:
-        for name, p in module._parameters.items():
-            if p is None or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if p.requires_grad:
-                params[f"{prefix}.{name}" if prefix else name] = p
-    return [m for _, m in named_modules], params
-
-
-class _Workspace:
-    """One working set of the trainable parameters (whatever K) and of the buffers,
-    put in the model's modules in place of the real tensors for the probe's duration.
-
-    The real tensors are never written: a train-mode forward updates the working
-    buffers, the evaluation points are written into the working parameters, and on
-    exit every module gets back the very objects it held (same ``.grad``, same
-    optimizer-state keys). A tensor shared between modules gets one working copy, so
-    tied weights stay tied. The working parameters are views of one flat vector when
-    all have one dtype and device: a point w - eta d is then one kernel.
-    """
-
-    def __init__(self, modules: list[nn.Module], originals: list[nn.Parameter]) -> None:
-        self.params = [p.detach() for p in originals]
-        same = len({(p.dtype, p.device) for p in self.params}) == 1
-        self.flat_w = _flat(self.params) if same else None
-        if self.flat_w is not None:
-            self.flat = torch.empty_like(self.flat_w)
-            views = list(_unflatten_dense_tensors(self.flat, self.params))
-        else:
-            views = [torch.empty_like(p) for p in self.params]
-        self.leaves = [nn.Parameter(v) for v in views]
-        working = {id(p): leaf for p, leaf in zip(originals, self.leaves)}
-        self.buffers: list[torch.Tensor] = []  # the real ones, read before every point
-        self.work_buffers: list[torch.Tensor] = []
-        self.swaps: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
-        for module in modules:  # each module once, even when used twice
-            for name, t in module._parameters.items():
-                if t is not None and id(t) in working:
-                    self.swaps.append((module, name, t, working[id(t)]))
-            for name, b in module._buffers.items():
-                if b is not None:
-                    if id(b) not in working:
-                        working[id(b)] = b.clone()
-                        self.buffers.append(b)
-                        self.work_buffers.append(working[id(b)])
-                    self.swaps.append((module, name, b, working[id(b)]))
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        done = []
-        try:
-            for module, name, real, work in self.swaps:
-                _put(module, name, work)
-                done.append((module, name, real))
-            yield
-        finally:
-            for module, name, real in reversed(done):
-                _put(module, name, real)
-
-    def move_to(self, d: list[torch.Tensor], d_flat: torch.Tensor | None, eta: float) -> None:
-        """Working parameters := w - eta d, working buffers := the real ones."""
-        with torch.no_grad():
-            if self.flat_w is not None:
-                if eta == 0:
-                    self.flat.copy_(self.flat_w)
-                else:
-                    torch.add(self.flat_w, d_flat, alpha=-eta, out=self.flat)
-            else:
-                torch._foreach_copy_(self.leaves, self.params)
-                if eta != 0:
-                    torch._foreach_add_(self.leaves, d, alpha=-eta)
-            if self.buffers:
-                torch._foreach_copy_(self.work_buffers, self.buffers)
-
-
 class _Evaluator:
     """Loss and gradient at points w - eta d of the parameter space, evaluated in the
-    model itself with its working tensors (see :class:`_Workspace`); every point starts
+    model itself with its working tensors (see :class:`Workspace`); every point starts
     from the real buffers and from the same random draw."""
 
     def __init__(
@@ -365,7 +264,7 @@ class _Evaluator:
         loss_fn: LossFn,
         inputs: torch.Tensor,
         targets: torch.Tensor,
-        workspace: _Workspace,
+        workspace: Workspace,
         names: list[str],
         rewind: Callable[[], None],
         reduce: Reduce | None = None,
@@ -553,9 +452,9 @@ def probe_gradient(
 
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module  # DDP's forward would wait for a backward into the real .grad
-    modules, real = _trainable(model)
+    modules, real = trainable_params(model)
     names = list(real)
-    workspace = _Workspace(modules, list(real.values()))
+    workspace = Workspace(modules, list(real.values()))
     named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
     sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
     with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
@@ -590,8 +489,8 @@ def probe_gradient(
                 loss0 = None  # the caller's loss is L(w; B) of exactly this g
             d = _direction(direction, named, g, noise)
             # One flat vector per gradient: a few reductions per point instead of a few per tensor.
-            g_flat = _flat(g)
-            d_flat = g_flat if d is g else _flat(d)
+            g_flat = flatten(g)
+            d_flat = g_flat if d is g else flatten(d)
             evaluator.set_direction(d, d_flat)
             if method == "vmap":
                 points = evaluator.many_vmap(step_sizes, chunk_size or len(step_sizes))
@@ -599,7 +498,7 @@ def probe_gradient(
                 points = evaluator.many_loop(step_sizes)
             losses, norms = [], []  # norms: ||G - g||, ||G|| and G.g per point, G its gradient
             for loss, grads in points:
-                flat = _flat(grads)  # the point's own gradient: overwritten below, no temporary
+                flat = flatten(grads)  # the point's own gradient: overwritten below, no temporary
                 losses.append(loss)
                 norm, dot = torch.linalg.vector_norm(flat), torch.dot(flat, g_flat)
                 norms += [torch.linalg.vector_norm(flat.sub_(g_flat)), norm, dot]
@@ -634,50 +533,3 @@ def training_grads(model: nn.Module) -> dict[str, torch.Tensor | None] | None:
     to pass as ``grad=`` right after ``loss.backward()``."""
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     return grads if any(v is not None for v in grads.values()) else None
-
-
-@dataclass(frozen=True)
-class ProbeHook:
-    """Runs :func:`probe_gradient` at ``AFTER_BACKWARD`` on the training batch, reusing
-    the training gradient (``.grad``) and loss, so a probe costs K passes.
-
-    Schedule it with ``landscape.hooks.every(100, ProbeHook(...))`` and friends.
-    Random directions come from a generator seeded with ``seed + step``. With
-    ``bn_mode="eval"`` (on a model with norm layers) or active dropout/noisy layers
-    the training gradient is not g of the probe, so the probe recomputes it (K+1 passes).
-    """
-
-    step_sizes_abs: tuple[float, ...]
-    direction: str = "gradient"
-    bn_mode: str = "train"
-    seed: int = 0
-    curvature: bool = True
-    method: str = "loop"
-    reduce: Reduce | None = None  # set under DDP: averages over the ranks' shards
-
-    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
-
-    def __call__(self, ctx: Context) -> dict[str, float | list[float]] | None:
-        if ctx.event is not Event.AFTER_BACKWARD or ctx.batch is None:
-            return None
-        inputs, targets = ctx.batch
-        generator = None
-        if self.direction != "gradient":
-            device = next(ctx.model.parameters()).device
-            generator = torch.Generator(device=device).manual_seed(self.seed + ctx.step)
-        result = probe_gradient(
-            ctx.model,
-            ctx.loss_fn,
-            inputs,
-            targets,
-            self.step_sizes_abs,
-            grad=training_grads(ctx.model),
-            base_loss=ctx.loss,
-            direction=self.direction,
-            bn_mode=self.bn_mode,
-            generator=generator,
-            method=self.method,
-            curvature=self.curvature,
-            reduce=self.reduce,
-        )
-        return result.metrics()

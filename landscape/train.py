@@ -56,10 +56,8 @@ from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.config import RunConfig, ScheduleConfig
 from landscape.data import augment_batch, batches, default_loss, load_data
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
-from landscape.hooks import Context, DenseEarly, Event, Hook, Scheduled
-from landscape.ics import ICSHook
+from landscape.hooks import Context, DenseEarly, Event, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
-from landscape.probes import ProbeHook
 from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from landscape.config import NoiseConfig
-from landscape.hooks import Context, Event
-from landscape.ics import ICSHook, measure_ics, optimizer_update
+from landscape.hooks import Context, Event, ICSHook
+from landscape.ics import measure_ics, optimizer_update
 from landscape.noise import make_norm_layer
 from landscape.state import differences, snapshot
 

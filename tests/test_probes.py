@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from landscape.hooks import Context, Event, every
+from landscape.hooks import Context, Event, ProbeHook, every
 from landscape.probes import (
     DEFAULT_STEP_SIZES,
-    ProbeHook,
     parse_step_sizes,
     probe_gradient,
     training_grads,
