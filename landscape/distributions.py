@@ -38,7 +38,7 @@ from landscape import distributed
 from landscape.hooks import Context, Event, Metrics
 from landscape.noise import Noise
 from landscape.norms import LpNorm
-from landscape.state import cloned_buffers, detached_params, fork_rng
+from landscape.state import cloned_buffers, detached_params, fork_rng, tie_weights
 
 WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, LpNorm, Noise)
@@ -121,7 +121,8 @@ def layer_inputs(model: nn.Module, inputs: torch.Tensor, names: Sequence[str]) -
         Each name's output tensor, e.g. (B, C, H, W).
     """
     with torch.no_grad(), fork_rng(model), recorded_outputs(model, names) as outputs:
-        functional_call(model, (detached_params(model), cloned_buffers(model)), (inputs,))
+        functional_call(model, (detached_params(model), cloned_buffers(model)), (inputs,),
+                        tie_weights=tie_weights(model))
     missing = [n for n in names if n not in outputs]
     if missing:
         raise ValueError(f"modules not called in the forward: {', '.join(missing)}")

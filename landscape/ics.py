@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng
+from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng, tie_weights
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Params = dict[str, torch.Tensor]
@@ -158,11 +158,12 @@ def measure_ics(
     params = detached_params(model)
     if not params:
         return {}
+    tied = tie_weights(model)
 
     def loss(own: Params, rest: Params, buffers: Params) -> torch.Tensor:
         # The buffers are an argument, not captured, so train-mode BatchNorm may
         # update them in place under torch.func.grad.
-        return loss_fn(functional_call(model, ({**rest, **own}, buffers), (inputs,)), targets)
+        return loss_fn(functional_call(model, ({**rest, **own}, buffers), (inputs,), tie_weights=tied), targets)
 
     with fork_rng(model), replay_rng(model) as rewind:
 

@@ -43,7 +43,8 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from landscape.config import BN_MODES, DIRECTIONS
 from landscape.state import (
-    RngSources, Workspace, cloned_buffers, flatten, fork_rng, replay_rng, rng_sources, trainable_params,
+    RngSources, Workspace, cloned_buffers, flatten, fork_rng, replay_rng, rng_sources, tie_weights,
+    trainable_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,19 +210,6 @@ def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tenso
     return out
 
 
-def _tie_weights(model: nn.Module) -> bool:
-    """Whether ``functional_call`` must tie weights: a parameter or buffer is held by two
-    distinct modules. A module used twice needs no tying, and tying then would break it
-    (torch's restore leaves a plain tensor in place of the Parameter), so the two
-    kinds of sharing together are refused."""
-    modules = list(model.modules())  # each module once
-    held = [id(t) for m in modules for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
-    tied = len(held) != len(set(held))
-    if tied and len(list(model.modules(remove_duplicate=False))) != len(modules):
-        raise ValueError("models that reuse a module and also share a tensor between modules are not supported")
-    return tied
-
-
 def _gaussian(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
     def draw(p: torch.Tensor) -> torch.Tensor:
         device = p.device if generator is None else generator.device
@@ -342,7 +330,7 @@ class _Evaluator:
         # real buffers: the working ones are reset to them first).
         self.space.move_to(self.d, self.d_flat, 0.0)
         buffers = cloned_buffers(self.model)
-        tied = _tie_weights(self.model)
+        tied = tie_weights(self.model)
 
         def loss_at(point: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor]) -> torch.Tensor:
             output = functional_call(self.model, (point, bufs), (self.inputs,), tie_weights=tied)

@@ -92,6 +92,23 @@ def replay_rng(model: nn.Module | RngSources) -> Iterator[Any]:
     yield rewind
 
 
+def tie_weights(model: nn.Module) -> bool:
+    """The ``tie_weights`` argument ``torch.func.functional_call`` needs for ``model``:
+    True when a parameter or buffer is held by two distinct modules. A module used
+    twice needs no tying, and tying it would break it (torch's restore leaves a plain
+    tensor in place of the Parameter), so the two kinds of sharing together are refused.
+
+    Raises:
+        ValueError: the model has both kinds of sharing.
+    """
+    modules = list(model.modules())  # each module once
+    held = [id(t) for m in modules for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
+    tied = len(held) != len(set(held))
+    if tied and len(list(model.modules(remove_duplicate=False))) != len(modules):
+        raise ValueError("models that reuse a module and also share a tensor between modules are not supported")
+    return tied
+
+
 def detached_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """Trainable parameters by name, detached (share storage, no autograd history)."""
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

@@ -135,3 +135,15 @@ def test_layer_inputs_of_linear_layers():
     out = layer_inputs(model, x, activation_sites(model))["1"]
     torch.testing.assert_close(out, copy.deepcopy(model)[:2](x).detach())
     assert model[1].num_batches_tracked.item() == 0
+
+
+def test_layer_inputs_of_a_model_that_reuses_a_module_leave_it_intact():
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 3)
+    model = nn.Sequential(layer, nn.Tanh(), layer)
+    x = torch.randn(4, 3)
+    before = snapshot(model)
+    outputs = layer_inputs(model, x, ["1"])
+    assert differences(before, snapshot(model)) == []
+    assert isinstance(layer.weight, nn.Parameter)
+    assert torch.equal(outputs["1"], torch.tanh(layer(x)).detach())

@@ -245,3 +245,21 @@ def test_hook_reports_metrics():
     assert ICSHook(lr=0.3)(ctx)["ics/cosine/#2"] == pytest.approx(expected["1"]["cosine"], rel=1e-12)
     with pytest.raises(ValueError):
         measure_ics(model, half_mse, x, y)
+
+
+@pytest.mark.parametrize("sharing", ["module", "weight"])
+def test_shared_weights_leave_the_model_intact(sharing):
+    # torch.func.functional_call's default weight tying turns the Parameters of a module
+    # used twice into plain tensors; the measurement must not.
+    torch.manual_seed(0)
+    first = nn.Linear(3, 3).double()
+    second = first if sharing == "module" else nn.Linear(3, 3).double()
+    if sharing == "weight":
+        second.weight = first.weight
+    model = nn.Sequential(first, nn.Tanh(), second)
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    before = snapshot(model)
+    result = measure_ics(model, nn.functional.mse_loss, x, y, lr=0.1)
+    assert differences(before, snapshot(model)) == []
+    assert all(isinstance(m.weight, nn.Parameter) for m in (first, second))
+    assert result and all(math.isfinite(v["l2"]) for v in result.values())
