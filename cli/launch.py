@@ -86,6 +86,7 @@ def relaunch(nproc: int | None) -> None:
         rank, failure = min(e.failures.items(), key=lambda item: item[1].timestamp)
         if failure.exitcode < 0:  # killed by a signal: the process could not say why
             name = signal.Signals(-failure.exitcode).name if -failure.exitcode in signal.valid_signals() else "?"
-            click.echo(f"Error: rank {rank} was killed by {name} (out of memory?)", err=True)
+            hint = " (out of memory?)" if name == "SIGKILL" else ""
+            click.echo(f"Error: rank {rank} was killed by {name}{hint}", err=True)
         sys.exit(failure.exitcode if failure.exitcode > 0 else 1)
     sys.exit(0)

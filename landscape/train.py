@@ -331,8 +331,8 @@ class _Loop:
             raise ValueError(f"the global batch of {self.batch_size} does not split evenly over {self.world} processes")
         shard = self.batch_size // self.world
         self.shard = slice(self.rank * shard, (self.rank + 1) * shard)  # this rank's part of each global batch
-        kill = os.environ.get(KILL_RANK1_ENV)
-        self.kill_at = int(kill) if kill and self.rank == 1 else None
+        kill = os.environ.get(KILL_RANK1_ENV)  # torchrun's RANK: also when the runs are spread
+        self.kill_at = int(kill) if kill and os.environ.get("RANK") == "1" else None
         self.steps_per_epoch = max(n // self.batch_size, 1)
         self.total = t.steps if t.epochs is None else t.epochs * self.steps_per_epoch
         self.loss_fn = default_loss(data)

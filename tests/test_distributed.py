@@ -152,17 +152,41 @@ def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
         assert sum(abs(x - y) for x, y in zip(a, b)) <= 4, key
 
 
-def test_spread_layout_gives_each_process_its_own_runs(tmp_path):
-    args = [*[a if a != "none" else "none,bn" for a in DLN]]
-    single(*args, "--run-dir", str(tmp_path / "one"))
-    done = torchrun(*args, "--run-dir", str(tmp_path / "two"))
+SPREAD = [a if a != "none" else "none,bn" for a in DLN]  # two runs over two processes: auto spreads them
+
+
+@pytest.fixture(scope="module")
+def spread_single(tmp_path_factory):
+    # In a fresh process with one thread, as each rank is: then the runs agree bit for bit
+    # (in this test process, with another allocation history, BLAS may round differently).
+    out = tmp_path_factory.mktemp("spread1") / "exp"
+    cmd = [sys.executable, "-m", "landscape_cli", "probe", *SPREAD, "--run-dir", str(out)]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_spread_layout_gives_each_process_its_own_runs(tmp_path, spread_single):
+    done = torchrun(*SPREAD, "--run-dir", str(tmp_path / "two"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "layout: spread" in done.stdout and done.stdout.count("finished 6 steps") == 2
     ranks = set()
     for name in ("none", "bn"):
         # Each run trains alone on its process: exactly the single-process run.
-        assert rows(tmp_path / "one" / name) == rows(tmp_path / "two" / name)
+        assert rows(spread_single / name) == rows(tmp_path / "two" / name)
         with RunStore(tmp_path / "two" / name, readonly=True) as store:
             assert "distributed" not in store.config
             ranks.add(store.config["placement"]["rank"])
     assert ranks == {0, 1}
+
+
+def test_spread_layout_survives_a_dead_rank(tmp_path, spread_single):
+    exp = tmp_path / "exp"
+    done = torchrun(*SPREAD, "--run-dir", str(exp), LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
+    assert done.returncode != 0
+    with RunStore(exp / "bn", readonly=True) as store:  # run 1, on rank 1
+        assert store.status == "interrupted"
+    resumed = torchrun("--resume", str(exp), "--no-progress", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("none", "bn"):
+        assert rows(spread_single / name) == rows(exp / name)
