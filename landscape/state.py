@@ -126,8 +126,6 @@ def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return _flatten_dense_tensors(list(tensors))
 
 
-
-
 def _put(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     """Replace a registered parameter or buffer. A plain dict write is what
     ``nn.Module.__setattr__`` comes down to for a registered name, at a fraction of its
