@@ -75,6 +75,8 @@ def relaunch(nproc: int | None) -> None:
         ["--standalone", f"--nproc_per_node={nproc}", "-m", "landscape_cli", *args]
     )
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # torch.distributed.run would set 1 thread per process, with a warning; share the cores instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     try:
