@@ -10,7 +10,7 @@
 #   3. bench/paper_projection.py 300: the training step alone, to split the wall time into
 #      training and probing.
 #
-# Here, once:   python ../shared/data/make_subset.py .gpu-data --train 15000 --test 2000
+# Here, once:   python ../shared/data/make_subset.py .gpu-data --train 8000 --test 2000   (43 MB)
 #               pip download --no-deps -d .whl plotly narwhals   (the GPU image lacks them)
 # Then:         device run: bash bench/gpu_check.sh, carrying .gpu-data and .whl
 set -u
