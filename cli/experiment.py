@@ -77,6 +77,21 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     return "\n".join(lines)
 
 
+def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, progress: bool,
+            report: bool, layout: str) -> None:
+    """What every experiment command does once its options are read: take the variants
+    from ``--resume``'s experiment.json or from ``build()``, print the plan and its timed
+    estimate, and (unless ``--dry-run``) run them."""
+    if resume_dir is not None:
+        configs, exp_dir = resume_configs(resume_dir, kind), resume_dir
+    else:
+        configs = build()
+        exp_dir = new_experiment_dir(run_dir, kind, configs[0].model.name)
+    click.echo(plan(configs))
+    if not dry_run:
+        run(configs, exp_dir, kind, progress, report, layout)
+
+
 def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto") -> None:
     """Train every variant, write the report (also after Ctrl-C), print the outcome."""
     from landscape import distributed

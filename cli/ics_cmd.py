@@ -73,21 +73,17 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
     summed and moments pooled over the processes."""
     relaunch(nproc)
     from landscape.config import DistributionConfig
-
     from landscape.experiments import total_steps, variants
 
-    if resume_dir is not None:
-        configs, exp_dir = experiment.resume_configs(resume_dir, "ics-noise"), resume_dir
-    else:
+    def build() -> list:
         norms = split_norms(norm) + (["noise"] if control and "noise" not in norm else [])
         base = _scaled_eval(build_run_config(norm=norms[0], **options), options)
         dist = DistributionConfig(schedule=_schedule(total_steps(base), dist_every), layers=_layers(layers),
                                   channels=channels, bins=bins)
-        configs = variants(dataclasses.replace(base, distributions=dist), norms)
-        exp_dir = experiment.new_experiment_dir(run_dir, "ics-noise", base.model.name)
-    click.echo(experiment.plan(configs))
-    if not dry_run:
-        experiment.run(configs, exp_dir, "ics-noise", progress, report, layout)
+        return variants(dataclasses.replace(base, distributions=dist), norms)
+
+    experiment.execute("ics-noise", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
+                       progress=progress, report=report, layout=layout)
 
 
 @click.command("ics")
@@ -111,12 +107,9 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
     Under DDP (--layout ddp) G and G' are the global batch's gradients (all-reduced)."""
     relaunch(nproc)
     from landscape.config import ICSConfig
-
     from landscape.experiments import total_steps
 
-    if resume_dir is not None:
-        configs, exp_dir = experiment.resume_configs(resume_dir, "ics"), resume_dir
-    else:
+    def build() -> list:
         norms = split_norms(norm)
         base = build_run_config(norm=norms[0], **options)
         fam = family(base.model.name)
@@ -127,14 +120,13 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
         if not rates:
             raise InputError("--lrs: give at least one learning rate")
         ics_cfg = ICSConfig(schedule=_schedule(total_steps(base), ics_every), highlight=ICS_HIGHLIGHT.get(fam, ()))
-        configs = [
+        return [
             dataclasses.replace(
                 base, model=dataclasses.replace(base.model, norm=n), train=dataclasses.replace(base.train, lr=lr),
                 ics=ics_cfg, name=f"{n}-lr{lr:g}",
             )
             for lr in rates for n in norms
         ]
-        exp_dir = experiment.new_experiment_dir(run_dir, "ics", base.model.name)
-    click.echo(experiment.plan(configs))
-    if not dry_run:
-        experiment.run(configs, exp_dir, "ics", progress, report, layout)
+
+    experiment.execute("ics", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run, progress=progress,
+                       report=report, layout=layout)

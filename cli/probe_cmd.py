@@ -55,9 +55,7 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
     from landscape.experiments import scaled_probe_schedule, total_steps, variants
     from landscape.probes import DEFAULT_STEP_SIZES, parse_step_sizes
 
-    if resume_dir is not None:
-        configs, exp_dir = experiment.resume_configs(resume_dir, "probe"), resume_dir
-    else:
+    def build() -> list:
         norms = split_norms(norm)
         base = build_run_config(norm=norms[0], **options)
         if step_sizes is None:
@@ -75,9 +73,7 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
             dense_until=schedule["dense_until"] if dense_until is None else dense_until,
             dense_every=dense_every or schedule["dense_every"], curvature=curvature,
         )
-        configs = variants(dataclasses.replace(base, probe=probe_cfg), norms)
-        exp_dir = experiment.new_experiment_dir(run_dir, "probe", base.model.name)
+        return variants(dataclasses.replace(base, probe=probe_cfg), norms)
 
-    click.echo(experiment.plan(configs))
-    if not dry_run:
-        experiment.run(configs, exp_dir, "probe", progress, report, layout)
+    experiment.execute("probe", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run, progress=progress,
+                       report=report, layout=layout)

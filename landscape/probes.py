@@ -162,8 +162,9 @@ def parse_step_sizes(text: str) -> tuple[tuple[float, ...], bool]:
 
 @contextlib.contextmanager
 def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | None = None) -> Iterator[None]:
-    """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit
-    restore the training flag of every module exactly (no recursive ``train()``)."""
+    """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit give
+    each of them back its exact training flag (no recursive ``train()``, no other
+    module touched)."""
     modules = list(model.modules()) if modules is None else modules
     flags = [(m, m.training) for m in modules if isinstance(m, _NormBase)]  # the only flags it sets
     try:
