@@ -69,6 +69,7 @@ def relaunch(nproc: int | None) -> None:
     import logging
 
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     launcher_args = torchrun.parse_args(
@@ -77,8 +78,6 @@ def relaunch(nproc: int | None) -> None:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     # torch.distributed.run would set 1 thread per process, with a warning; share the cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-
     try:
         torchrun.run(launcher_args)
     except (KeyboardInterrupt, SignalException) as e:  # Ctrl-C or kill: the ranks got it too

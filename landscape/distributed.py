@@ -55,7 +55,8 @@ def active() -> bool:
 def solo() -> Iterator[None]:
     """Inside the block this process runs alone, as without torchrun (rank 0 of 1: it
     writes its own runs, no DDP, no collectives), while the process group stays up for
-    :func:`barrier` afterwards. How independent runs are spread over the ranks."""
+    the collectives after it (the outcomes gathered at the end). How independent runs
+    are spread over the ranks."""
     global _solo
     previous, _solo = _solo, True
     try:
@@ -63,11 +64,6 @@ def solo() -> Iterator[None]:
     finally:
         _solo = previous
 
-
-def barrier() -> None:
-    """Wait for every rank (within the collective timeout); no-op without a group."""
-    if active():
-        dist.barrier()
 
 
 def rank() -> int:
