@@ -207,15 +207,6 @@ def all_gather_object(obj: T) -> list[T]:
     return out
 
 
-def all_ok(ok: bool) -> bool:
-    """Whether ``ok`` holds on every rank (one collective; ``ok`` without a group)."""
-    if not active():
-        return ok
-    flag = torch.tensor([int(ok)])
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 class RankError(RuntimeError):
     """Raised on the other ranks when rank 0 failed; rank 0 raises the original."""
 
