@@ -16,7 +16,7 @@ import time
 import torch
 
 from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from landscape.data import batches, default_loss, load_data
+from landscape.data import batches, load_data, objective
 from landscape.hooks import Event, hook
 from landscape.models import build_model
 from landscape.train import resolve_device, train
@@ -48,7 +48,7 @@ def bare_intervals(config: RunConfig, device: torch.device) -> list[float]:
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     data = load_data(config.data, device)
-    loss_fn = default_loss(data)
+    loss_fn = objective(data)
     opt = torch.optim.SGD(model.parameters(), lr=config.train.lr)
     gen = torch.Generator().manual_seed(config.train.seed)
     stamps: list[float] = []

@@ -15,7 +15,11 @@ from landscape.config import NORMS, DataConfig, ModelConfig, NoiseConfig, RunCon
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "vgg": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
     "resnet": {"lr": 0.01, "epochs": 20, "dataset": "cifar10"},
-    "dln": {"lr": 1e-6, "steps": 10_000, "dataset": "gaussian-linear", "full_batch": True},
+    # The DLN's objective is the squared error summed over the samples (its plotted losses,
+    # 1e3-1e4, and its lr 1e-6 belong to that scale), in float64: at the probe's smallest
+    # step (1e-8) the gradient change is float32 rounding.
+    "dln": {"lr": 1e-6, "steps": 10_000, "dataset": "gaussian-linear", "full_batch": True,
+            "loss_reduction": "sample-sum", "dtype": "float64"},
     "other": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
 }
 
@@ -78,9 +82,17 @@ def train_options() -> Callable:
         click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (paper: 0)."),
         click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Weight decay (paper: 0)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order, noise."),
+        click.option("--noise-seed", type=int, default=None,
+                     help="Seed of the noisy-BN noise (Algorithm 1) [default: --seed]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--bf16/--no-bf16", default=False, show_default=True,
-                     help="bf16 autocast for the training step only (probes stay in float32)."),
+                     help="bf16 autocast for the training step only; probes recompute their gradient in float32."),
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+                     help="Precision of parameters and data [default: float64 for the DLN, else float32]."),
+        click.option("--loss-reduction", type=click.Choice(["mean", "sum", "sample-sum"]), default=None,
+                     help="Loss over a batch: mean over every entry, sum over every entry, or sample-sum "
+                          "(summed over the examples, each averaged over its outputs: the paper's DLN objective) "
+                          "[default: sample-sum for the DLN, else mean]."),
         click.option("--eval-every", type=int, default=500, show_default=True, help="Test loss/accuracy every N steps."),
         click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."),
         click.option("--log-every", type=int, default=10, show_default=True,
@@ -128,9 +140,13 @@ def build_run_config(norm: str | None = None, name: str = "", **o: Any) -> RunCo
         steps=steps, epochs=epochs, batch_size=o["batch_size"], lr=o["lr"] if o["lr"] is not None else fam["lr"],
         momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
         eval_every=o["eval_every"], eval_samples=o["eval_samples"], log_every=o["log_every"],
-        checkpoint_every=o["checkpoint_every"], sync_bn=o.get("sync_bn", False), full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
+        checkpoint_every=o["checkpoint_every"], sync_bn=o.get("sync_bn", False),
+        full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
+        dtype=o["dtype"] or fam.get("dtype", "float32"),
+        loss_reduction=o["loss_reduction"] or fam.get("loss_reduction", "mean"),
     )
-    return RunConfig(model=model, data=data, train=train, noise=NoiseConfig(seed=o["seed"]), name=name)
+    noise_seed = o["seed"] if o.get("noise_seed") is None else o["noise_seed"]
+    return RunConfig(model=model, data=data, train=train, noise=NoiseConfig(seed=noise_seed), name=name)
 
 
 def split_norms(text: str) -> list[str]:

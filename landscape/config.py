@@ -13,6 +13,12 @@ from typing import Any
 
 NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf")
 BN_MODES = ("train", "eval")
+DTYPES = ("float32", "float64")
+# How a batch's loss is reduced: "mean" over every entry (torch's default), "sum"
+# over every entry, or "sample-sum": summed over the examples, each example's loss
+# averaged over its entries (the paper's deep-linear-network objective; for
+# cross-entropy, whose examples have one entry, the same as "sum").
+LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
 DIRECTIONS = ("gradient", "random", "filter")
 
 
@@ -80,7 +86,7 @@ class NoiseConfig:
     scale_high: float = 1.25
     mean_jitter: float = 0.1  # m ~ U(mu_j - mean_jitter, mu_j + mean_jitter)
     scale_jitter_std: float = 0.1  # s ~ N(sigma_j, scale_jitter_std)
-    seed: int = 0  # seeds the noise's own torch.Generator (set from the run seed)
+    seed: int = 0  # seeds the noise's own torch.Generator (the CLI's --noise-seed, default --seed)
 
     def __post_init__(self) -> None:
         _require(self.mean_range >= 0 and self.mean_jitter >= 0, "noise ranges must be non-negative")
@@ -101,6 +107,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     bf16: bool = False  # autocast the training step only
+    dtype: str = "float32"  # parameters, buffers and floating data ("float64" for the DLN)
+    loss_reduction: str = "mean"  # see LOSS_REDUCTIONS
     eval_every: int = 500  # test loss and accuracy every N steps (and at the end)
     eval_samples: int | None = None  # evaluate on the first N test examples (None: all)
     log_every: int = 10  # per-step train loss is written (and checked) every N steps
@@ -118,6 +126,12 @@ class TrainConfig:
         _require(self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive")
         _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
         _require(self.eval_samples is None or self.eval_samples > 0, "--eval-samples must be positive")
+        _require(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        _require(not (self.bf16 and self.dtype != "float32"), "--bf16 autocasts float32 training; it needs --dtype float32")
+        _require(
+            self.loss_reduction in LOSS_REDUCTIONS,
+            f"unknown loss reduction {self.loss_reduction!r}; choose from {', '.join(LOSS_REDUCTIONS)}",
+        )
         _require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"unknown device {self.device!r}; choose auto, cpu or cuda",

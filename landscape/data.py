@@ -5,12 +5,14 @@ workers).
 Paper protocol (Santurkar et al. 2018): CIFAR-10 without augmentation, each
 channel standardized with the training set's own statistics,
 x' = (x - mean_c) / std_c. The deep-linear-network task is regression on
-y = A x, x ~ N(0, I_10), with a fixed random A and 1000 training samples, trained
-full-batch with the squared error.
+y = A x, x ~ N(0, I_10), with a fixed random A (A_ij ~ N(0, 1)) and 1000 training
+samples, trained full-batch on the squared error summed over the samples
+(:class:`Objective`, ``reduction="sample-sum"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import logging
 import os
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.datasets import CIFAR10
 
-from landscape.config import DataConfig
+from landscape.config import LOSS_REDUCTIONS, DataConfig, RunConfig
+from landscape.state import fork_rng
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +68,70 @@ class Dataset:
     def is_regression(self) -> bool:
         return self.num_classes == 0
 
+    def to(self, dtype: torch.dtype) -> Dataset:
+        """The same data with every floating tensor (images, vectors, regression
+        targets) in ``dtype``; labels stay int64."""
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype) if t.is_floating_point() else t
 
-def default_loss(dataset: Dataset) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification, mean squared error for regression."""
-    return nn.MSELoss() if dataset.is_regression else nn.CrossEntropyLoss()
+        return dataclasses.replace(self, train_x=cast(self.train_x), train_y=cast(self.train_y),
+                                   test_x=cast(self.test_x), test_y=cast(self.test_y))
+
+
+class Objective(nn.Module):
+    """The training loss: cross-entropy for classification, squared error for
+    regression, reduced as ``reduction`` says (:data:`landscape.config.LOSS_REDUCTIONS`).
+
+    An example's loss is its cross-entropy, or its squared error averaged over the
+    outputs ("mean", "sample-sum") or summed over them ("sum"). "mean" averages the
+    examples' losses (for regression: the mean over every entry, ``nn.MSELoss``);
+    "sum" and "sample-sum" add them up. The deep linear network of Santurkar et al.
+    2018 is trained on ``sum_i mean_j (f(x_i) - A x_i)_j^2`` ("sample-sum"): its
+    plotted losses (1e3-1e4) and its step size 1e-6 belong to that scale, which
+    ``nn.MSELoss`` divides by 10,000.
+
+    Args:
+        regression: squared error on float targets (else cross-entropy on labels).
+        reduction: "mean", "sum" or "sample-sum".
+        shards: the number of processes that each hold one equal shard of a global
+            batch. A summed loss is multiplied by it, so that the mean over the
+            processes (what DDP and every all-reduce here take) is the global
+            batch's sum.
+    """
+
+    def __init__(self, regression: bool, reduction: str = "mean", shards: int = 1) -> None:
+        super().__init__()
+        if reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"unknown loss reduction {reduction!r}; choose from {', '.join(LOSS_REDUCTIONS)}")
+        self.regression, self.reduction, self.shards = regression, reduction, shards
+
+    def extra_repr(self) -> str:
+        kind = "squared error" if self.regression else "cross-entropy"
+        return f"{kind}, reduction={self.reduction}, shards={self.shards}"
+
+    def per_example(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B,) each example's loss, unscaled."""
+        if not self.regression:
+            return F.cross_entropy(output, target, reduction="none")
+        error = (output - target).square().flatten(1)  # (B, entries)
+        return error.sum(1) if self.reduction == "sum" else error.mean(1)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.reduction == "mean":
+            if self.regression:
+                return F.mse_loss(output, target)
+            return F.cross_entropy(output, target)
+        return self.per_example(output, target).sum() * self.shards
+
+    def whole(self, total: float, count: int) -> float:
+        """The loss of ``count`` examples whose :meth:`per_example` losses add up to ``total``."""
+        return total / count if self.reduction == "mean" else total
+
+
+def objective(dataset: Dataset, reduction: str = "mean", shards: int = 1) -> Objective:
+    """The :class:`Objective` for ``dataset``: cross-entropy for classification,
+    squared error for regression."""
+    return Objective(dataset.is_regression, reduction, shards)
 
 
 def data_root(cfg: DataConfig) -> str:
@@ -192,12 +255,13 @@ def _synthetic(cfg: DataConfig, device: torch.device | str) -> Dataset:
 
 
 def _gaussian_linear(cfg: DataConfig, device: torch.device | str) -> Dataset:
-    """x ~ N(0, I_d), y = A x; A has N(0, 1/d) entries, so y has about unit variance
-    per coordinate, like x. No standardization: x is already standard. d =
-    ``cfg.dim`` (the paper's 10)."""
+    """x ~ N(0, I_d), y = A x with A_ij ~ N(0, 1), the paper's deep-linear-network
+    task (so y has variance about d per coordinate, and the summed squared error
+    starts near 1e4, the scale of the paper's plots). No standardization: x is
+    already standard. d = ``cfg.dim`` (the paper's 10)."""
     d = cfg.dim
     parent, (g_train, g_test) = _child_generators(cfg.seed, 2)
-    a = torch.randn(d, d, generator=parent) / d**0.5  # (d, d)
+    a = torch.randn(d, d, generator=parent)  # (d, d)
     train_x = torch.randn(LINEAR_TRAIN, d, generator=g_train)
     test_x = torch.randn(LINEAR_TEST, d, generator=g_test)
     warnings: list[str] = []
@@ -293,3 +357,50 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced dims first
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def example_batch(
+    config: RunConfig, device: torch.device | str, n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, Objective]:
+    """Random inputs and targets of the run's data shapes, ``n`` of them (default: the
+    run's batch), in its dtype, with its loss: for timing and for checking a model
+    against the data without loading the data."""
+    d = config.data
+    g = torch.Generator().manual_seed(0)
+    dtype = getattr(torch, config.train.dtype)
+    if d.name == "gaussian-linear":
+        n = n or min(d.subset or LINEAR_TRAIN, LINEAR_TRAIN)
+        x, y = torch.randn(n, d.dim, generator=g), torch.randn(n, d.dim, generator=g)
+        return x.to(device, dtype), y.to(device, dtype), Objective(True, config.train.loss_reduction)
+    size = d.image_size if d.name == "synthetic" else 32
+    n = n or config.train.batch_size
+    x = torch.randn(n, 3, size, size, generator=g)
+    y = torch.randint(d.num_classes, (n,), generator=g)
+    return x.to(device, dtype), y.to(device), Objective(False, config.train.loss_reduction)
+
+
+def check_fits_data(config: RunConfig, model: nn.Module) -> None:
+    """A forward (eval mode, no gradient) of two examples shaped like the data set's,
+    whose output must have the targets' shape (regression) or one score per class.
+
+    Raises:
+        ValueError: the model does not take the data's inputs or does not give its outputs.
+    """
+    x, y, _ = example_batch(config, "cpu", n=2)
+    what = f"--model {config.model.name} does not fit --dataset {config.data.name}"
+    want = tuple(y.shape) if y.is_floating_point() else (2, config.data.num_classes)
+    like = next(model.parameters(), x)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), fork_rng(model):
+            out = model(x.to(like.device, like.dtype))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{what}: inputs of shape {tuple(x.shape[1:])} fail ({first})") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what}: outputs of shape {shape} for 2 examples, the data needs {want}")

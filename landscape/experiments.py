@@ -1,6 +1,10 @@
 """Experiments: several runs that differ in one setting (the normalization),
-trained from the same seed, the same initial weights (where shapes match) and
-the same data order, into one experiment directory.
+trained from the same seed and the same data order, into one experiment
+directory. Each variant starts exactly as :func:`landscape.models.build_model`
+builds it from the seed; the paper's init draws every conv/linear weight from
+one seed in module order, so variants share their initial weights wherever
+their own init gives the same tensors (and not, e.g., the residual convs that a
+ResNet without BN zero-initializes).
 
 ```
 EXPERIMENT_DIR/
@@ -28,7 +32,7 @@ from torch import nn
 
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
-from landscape.data import CIFAR_TEST, CIFAR_TRAIN, LINEAR_TEST, LINEAR_TRAIN
+from landscape.data import CIFAR_TEST, CIFAR_TRAIN, LINEAR_TEST, LINEAR_TRAIN, check_fits_data, example_batch
 from landscape.hooks import DenseEarly, Hook
 from landscape.models import build_model
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
@@ -67,25 +71,6 @@ def weighted_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
 
 
-@torch.no_grad()
-def copy_matching_weights(source: nn.Module, target: nn.Module) -> int:
-    """Copy conv/linear weights (and biases both have) from ``source`` to ``target``,
-    pairing layers in module order and skipping pairs whose shapes differ.
-
-    Returns:
-        How many layers were copied.
-    """
-    copied = 0
-    for src, dst in zip(weighted_layers(source), weighted_layers(target)):
-        if src.weight.shape != dst.weight.shape:
-            continue
-        dst.weight.copy_(src.weight)
-        if src.bias is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
-            dst.bias.copy_(src.bias)
-        copied += 1
-    return copied
-
-
 def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     """One config per normalization, named by it."""
     return [
@@ -95,12 +80,14 @@ def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
     """Fail before anything is written: build each variant's model and hooks
-    (an unknown model, or a layer the model does not have, raises ValueError)."""
+    (an unknown model, a model that does not fit the data, or a layer the model
+    does not have, raises ValueError)."""
     from landscape.train import config_hooks
 
     for config in configs:
         with torch.random.fork_rng():
             model = build_model(config.model, noise=config.noise)
+            check_fits_data(config, model)
             config_hooks(config, model)
             if config.train.sync_bn and distributed.world_size() > 1:
                 distributed.convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts
@@ -156,21 +143,6 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
             "total": total_steps + extra + eval_passes}
 
 
-def _example_batch(config: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Callable]:
-    """Random inputs and targets of the run's batch shape (no data set is loaded)."""
-    d = config.data
-    g = torch.Generator().manual_seed(0)
-    if d.name == "gaussian-linear":
-        n = min(d.subset or LINEAR_TRAIN, LINEAR_TRAIN)
-        x = torch.randn(n, config.model.width, generator=g)
-        return x.to(device), torch.randn(n, config.model.width, generator=g).to(device), nn.MSELoss()
-    size = d.image_size if d.name == "synthetic" else 32
-    n = config.train.batch_size
-    x = torch.randn(n, 3, size, size, generator=g)
-    y = torch.randint(config.model.num_classes, (n,), generator=g)
-    return x.to(device), y.to(device), nn.CrossEntropyLoss()
-
-
 def time_one_pass(config: RunConfig, repeats: int = 3) -> float:
     """Seconds for one forward+backward of the model at the run's batch shape, on
     its device (median of ``repeats`` after a warm-up). The global RNG is untouched."""
@@ -178,8 +150,8 @@ def time_one_pass(config: RunConfig, repeats: int = 3) -> float:
 
     device = resolve_device(config.train.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model = build_model(config.model, noise=config.noise).to(device)
-        x, y, loss_fn = _example_batch(config, device)
+        model = build_model(config.model, noise=config.noise).to(device, getattr(torch, config.train.dtype))
+        x, y, loss_fn = example_batch(config, device)
         times = []
         for i in range(repeats + 1):
             if device.type == "cuda":
@@ -273,14 +245,6 @@ def run_experiment(
 
     distributed.on_main(prepare)
 
-    # The reference initialization: the first variant, built from the seed.
-    torch.manual_seed(configs[0].train.seed)
-    reference = build_model(configs[0].model, noise=configs[0].noise)
-
-    def same_start(model: nn.Module) -> None:
-        copied = copy_matching_weights(reference, model)
-        log.info("copied %d initial layers from the reference variant", copied)
-
     world, me = distributed.world_size(), distributed.rank()
     spread = layout == "spread" and world > 1
     done: dict[int, TrainResult | None] = {}
@@ -298,7 +262,7 @@ def run_experiment(
             with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
                 result = train(
                     None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
-                    init=same_start, extra_config={"experiment": str(exp_dir), "kind": kind, **placement},
+                    extra_config={"experiment": str(exp_dir), "kind": kind, **placement},
                 )
         done[i] = result
         if result.status == "interrupted":

@@ -168,6 +168,9 @@ class ProbeHook:
     Random directions come from a generator seeded with ``seed + step``. With
     ``bn_mode="eval"`` (on a model with norm layers) or active dropout/noisy layers
     the training gradient is not g of the probe, so the probe recomputes it (K+1 passes).
+    ``reuse_grad=False`` makes it recompute g and L(w) always: for training steps
+    under autocast, whose gradient is not that of the full-precision loss the probe
+    evaluates.
     """
 
     step_sizes_abs: tuple[float, ...]
@@ -177,6 +180,7 @@ class ProbeHook:
     curvature: bool = True
     method: str = "loop"
     reduce: Reduce | None = None  # set under DDP: averages over the ranks' shards
+    reuse_grad: bool = True  # False under bf16 autocast
 
     events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
 
@@ -194,8 +198,8 @@ class ProbeHook:
             inputs,
             targets,
             self.step_sizes_abs,
-            grad=training_grads(ctx.model),
-            base_loss=ctx.loss,
+            grad=training_grads(ctx.model) if self.reuse_grad else None,
+            base_loss=ctx.loss if self.reuse_grad else None,
             direction=self.direction,
             bn_mode=self.bn_mode,
             generator=generator,

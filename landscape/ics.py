@@ -11,10 +11,13 @@ the gradient of layer i before and after every layer before it took this step's
 update, on the same batch. Fig. 3 also plots the cosine of the two gradients.
 
 Here a "layer" is a conv or linear module, and G covers its weight and bias as
-one vector. "Before layer i" is forward order, found by recording the order in
-which modules are first called (forward pre-hooks), not ``named_parameters``
-order; every trainable parameter of an earlier-called module (weights, biases,
-BatchNorm gamma and beta) is updated. ``W^{t+1}`` is what the optimizer would
+one vector. The layers "before layer i" are those whose outputs its input
+depends on: the trainable parameters (weights, biases, BatchNorm gamma and beta)
+found by walking the autograd graph back from the input of layer i. In a chain
+that is every earlier layer; in a residual block the shortcut's downsample conv
+depends on what precedes the block, not on the block's own conv1/conv2, which
+run before it in forward order. Layers are numbered in the order they are first
+called (forward pre-hooks), not ``named_parameters`` order. ``W^{t+1}`` is what the optimizer would
 produce from the full gradient G: ``W - lr * G`` for plain SGD, or a dry run of
 the given optimizer (momentum, weight decay, ...) on copies of its state.
 
@@ -69,6 +72,49 @@ def call_order(model: nn.Module) -> Iterator[list[str]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def input_ancestry(
+    model: nn.Module, params: Params, buffers: Params, inputs: torch.Tensor, layers: set[str], tied: bool
+) -> dict[str, set[str]]:
+    """For each module named in ``layers``: the names of the parameters in ``params``
+    that its input depends on (its graph ancestry), from one forward with ``params``
+    as fresh autograd leaves (``buffers``: clones, which train-mode BN updates)."""
+    leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+    owner = {id(t): n for n, t in leaves.items()}
+    roots: dict[str, list[torch.autograd.graph.Node]] = {name: [] for name in layers}
+
+    def record(name: str) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: tuple) -> None:
+            for a in args:
+                if isinstance(a, torch.Tensor) and a.grad_fn is not None:
+                    roots[name].append(a.grad_fn)
+
+        return pre_hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules() if n in layers]
+    try:
+        with torch.enable_grad():
+            functional_call(model, (leaves, buffers), (inputs,), tie_weights=tied)
+    finally:
+        for handle in handles:
+            handle.remove()
+    ancestry = {}
+    for name, nodes in roots.items():
+        found: set[str] = set()
+        seen: set[int] = set()
+        stack = list(nodes)
+        while stack:  # iterative: the graphs of deep networks are deeper than Python's recursion limit
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+            if variable is not None and id(variable) in owner:
+                found.add(owner[id(variable)])
+            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+        ancestry[name] = found
+    return ancestry
 
 
 def sgd_update(params: Params, grads: Params, lr: float) -> Params:
@@ -181,15 +227,16 @@ def measure_ics(
             stepped = {n: stepped[n] for n in params}
         changed = dict(zip(params, torch.stack([(stepped[n] != params[n]).any() for n in params]).tolist()))
 
-        rank = {name: i for i, name in enumerate(order)}
         layers = [n for n in order if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
+        rewind()
+        ancestry = input_ancestry(model, params, cloned_buffers(model), inputs, set(layers), tied)
         rows = []
         measured = []
         for layer in layers:
             own_names = [n for n in params if _owner(n) == layer]
             if not own_names:
                 continue  # a frozen layer has no gradient
-            earlier = {n for n in params if rank.get(_owner(n), math.inf) < rank[layer]}
+            earlier = ancestry[layer] - set(own_names)
             g = torch.cat([full[n].flatten() for n in own_names]).double()
             if any(changed[n] for n in earlier):
                 point = {n: stepped[n] if n in earlier else p for n, p in params.items() if n not in own_names}

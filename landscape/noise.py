@@ -44,7 +44,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from landscape.config import NoiseConfig
 from landscape.norms import LP_NORMS, LpNorm
@@ -143,6 +143,12 @@ class NoisyBatchNorm(_BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.noise(super().forward(x))
+
+
+# Every normalization layer the toolkit ships, by what its training flag switches:
+# batch or running statistics (torch's BatchNorm family, noisy BN, the l_p norms)
+# and noise or none (Noise). Eval mode means running statistics and no noise.
+NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (_NormBase, LpNorm, Noise)
 
 
 def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) -> NormFactory | None:

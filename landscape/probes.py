@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
-from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 from landscape.config import BN_MODES, DIRECTIONS
+from landscape.noise import NORM_LAYER_TYPES
 from landscape.state import (
     RngSources, Workspace, cloned_buffers, flatten, fork_rng, replay_rng, rng_sources, tie_weights,
     trainable_params,
@@ -162,11 +162,12 @@ def parse_step_sizes(text: str) -> tuple[tuple[float, ...], bool]:
 
 @contextlib.contextmanager
 def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | None = None) -> Iterator[None]:
-    """Put BatchNorm-like layers (every ``_NormBase``) in ``bn_mode``; on exit give
-    each of them back its exact training flag (no recursive ``train()``, no other
-    module touched)."""
+    """Put every normalization layer (:data:`landscape.noise.NORM_LAYER_TYPES`: the
+    BatchNorm family, noisy BN and its noise, the l_p norms) in ``bn_mode``; on exit
+    give each of them back its exact training flag (no recursive ``train()``, no
+    other module touched)."""
     modules = list(model.modules()) if modules is None else modules
-    flags = [(m, m.training) for m in modules if isinstance(m, _NormBase)]  # the only flags it sets
+    flags = [(m, m.training) for m in modules if isinstance(m, NORM_LAYER_TYPES)]  # the only flags it sets
     try:
         for m, _ in flags:
             m.training = bn_mode == "train"
@@ -448,7 +449,7 @@ def probe_gradient(
     sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
     with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
         reuse = grad is not None
-        if reuse and bn_mode == "eval" and any(isinstance(m, _NormBase) for m in modules):
+        if reuse and bn_mode == "eval" and any(isinstance(m, NORM_LAYER_TYPES) for m in modules):
             logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
             reuse = False
         if reuse and _is_stochastic(modules, sources):

@@ -53,8 +53,8 @@ from torch import nn
 import landscape
 from landscape import distributed
 from landscape.checkpoint import load_checkpoint, save_checkpoint
-from landscape.config import RunConfig, ScheduleConfig
-from landscape.data import augment_batch, batches, default_loss, load_data
+from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
+from landscape.data import Objective, augment_batch, batches, check_fits_data, load_data, objective
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
 from landscape.hooks import Context, DenseEarly, Event, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
@@ -132,7 +132,10 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
 def evaluate(
     model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
 ) -> dict[str, float]:
-    """Mean loss (and accuracy for class targets) in eval mode; training flags restored."""
+    """Loss (and accuracy for class targets) over all of ``x`` in eval mode; training
+    flags restored. An :class:`~landscape.data.Objective` gives the loss in its own
+    reduction (a sum over the whole set for the summed ones); any other ``loss_fn``
+    is taken to be a mean over its batch."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -140,13 +143,17 @@ def evaluate(
         for i in range(0, len(x), batch_size):
             out = model(x[i : i + batch_size])
             yb = y[i : i + batch_size]
-            total_loss += float(loss_fn(out, yb)) * len(yb)
+            if isinstance(loss_fn, Objective):
+                total_loss += float(loss_fn.per_example(out, yb).sum())
+            else:
+                total_loss += float(loss_fn(out, yb)) * len(yb)
             if not yb.is_floating_point():
                 correct += float((out.argmax(1) == yb).sum())
     finally:
         for m, mode in modes.items():
             m.training = mode
-    result = {"loss": total_loss / len(x)}
+    loss = loss_fn.whole(total_loss, len(x)) if isinstance(loss_fn, Objective) else total_loss / len(x)
+    result = {"loss": loss}
     if not y.is_floating_point():
         result["acc"] = correct / len(x)
     return result
@@ -176,6 +183,9 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         probe = ProbeHook(
             p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
             seed=config.train.seed, curvature=p.curvature, reduce=reduce,
+            # Under bf16 autocast the training gradient is not the gradient of the
+            # (float32) loss the probe evaluates: the probe computes its own.
+            reuse_grad=not config.train.bf16,
         )
         hooks.append(Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe))
     if config.ics is not None:
@@ -188,6 +198,34 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         dist.resolve(model)  # a layer that does not exist is bad input: fail before training
         hooks.append(_scheduled(d.schedule, dist))
     return hooks
+
+
+def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The network a run starts from: seeded with the run's seed and built by
+    :func:`landscape.models.build_model` (so every variant of an experiment starts
+    exactly as its standalone build), with this process's noise seed
+    (:func:`rank_noise`), on ``device`` in the run's dtype.
+
+    Raises:
+        ValueError: the model cannot be built, or does not fit the data (checked on
+            two examples before any data is loaded).
+    """
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, noise=rank_noise(config.noise, distributed.rank()))
+    model = model.to(device, getattr(torch, config.train.dtype))
+    check_fits_data(config, model)
+    return model
+
+
+def rank_noise(noise: NoiseConfig, rank: int) -> NoiseConfig:
+    """The noise constants process ``rank`` uses: ``noise`` itself on rank 0 (so a
+    one-process run uses the configured seed), a seed of its own derived from
+    (seed, rank) on the others, so that ranks holding different shards of a global
+    batch draw independent noise (Algorithm 1 draws it per element)."""
+    if rank == 0:
+        return noise
+    seeds = torch.randint(2**62, (rank,), generator=torch.Generator().manual_seed(noise.seed))
+    return dataclasses.replace(noise, seed=int(seeds[-1]))
 
 
 def _inner(hook: Hook) -> Hook:
@@ -258,13 +296,12 @@ def train(
         config = RunConfig.from_dict(saved)
     assert config is not None
     device = distributed.resolve_device(config.train.device) if ddp else resolve_device(config.train.device)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, noise=dataclasses.replace(config.noise, seed=config.train.seed)).to(device)
+    model = build_run_model(config, device)
     if init is not None and not resume:
         init(model)
     if ddp and config.train.sync_bn:
         model = distributed.convert_sync_batchnorm(model)
-    data = load_data(config.data, device)
+    data = load_data(config.data, device).to(getattr(torch, config.train.dtype))
     for warning in data.warnings:
         if main:
             log.warning(warning)
@@ -335,7 +372,7 @@ class _Loop:
         self.kill_at = int(kill) if kill and os.environ.get("RANK") == "1" else None
         self.steps_per_epoch = max(n // self.batch_size, 1)
         self.total = t.steps if t.epochs is None else t.epochs * self.steps_per_epoch
-        self.loss_fn = default_loss(data)
+        self.loss_fn = objective(data, t.loss_reduction, shards=self.world)
         self.classification = not data.train_y.is_floating_point()
         self.order_gen = torch.Generator().manual_seed(t.seed)
         self.augment_gen = torch.Generator().manual_seed(t.seed + 1)
@@ -346,6 +383,9 @@ class _Loop:
 
     # -- checkpoint ---------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """The checkpoint. Under DDP every rank calls it: each rank's own generators
+        (its noise) are gathered, since the ranks draw independent noise."""
+        generators = [g.get_state() for g in module_generators(self.model)]
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)
         hook_states = [
             _inner(h).state_dict() if hasattr(_inner(h), "state_dict") else {} for h in self.hooks
@@ -354,9 +394,15 @@ class _Loop:
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch_start_state": self.epoch_start_state, "augment_state": self.augment_gen.get_state(),
             "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda,
-            "generators": [g.get_state() for g in module_generators(self.model)],
+            "generators": generators,
+            "generators_by_rank": distributed.all_gather_object(generators) if self.world > 1 and generators else None,
             "hooks": hook_states,
         }
+
+    def checkpoint(self, store: RunStore) -> None:
+        state = self.state()  # on every rank: it may gather
+        if self.main:
+            save_checkpoint(store.path, state)
 
     def restore(self, ckpt: dict[str, Any], store: RunStore) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -367,7 +413,17 @@ class _Loop:
         torch.set_rng_state(ckpt["cpu_rng"])
         if self.device.type == "cuda" and ckpt["cuda_rng"].numel():
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        for g, s in zip(module_generators(self.model), ckpt["generators"]):
+        generators = ckpt["generators"]
+        by_rank = ckpt.get("generators_by_rank")
+        if self.rank > 0:
+            if by_rank is not None and self.rank < len(by_rank):
+                generators = by_rank[self.rank]
+            else:  # a checkpoint of fewer processes: this rank continues with noise of its own
+                noise = rank_noise(self.config.noise, self.rank)
+                generators = []
+                for g in module_generators(self.model):
+                    g.manual_seed(noise.seed + self.step)
+        for g, s in zip(module_generators(self.model), generators):
             g.set_state(s)
         for h, s in zip(self.hooks, ckpt.get("hooks", [])):
             if s and hasattr(_inner(h), "load_state_dict"):
@@ -429,10 +485,9 @@ class _Loop:
         interrupt = _Interrupt()
         self.last_loss = float("nan")
         if self.step == 0:
-            if self.main:
-                # A run is resumable from its first moment: killed before its first
-                # periodic checkpoint, it still continues instead of starting over.
-                save_checkpoint(store.path, self.state())
+            # A run is resumable from its first moment: killed before its first
+            # periodic checkpoint, it still continues instead of starting over.
+            self.checkpoint(store)
             self.call_hooks(store, Event.TRAIN_START)
         diverged = None
         with interrupt.installed() if self.world == 1 else contextlib.nullcontext():
@@ -481,8 +536,7 @@ class _Loop:
             if step % self.steps_per_epoch == 0:
                 # The next epoch draws its order from here: keep that state for resume.
                 self.epoch_start_state = self.order_gen.get_state()
-            if self.main:
-                save_checkpoint(store.path, self.state())
+            self.checkpoint(store)
         if self.progress is not None:
             self.progress(step, self.total, {"loss": self.last_loss} if step % t.log_every == 0 else None)
         return None

@@ -103,3 +103,19 @@ def test_corrupt_checkpoint_is_one_line_and_keeps_the_store(tmp_path):
     before = list(RunStore(run_dir, readonly=True).rows())
     assert_one_line_error(run("train", "--resume", str(run_dir)), "unreadable checkpoint")
     assert list(RunStore(run_dir, readonly=True).rows()) == before
+
+
+@pytest.mark.parametrize("command", ["probe", "train"])
+def test_a_model_that_does_not_fit_the_data_is_one_line_before_training(tmp_path, command):
+    result = run(command, "--model", "resnet50", "--dataset", "gaussian-linear", "--steps", "2", "--device", "cpu",
+                 "--no-progress", "--run-dir", str(tmp_path / "e"))
+    assert_one_line_error(result, "--model resnet50 does not fit --dataset gaussian-linear")
+    assert not (tmp_path / "e").exists()
+
+
+def test_dtype_and_loss_reduction_options_reach_the_config(tmp_path):
+    result = run("train", *TINY, "--dtype", "float64", "--loss-reduction", "sum", "--run-dir", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    with RunStore(tmp_path / "r", readonly=True) as store:
+        assert store.config["train"]["dtype"] == "float64" and store.config["train"]["loss_reduction"] == "sum"
+    assert_one_line_error(run("train", *TINY, "--bf16", "--dtype", "float64"), "--bf16")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from landscape.runs import RunStore
@@ -18,12 +19,13 @@ pytestmark = pytest.mark.slow
 
 COMMON = ["--probe-every", "2", "--dense-until", "0", "--eval-every", "3", "--log-every", "2",
           "--checkpoint-every", "2", "--device", "cpu", "--no-progress", "--no-report"]
-# lr and step sizes large enough that ||grad L(w - eta g) - g|| is well above float32
-# rounding of g; at tiny steps it is rounding noise in any two runs that sum differently.
-DLN = ["--model", "dln", "--depth", "4", "--norm", "none", "--steps", "6", "--lr", "0.01",
+# lr and step sizes large enough that ||grad L(w - eta g) - g|| is well above rounding
+# of g; at tiny steps it is rounding noise in any two runs that sum differently. The CNN
+# runs in float64: in float32 its curvature (a double backward) differed by 1.6e-6.
+DLN = ["--model", "dln", "--depth", "4", "--norm", "none", "--steps", "6", "--lr", "1e-4",
        "--step-sizes", "4,8,16", *COMMON]
 CNN = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "6", "--lr", "0.05",
-       "--step-sizes", "1,2,4", "--norm", "bn", "--sync-bn", "--eval-samples", "64", *COMMON]
+       "--dtype", "float64", "--step-sizes", "1,2,4", "--norm", "bn", "--sync-bn", "--eval-samples", "64", *COMMON]
 RTOL = 1e-6
 
 
@@ -111,13 +113,13 @@ ICS_COMMON = ["--eval-every", "3", "--log-every", "2", "--checkpoint-every", "2"
 
 
 def test_ics_two_processes_equal_one_on_the_global_batch(tmp_path):
-    args = ["--model", "dln", "--depth", "4", "--norm", "none", "--lrs", "0.01", "--steps", "6", "--ics-every", "2",
+    args = ["--model", "dln", "--depth", "4", "--norm", "none", "--lrs", "1e-4", "--steps", "6", "--ics-every", "2",
             *ICS_COMMON]
     single(*args, "--run-dir", str(tmp_path / "one"), command="ics")
     done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "layout: ddp" in done.stdout
-    one, two = rows(tmp_path / "one" / "none-lr0.01"), rows(tmp_path / "two" / "none-lr0.01")
+    one, two = rows(tmp_path / "one" / "none-lr0.0001"), rows(tmp_path / "two" / "none-lr0.0001")
     # G - G' is a small difference of float32 gradients that the two runs sum in different
     # orders: its rounding is relative to ||G||, not to ||G - G'||.
     assert_close(one, two, must=("train/loss", "ics/l2/#4", "ics/cosine/#4"), skip=("ics/l2/", "ics/rel_l2/"))
@@ -190,3 +192,65 @@ def test_spread_layout_survives_a_dead_rank(tmp_path, spread_single):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name in ("none", "bn"):
         assert rows(spread_single / name) == rows(exp / name)
+
+
+# The paper's DLN (25 layers, lr 1e-6, its default float64 and summed objective), with BN
+# synchronized so that the 2-process BN statistics are the global batch's.
+DLN64 = ["--model", "dln", "--norm", "none,bn", "--sync-bn", "--layout", "ddp", "--steps", "4", "--checkpoint-every", "2",
+         "--probe-every", "1", "--dense-until", "0", "--eval-every", "2", "--log-every", "1", "--device", "cpu",
+         "--no-progress", "--no-report"]
+
+
+def test_float64_dln_probes_agree_across_threads_and_processes(tmp_path):
+    torch.set_num_threads(1)
+    single(*DLN64, "--run-dir", str(tmp_path / "t1"))
+    torch.set_num_threads(2)
+    single(*DLN64, "--run-dir", str(tmp_path / "t2"))
+    torch.set_num_threads(1)
+    done = torchrun(*DLN64, "--run-dir", str(tmp_path / "p2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for norm in ("none", "bn"):
+        reference = rows(tmp_path / "t1" / norm)
+        with RunStore(tmp_path / "t1" / norm, readonly=True) as store:
+            assert store.config["train"]["dtype"] == "float64"
+            assert len(store.config["probe"]["step_sizes"]) == 5  # 0.01 ... 30 x lr: down to 1e-8
+        for other in ("t2", "p2"):
+            values = rows(tmp_path / other / norm)
+            probes = [k for k in reference if k[1].startswith("probe/")]
+            assert len(probes) >= 4 * 10
+            for key in probes + [k for k in reference if k[1] == "train/loss"]:
+                a, b = reference[key], values[key]
+                for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+                    assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-300), (other, norm, key, x, y)
+
+
+def test_noisy_bn_ranks_draw_independent_noise_and_resume_keeps_each_ranks(tmp_path):
+    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "4", "--lr", "0.05",
+            "--norm", "noisy_bn", "--noise-seed", "7", "--eval-samples", "64", "--checkpoint-every", "2",
+            "--log-every", "2", "--device", "cpu", "--no-progress"]
+    done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=False)
+    rank0, rank1 = checkpoint["generators_by_rank"]
+    assert len(rank0) == len(rank1) == 1
+    assert not torch.equal(rank0[0], rank1[0])  # each rank its own noise stream
+    # Rank 0 is the configured seed, advanced by one draw per noisy layer and step.
+    from landscape.models import build_model
+    from landscape.noise import Noise
+
+    layers = sum(isinstance(m, Noise) for m in build_model("vgg_tiny", norm="noisy_bn").modules())
+    g = torch.Generator().manual_seed(7)
+    for _ in range(layers * 4):
+        torch.randint(0, 2**63 - 1, (1,), generator=g)
+    assert torch.equal(rank0[0], g.get_state())
+    with RunStore(tmp_path / "two", readonly=True) as store:
+        assert store.config["noise"]["seed"] == 7
+    # Killed at step 3 and resumed: every rank continues its own stream (the result equals
+    # the uninterrupted run's).
+    killed = torchrun(*args, "--run-dir", str(tmp_path / "cut"), command="train", LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
+    assert killed.returncode != 0
+    resumed = torchrun("--resume", str(tmp_path / "cut"), "--no-progress", command="train")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again["generators_by_rank"], checkpoint["generators_by_rank"]))
+    assert rows(tmp_path / "cut") == rows(tmp_path / "two")

@@ -8,9 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from landscape.config import ProbeConfig
-from landscape.experiments import (
-    copy_matching_weights, count_probes, estimate_passes, run_experiment, scaled_probe_schedule, variants, weighted_layers,
-)
+from landscape.config import NORMS
+from landscape.experiments import count_probes, estimate_passes, run_experiment, scaled_probe_schedule, variants
 from landscape.hooks import DenseEarly, Event, hook
 from landscape.models import build_model
 from landscape.runs import RunStore
@@ -39,26 +38,62 @@ def test_probing_does_not_change_the_training_trajectory(tmp_path, tiny):
         assert losses.shape == (6, 3) and torch.isfinite(torch.tensor(losses)).all()
 
 
-def test_variants_share_initial_weights_where_shapes_match():
-    a = build_model("vgg_tiny", norm="none", num_classes=4)
-    torch.manual_seed(123)
-    b = build_model("vgg_tiny", norm="bn", num_classes=4)
-    assert copy_matching_weights(a, b) == len(weighted_layers(a))
-    for la, lb in zip(weighted_layers(a), weighted_layers(b)):
-        assert torch.equal(la.weight, lb.weight)
+def _recorder():
+    """hooks_for that records each variant's weights at TRAIN_START and every batch it trains on."""
+    seen = {}
+
+    def hooks_for(config):
+        @hook(Event.TRAIN_START, Event.AFTER_BACKWARD)
+        def record(ctx):
+            entry = seen.setdefault(config.name, {"batches": []})
+            if ctx.event is Event.TRAIN_START:
+                entry["start"] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+            else:
+                entry["batches"].append((ctx.batch[0].clone(), ctx.batch[1].clone()))
+
+        return [record]
+
+    return seen, hooks_for
 
 
-def test_experiment_same_start_and_same_data_order(tmp_path, tiny):
-    configs = variants(dataclasses.replace(tiny, probe=PROBE), ["none", "bn"])
-    run_experiment(configs, tmp_path / "exp", kind="probe")
-    assert json.loads((tmp_path / "exp" / "experiment.json").read_text())["runs"] == ["none", "bn"]
-    firsts = []
-    for name in ("none", "bn"):
-        with RunStore(tmp_path / "exp" / name) as store:
-            assert store.status == "finished"
-            assert store.config["model"]["norm"] == name
-            firsts.append(store.series("probe/grad_norm")[1][0])
-    assert all(v > 0 for v in firsts)
+def _standalone(config):
+    torch.manual_seed(config.train.seed)
+    return build_model(config.model, noise=config.noise).state_dict()
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model,norms", [("vgg_tiny", NORMS), ("resnet18", ("none", "bn"))])
+def test_experiment_variants_start_as_built_and_see_the_same_batches(tmp_path, tiny, model, norms):
+    base = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, name=model),
+                               train=dataclasses.replace(tiny.train, steps=3, eval_every=3))
+    configs = variants(base, norms)
+    seen, hooks_for = _recorder()
+    run_experiment(configs, tmp_path / "exp", kind="probe", hooks_for=hooks_for)
+    assert json.loads((tmp_path / "exp" / "experiment.json").read_text())["runs"] == list(norms)
+    for config in configs:
+        with RunStore(tmp_path / "exp" / config.name) as store:
+            assert store.status == "finished" and store.config["model"]["norm"] == config.name
+        # Each variant starts exactly as its standalone build from the seed ...
+        assert _same_state(seen[config.name]["start"], _standalone(config)), config.name
+        # ... and trains on the same batches, in the same order.
+        first = seen[norms[0]]["batches"]
+        batches = seen[config.name]["batches"]
+        assert len(batches) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                         for a, b in zip(first, batches))
+    # The paper's init gives the variants the same conv/linear weights wherever their own
+    # init does not zero them (a ResNet without BN zeroes its residual branches' last conv).
+    starts = [seen[c.name]["start"] for c in configs]
+    weights = [k for k in starts[0] if k.endswith("weight") and starts[0][k].dim() > 1]
+    assert weights
+    for key in weights:
+        tensors = [s[key] for s in starts if key in s and bool(s[key].any())]
+        assert all(torch.equal(tensors[0], t) for t in tensors[1:]), key
+    if model == "resnet18":
+        bn = seen["bn"]["start"]
+        assert all(bool(bn[k].any()) for k in bn if k.endswith("conv2.weight"))
 
 
 def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny):
@@ -121,7 +156,7 @@ def test_dry_run_writes_nothing(tmp_path):
 
 
 def test_a_diverging_variant_is_recorded_and_the_others_go_on(tmp_path):
-    result = invoke("probe", "--model", "dln", "--depth", "4", "--norm", "none,bn", "--lr", "2", "--steps", "20",
+    result = invoke("probe", "--model", "dln", "--depth", "4", "--norm", "none,bn", "--lr", "1e-3", "--steps", "20",
                     "--device", "cpu", "--no-progress", "--no-report", "--run-dir", str(tmp_path / "e"))
     assert result.exit_code == 0, result.output
     assert "none: diverged at step" in result.output

@@ -263,3 +263,91 @@ def test_shared_weights_leave_the_model_intact(sharing):
     assert differences(before, snapshot(model)) == []
     assert all(isinstance(m.weight, nn.Parameter) for m in (first, second))
     assert result and all(math.isfinite(v["l2"]) for v in result.values())
+
+
+def brute_force_ics(model, loss_fn, x, y, lr, earlier_of):
+    """Definition 2.1 the long way, per layer: a deep copy of the model, a real backward
+    for G, a real ``optimizer.step()`` on the earlier layers' parameters only, then a
+    second backward for G'. ``earlier_of(layer name) -> parameter names``."""
+    import copy
+
+    result = {}
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        twin = copy.deepcopy(model)
+        params = dict(twin.named_parameters())
+        loss_fn(twin(x), y).backward()
+        own = [n for n in params if n.rpartition(".")[0] == layer]
+        g = torch.cat([params[n].grad.flatten() for n in own]).clone()
+        earlier = [params[n] for n in earlier_of(layer)]
+        if earlier:
+            torch.optim.SGD(earlier, lr=lr).step()
+        twin.zero_grad()
+        loss_fn(twin(x), y).backward()
+        g2 = torch.cat([params[n].grad.flatten() for n in own])
+        result[layer] = {"l2": float((g - g2).norm()), "cosine": float(g @ g2 / (g.norm() * g2.norm()))}
+    return result
+
+
+def test_definition_2_1_on_a_conv_network_with_bn_matches_brute_force():
+    model = build_net("conv", "bn", 3, 4, 0).double().train()
+    x, y = torch.randn(6, 2, 3, 3, dtype=torch.float64), torch.randint(0, 3, (6,))
+    loss_fn = nn.functional.cross_entropy
+    names = [n for n, _ in model.named_parameters()]
+
+    def earlier_of(layer):  # a chain: every parameter of a module before the layer
+        return [n for n in names if int(n.split(".")[0]) < int(layer)]
+
+    expected = brute_force_ics(model, loss_fn, x, y, 0.5, earlier_of)
+    result = measure_ics(model, loss_fn, x, y, lr=0.5)
+    assert list(result) == list(expected)
+    for layer, values in expected.items():
+        for key, value in values.items():
+            assert result[layer][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, key)
+    assert all(result[n]["l2"] > 1e-4 for n in list(result)[1:])  # not vacuous
+
+
+class ResidualNet(nn.Module):
+    """A stem, then one torchvision BasicBlock whose shortcut is a strided conv + BN:
+    the block calls conv1, bn1, conv2, bn2 and only then ``downsample``, whose input is
+    the stem's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+        shortcut = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4))
+        self.block = BasicBlock(3, 4, stride=2, downsample=shortcut)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+
+
+def test_earlier_layers_are_the_graph_ancestors_in_a_residual_block():
+    torch.manual_seed(0)
+    model = ResidualNet().double().train()
+    x, y = torch.randn(6, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    loss_fn = nn.functional.cross_entropy
+    names = [n for n, _ in model.named_parameters()]
+    stem = [n for n in names if n.startswith("stem.")]
+    block = [n for n in names if n.startswith("block.") and not n.startswith("block.downsample.")]
+    shortcut = [n for n in names if n.startswith("block.downsample.")]
+    earlier = {
+        "stem.0": [],
+        "block.conv1": stem,
+        "block.conv2": stem + [n for n in block if n.startswith("block.conv1") or n.startswith("block.bn1")],
+        "block.downsample.0": stem,  # not conv1/conv2: they run first but do not feed it
+        "head": stem + block + shortcut,
+    }
+    expected = brute_force_ics(model, loss_fn, x, y, 0.5, lambda layer: earlier[layer])
+    result = measure_ics(model, loss_fn, x, y, lr=0.5)
+    assert list(result) == ["stem.0", "block.conv1", "block.conv2", "block.downsample.0", "head"]  # call order
+    for layer, values in expected.items():
+        for key, value in values.items():
+            assert result[layer][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, key)
+    # Counting the block's own convs as earlier (forward order) would give another G'.
+    forward_order = brute_force_ics(model, loss_fn, x, y, 0.5, lambda layer: stem + block if layer == "block.downsample.0"
+                                    else earlier[layer])
+    assert abs(forward_order["block.downsample.0"]["l2"] - result["block.downsample.0"]["l2"]) > 1e-6

@@ -56,13 +56,14 @@ def test_forward_backward(built, name, norm):
     # constant the next BN subtracts), so only the last norm's shift gets a gradient.
     last_norm = _norms(model)[-1] if _norms(model) else None
     redundant = {id(m.bias) for m in _norms(model) if model_family(name) == "dln" and m is not last_norm}
+    scale = max(float(p.grad.abs().max()) for p in model.parameters())
     for pname, p in model.named_parameters():
         assert p.grad is not None, pname
         assert torch.isfinite(p.grad).all(), pname
         if norm == "bn":
             # With BN nothing is zero-initialized, so every other parameter is driven.
             if id(p) in redundant:
-                assert p.grad.abs().max() < 1e-6, pname  # zero up to roundoff
+                assert p.grad.abs().max() < 1e-5 * scale, pname  # zero up to float32 roundoff
             else:
                 assert p.grad.abs().sum() > 0, pname
 
@@ -97,6 +98,9 @@ def test_bias_only_without_norm(built, name):
     plain = built[(name, "none")]
     if model_family(name) == "resnet":
         assert plain.conv1.bias is not None  # the CIFAR stem; torchvision's convs stay bias-free
+    elif model_family(name) == "dln":
+        # The paper's objective ||W_L ... W_1 x - A x||^2 has no biases, with or without BN.
+        assert all(m.bias is None for m in _weighted(plain)) and _weighted(normed)[-1].bias is None
     else:
         assert all(m.bias is not None for m in _weighted(plain))
 

@@ -349,22 +349,57 @@ def test_grad_is_recomputed_where_it_cannot_be_reused():
         assert reused == alone
 
 
-def test_bn_mode_eval_uses_running_stats():
-    model = mlp(2, 6, bn=True, dropout=0.0, seed=8)
-    x, y = batch()
-    with torch.no_grad():  # non-trivial running statistics from shifted batches
+def normed_net(norm: str, seed: int) -> nn.Sequential:
+    """conv -> norm -> ReLU -> conv -> norm -> ReLU -> linear, float64, with running
+    statistics (and the noise generator) moved away from their start."""
+    from landscape.config import NoiseConfig
+    from landscape.noise import make_norm_layer
+
+    torch.manual_seed(seed)
+    factory = make_norm_layer(norm, 2, NoiseConfig(seed=seed))
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), factory(4), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1),
+                          factory(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    with torch.no_grad():  # non-trivial running statistics from shifted, scaled batches
         for shift in (1.0, 2.0, 3.0):
-            model(x * 2 + shift)
-    for training in (True, False):
-        model.train(training)
-        flags = [m.training for m in model.modules()]
-        train = probe_gradient(model, nn.functional.cross_entropy, x, y, (0.1, 1.0), bn_mode="train")
-        assert [m.training for m in model.modules()] == flags
-        evals = probe_gradient(model, nn.functional.cross_entropy, x, y, (0.1, 1.0), bn_mode="eval")
-        assert [m.training for m in model.modules()] == flags
-        assert (train.bn_mode, evals.bn_mode) == ("train", "eval")
-        assert abs(train.base_loss - evals.base_loss) > 1e-3
-        assert all(abs(a - b) > 1e-4 for a, b in zip(train.losses, evals.losses))
+            model(torch.randn(8, 2, 4, 4, dtype=torch.float64) * 2 + shift)
+    return model
+
+
+def eval_reference(model: nn.Module, loss_fn, x, y, step_sizes):
+    """The probe in eval mode the long way: a deep copy put in eval mode, its gradient g,
+    and for every eta a fresh copy moved to w - eta g by hand."""
+    ref = copy.deepcopy(model).eval()
+    loss = loss_fn(ref(x), y)
+    g = torch.autograd.grad(loss, list(ref.parameters()))
+    losses, diffs = [], []
+    for eta in step_sizes:
+        moved = copy.deepcopy(ref)
+        with torch.no_grad():
+            for p, gi in zip(moved.parameters(), g):
+                p.sub_(eta * gi)
+        point = loss_fn(moved(x), y)
+        grads = torch.autograd.grad(point, list(moved.parameters()))
+        losses.append(float(point.detach()))
+        diffs.append(float(torch.cat([(a - b).flatten() for a, b in zip(grads, g)]).norm()))
+    return float(loss), losses, diffs
+
+
+@pytest.mark.parametrize("norm", ["bn", "noisy_bn", "noise", "l1", "l2", "linf"])
+def test_bn_mode_eval_is_an_eval_mode_copy_for_every_normalization(norm):
+    model = normed_net(norm, 8).train()
+    x, y = torch.randn(6, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    loss_fn, sizes = nn.functional.cross_entropy, (0.1, 1.0)
+    base, losses, diffs = eval_reference(model, loss_fn, x, y, sizes)
+    before = snapshot(model)
+    evals = probe_gradient(model, loss_fn, x, y, sizes, bn_mode="eval")
+    assert differences(before, snapshot(model)) == []
+    assert evals.bn_mode == "eval"
+    assert evals.base_loss == pytest.approx(base, rel=1e-10)
+    assert evals.losses == pytest.approx(losses, rel=1e-10)
+    assert evals.grad_diffs == pytest.approx(diffs, rel=1e-8)
+    # Train mode (batch statistics, noise) is another landscape: the comparison is not vacuous.
+    train = probe_gradient(model, loss_fn, x, y, sizes, bn_mode="train")
+    assert all(abs(a - b) > 1e-6 for a, b in zip(train.losses, evals.losses))
 
 
 def test_filter_direction():

@@ -587,3 +587,28 @@ def test_cli_errors_are_one_line(case: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     if case != "no_args":
         assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("Error: ")
+
+
+def test_a_real_dln_run_gets_fig_10_on_log_axes(tmp_path: Path) -> None:
+    # The paper's DLN (its defaults: float64, summed objective, step sizes 0.01-30 x lr),
+    # shortened: its losses (1e3-1e4) and gradient changes (over 3.5 decades of step
+    # sizes) are read on log axes, as the paper plots Fig. 10.
+    from landscape_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["probe", "--model", "dln", "--steps", "30", "--probe-every", "10",
+                                      "--dense-until", "0", "--device", "cpu", "--no-progress",
+                                      "--run-dir", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    runs = data.load_runs([tmp_path / "e" / "none", tmp_path / "e" / "bn"])
+    figures = {
+        "loss": plots.plot_loss_landscape(runs),
+        "grad": plots.plot_gradient_predictiveness(runs),
+        "beta": plots.plot_beta_smoothness(runs),
+        "training": plots.plot_training(runs),
+    }
+    for name, fig in figures.items():
+        assert fig.data, name
+        assert fig.layout.yaxis.type == "log", name
+    losses = runs[0].series["probe/loss"][1]
+    assert np.nanmin(losses) > 1e3  # the paper's scale, not MSELoss's 1e4 times smaller one
+    assert (tmp_path / "e" / "report.html").is_file()

@@ -152,3 +152,78 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
                    capture_output=True)
     subprocess.run([*cmd, "--run-dir", str(tmp_path / "full")], env=env, check=True, capture_output=True)
     assert rows(killed) == rows(tmp_path / "full")
+
+
+def test_bf16_probes_use_the_gradient_of_the_loss_they_evaluate(tmp_path, tiny):
+    # Under bf16 autocast the training gradient is not that of the float32 loss the probe
+    # evaluates; at small step sizes reusing it makes beta rounding noise (410 vs 16).
+    from landscape.config import ProbeConfig
+    from landscape.probes import probe_gradient
+
+    sizes = (1e-4, 1e-2)
+    seen = {}
+
+    @hook(Event.AFTER_BACKWARD)
+    def keep(ctx):
+        if ctx.step == 2:
+            seen["model"] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+            seen["batch"] = ctx.batch
+
+    probe = ProbeConfig(step_sizes=sizes, relative=False, every=1, dense_until=0, curvature=False)
+    config = dataclasses.replace(replace_train(tiny, bf16=True, steps=3), probe=probe)
+    train(config, run_dir=tmp_path / "r", hooks=[keep])
+    with RunStore(tmp_path / "r", readonly=True) as store:
+        recorded = {name: value for step, name, value in store.rows() if step == 2}
+    from landscape.models import build_model
+
+    model = build_model(config.model)
+    model.load_state_dict(seen["model"])
+    x, y = seen["batch"]
+    reference = probe_gradient(model, torch.nn.functional.cross_entropy, x, y, sizes, curvature=False)  # float32 g
+    assert recorded["probe/base_loss"] == pytest.approx(reference.base_loss, rel=1e-6)
+    assert recorded["probe/grad_diff"] == pytest.approx(list(reference.grad_diffs), rel=1e-4)
+    assert recorded["probe/beta"] == pytest.approx(reference.beta, rel=1e-4)
+
+
+def test_dtype_is_recorded_and_used(tmp_path):
+    config = dln_config(lr=1e-2)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, dtype="float64"))
+    dtypes = set()
+
+    @hook(Event.AFTER_BACKWARD)
+    def look(ctx):
+        dtypes.update({p.dtype for p in ctx.model.parameters()} | {ctx.batch[0].dtype, ctx.batch[1].dtype})
+
+    train(config, run_dir=tmp_path / "r", hooks=[look])
+    assert dtypes == {torch.float64}
+    with RunStore(tmp_path / "r", readonly=True) as store:
+        assert store.config["train"]["dtype"] == "float64"
+        assert store.config["train"]["loss_reduction"] == config.train.loss_reduction
+    with pytest.raises(ValueError, match="dtype"):
+        TrainConfig(dtype="float16")
+    with pytest.raises(ValueError, match="--bf16"):
+        TrainConfig(bf16=True, dtype="float64")
+
+
+def test_the_noise_seed_is_honoured(tmp_path, tiny):
+    from landscape.config import NoiseConfig
+    from landscape.noise import Noise
+
+    def first_noise(config, name):
+        drawn = []
+
+        @hook(Event.TRAIN_START)
+        def grab(ctx):
+            noise = next(m for m in ctx.model.modules() if isinstance(m, Noise))
+            drawn.append(noise.generator.get_state().clone())
+
+        train(config, run_dir=tmp_path / name, hooks=[grab])
+        return drawn[0]
+
+    base = dataclasses.replace(replace_train(tiny, steps=1), model=dataclasses.replace(tiny.model, norm="noisy_bn"))
+    a = first_noise(dataclasses.replace(base, noise=NoiseConfig(seed=5)), "a")
+    b = first_noise(dataclasses.replace(base, noise=NoiseConfig(seed=6)), "b")
+    assert not torch.equal(a, b)  # the training seed (0 in both) does not decide the noise
+    assert torch.equal(a, torch.Generator().manual_seed(5).get_state())
+    with RunStore(tmp_path / "a", readonly=True) as store:
+        assert store.config["noise"]["seed"] == 5

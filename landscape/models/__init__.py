@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from landscape.config import ModelConfig, NoiseConfig
@@ -23,6 +24,8 @@ from landscape.models.linear import DeepLinearNetwork
 from landscape.models.resnet import build_resnet
 from landscape.models.vgg import LAYOUTS, VGG
 from landscape.noise import make_norm_layer
+
+_SEED_BOUND = 2**62
 
 Builder = Callable[[ModelConfig, NoiseConfig | None], nn.Module]
 
@@ -107,7 +110,10 @@ def build_model(name_or_cfg: str | ModelConfig, noise: NoiseConfig | None = None
 
     ``build_model(ModelConfig(...))`` and ``build_model("vgg16", norm="none")`` are
     the same thing. With ``init="glorot"`` (default) every conv/linear weight is
-    Xavier-uniform with zero bias and every norm layer starts at weight 1, bias 0;
+    Xavier-uniform with zero bias and every norm layer starts at weight 1, bias 0,
+    the weights drawn from one seed taken from the global RNG before the model is
+    built (so after ``torch.manual_seed(s)`` the variants of one network that differ
+    only in their normalization get the same weights);
     ``init="torch"`` keeps the builder's own initialization. With ``norm="none"``
     (or ``"noise"``, its noise-only control) the last conv of every residual
     branch is zeroed afterwards (either init), so ResNets without normalization
@@ -130,6 +136,10 @@ def build_model(name_or_cfg: str | ModelConfig, noise: NoiseConfig | None = None
         cfg = dataclasses.replace(name_or_cfg, **overrides)
     else:
         cfg = ModelConfig(name=name_or_cfg, **overrides)
+    # The init's own seed, drawn before the builder runs: how many random numbers the
+    # builder uses depends on the normalization (a conv before BN has no bias to
+    # initialize), and the paper's init must not.
+    init_seed = int(torch.randint(_SEED_BOUND, (1,)).item())
     if cfg.name.startswith(TORCHVISION_PREFIX):
         tv_name = cfg.name.removeprefix(TORCHVISION_PREFIX)
         model = build_torchvision(tv_name, cfg.num_classes, cfg.norm, make_norm_layer(cfg.norm, 2, noise))
@@ -140,7 +150,7 @@ def build_model(name_or_cfg: str | ModelConfig, noise: NoiseConfig | None = None
     else:
         raise _unknown(cfg.name)
     if cfg.init == "glorot":
-        glorot_init_(model)
+        glorot_init_(model, torch.Generator().manual_seed(init_seed))
     if cfg.norm in UNNORMALIZED:
         zero_init_residual_(model)
     return model

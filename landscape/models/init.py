@@ -42,19 +42,26 @@ def learns_shift(norm: nn.Module | None) -> bool:
     return norm is not None and isinstance(getattr(norm, "bias", None), nn.Parameter)
 
 
-def glorot_init_(model: nn.Module) -> nn.Module:
+def glorot_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Xavier-uniform every conv/linear weight, zero their biases, and set every
     normalization layer's affine weight to 1 and bias to 0. In place.
 
+    The weights are drawn in module order from ``generator``, so the k-th
+    conv/linear weight depends only on the generator's seed and the shapes of the
+    first k: networks that differ only in their normalization (and so in which
+    layers have a bias) get the same weights from the same seed.
+
     Args:
         model: the freshly built network.
+        generator: the source of the weights (a CPU generator for a CPU model);
+            None: the global RNG.
 
     Returns:
         ``model`` itself.
     """
     for module in model.modules():
         if isinstance(module, WEIGHT_TYPES):
-            nn.init.xavier_uniform_(module.weight)
+            nn.init.xavier_uniform_(module.weight, generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif is_norm_layer(module):

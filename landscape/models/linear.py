@@ -1,6 +1,6 @@
 """Deep linear network of Santurkar et al. 2018 (their DLN experiments: 25 layers
-of 10 units, trained on y = A x): f(x) = W_L N(W_{L-1} ... N(W_1 x)), no nonlinearity,
-with an optional normalization N between layers and none after the last.
+of 10 units, trained on y = A x): f(x) = W_L N(W_{L-1} ... N(W_1 x)), no nonlinearity and no
+bias, with an optional normalization N between layers and none after the last.
 """
 
 from __future__ import annotations
@@ -8,15 +8,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from landscape.models.init import learns_shift
 from landscape.noise import NormFactory
 
 
 class DeepLinearNetwork(nn.Module):
-    """``depth`` layers ``Linear(width, width)`` with an optional norm between them.
+    """``depth`` bias-free layers ``Linear(width, width)`` with an optional norm between them.
 
-    A linear layer followed by a norm layer with a learnable shift has no bias
-    (the shift makes it redundant); the others keep theirs.
+    No layer has a bias: the paper's objective ``||W_L ... W_1 x - A x||^2`` has only
+    the W_i (with a norm layer, its learnable shift is the only offset).
     Input and output are (B, width).
 
     Args:
@@ -30,7 +29,7 @@ class DeepLinearNetwork(nn.Module):
         layers: list[nn.Module] = []
         for i in range(depth):
             norm = norm_layer(width) if norm_layer is not None and i < depth - 1 else None
-            layers.append(nn.Linear(width, width, bias=not learns_shift(norm)))
+            layers.append(nn.Linear(width, width, bias=False))
             if norm is not None:
                 layers.append(norm)
         self.layers = nn.Sequential(*layers)

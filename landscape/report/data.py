@@ -271,6 +271,18 @@ def band_of(
     return band(np.empty(0, dtype=np.int64), np.empty((0, 0)))
 
 
+def spans_decades(arrays: Iterable[np.ndarray], decades: float = 2.0) -> bool:
+    """Whether the positive finite values of ``arrays`` together span at least
+    ``decades`` orders of magnitude, so that a log axis shows them (the deep linear
+    network's gradient changes run over the probe's 3.5 decades of step sizes)."""
+    values = [a[np.isfinite(a) & (a > 0)] for a in (np.asarray(x, dtype=float).ravel() for x in arrays)]
+    values = [v for v in values if v.size]
+    if not values:
+        return False
+    low, high = min(v.min() for v in values), max(v.max() for v in values)
+    return bool(np.log10(high / low) >= decades)
+
+
 def beta_reference(lr: float) -> float:
     """2/eta: gradient descent with step size eta is stable on a beta-smooth loss iff beta < 2/eta.
 

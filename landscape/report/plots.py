@@ -189,12 +189,15 @@ def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
 
 
 def _plot_bands(
-    runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool
+    runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool | None
 ) -> go.Figure:
+    """``log_y=None``: a log axis where the values span decades (:func:`data.spans_decades`)."""
     colors = _colors(runs)
+    bands = [data.band_of(run, metric, f"{metric}_min", f"{metric}_max") for run in runs]
+    if log_y is None:
+        log_y = data.spans_decades([b for _, lo, hi in bands for b in (lo, hi)])
     fig = _figure(title, xaxis_title="step", yaxis_title=quantity, yaxis_type="log" if log_y else "linear")
-    for run, color in zip(runs, colors):
-        steps, lo, hi = data.band_of(run, metric, f"{metric}_min", f"{metric}_max")
+    for run, color, (steps, lo, hi) in zip(runs, colors, bands):
         if len(steps):
             fig.add_traces(_band_traces(steps, lo, hi, run.label, color, quantity))
     if not fig.data:
@@ -210,13 +213,14 @@ def plot_loss_landscape(runs: Sequence[RunRecord]) -> go.Figure:
 
 
 def plot_gradient_predictiveness(runs: Sequence[RunRecord]) -> go.Figure:
-    """Fig. 4b: band of ||g(w) - g(w - eta g)|| over the probe step sizes, per run."""
+    """Fig. 4b / 10b: band of ||g(w) - g(w - eta g)|| over the probe step sizes, per run;
+    on a log axis where it spans decades (the deep linear network's does)."""
     return _plot_bands(
         runs,
         "probe/grad_diff",
         "Gradient predictiveness: ‖g(w) − g(w − ηg)‖ (min–max over step sizes)",
         "gradient change",
-        False,
+        None,
     )
 
 
