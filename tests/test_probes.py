@@ -381,7 +381,7 @@ def eval_reference(model: nn.Module, loss_fn, x, y, step_sizes):
         grads = torch.autograd.grad(point, list(moved.parameters()))
         losses.append(float(point.detach()))
         diffs.append(float(torch.cat([(a - b).flatten() for a, b in zip(grads, g)]).norm()))
-    return float(loss), losses, diffs
+    return float(loss.detach()), losses, diffs
 
 
 @pytest.mark.parametrize("norm", ["bn", "noisy_bn", "noise", "l1", "l2", "linf"])
