@@ -2,9 +2,8 @@
 per-evaluation cost inside one process, then project the full command's wall time."""
 import dataclasses, json, statistics, sys, tempfile, time
 import torch
-from landscape.config import DataConfig, ModelConfig, ProbeConfig, RunConfig, TrainConfig
-from landscape.experiments import count_probes, scaled_probe_schedule, total_steps
-from landscape.hooks import DenseEarly
+from landscape.config import DataConfig, ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
+from landscape.paper import count_steps, scaled_probe_schedule, total_steps
 from landscape.train import evaluate, train
 from landscape.models import build_model
 
@@ -24,8 +23,8 @@ paper = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=No
                             data=DataConfig(name="cifar10"))
 full_steps = total_steps(paper)
 sched = scaled_probe_schedule(full_steps, 4 + 2)
-n_probes_full = count_probes(DenseEarly(**sched), full_steps)
-out.update(full_steps=full_steps, schedule=sched, probes_full=n_probes_full)
+n_probes_full = count_steps(sched, full_steps)
+out.update(full_steps=full_steps, schedule=dataclasses.asdict(sched), probes_full=n_probes_full)
 
 def timed_run(config):
     stamps = []
@@ -38,13 +37,13 @@ def timed_run(config):
         wall = time.perf_counter() - t0
     return r, wall, stamps
 
-probe_cfg = ProbeConfig(step_sizes=(0.5, 1, 2, 4), every=10, dense_until=0, dense_every=10, curvature=True)
+probe_cfg = ProbeConfig(step_sizes=(0.5, 1, 2, 4), schedule=ScheduleConfig(every=10), curvature=True)
 for norm in ("none", "bn"):
     r, wall, st = timed_run(cfg(norm, N))
     d = [b - a for a, b in zip(st, st[1:])]
     step = statistics.median(d[20:])
     rp, wallp, stp = timed_run(cfg(norm, N, probe_cfg))
-    n_probes = count_probes(DenseEarly(10, 0, 10), N)
+    n_probes = count_steps(probe_cfg.schedule, N)
     per_probe = (wallp - wall) / n_probes
     out[norm] = {"status": r.status, "step_ms": step * 1e3, "wall_train_s": wall, "wall_probed_s": wallp,
                  "probes": n_probes, "probe_ms": per_probe * 1e3, "probe_over_step": per_probe / step}

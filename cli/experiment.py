@@ -53,7 +53,8 @@ def duration(seconds: float) -> str:
 
 def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     """The plan line and a timed estimate from a short micro-benchmark."""
-    from landscape.experiments import check_configs, estimate_passes, time_one_pass, total_steps
+    from landscape.experiments import check_configs, estimate_passes, time_one_pass
+    from landscape.paper import total_steps
     from landscape.train import resolve_device
 
     check_configs(configs)

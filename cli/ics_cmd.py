@@ -12,34 +12,12 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, family, model_options, split_norms, train_options,
+    build_run_config, data_options, experiment_options, model_options, split_norms, train_options,
 )
 
-# Fig. 3: VGG at lr 0.1 and 0.01; the deep linear network at 1e-6 and 1e-7 (layers #9 and #17 shown).
-ICS_LRS = {"vgg": (0.1, 0.01), "dln": (1e-6, 1e-7)}
-ICS_HIGHLIGHT = {"dln": (9, 17)}
-
-
-def _schedule(total: int, every: int | None):
-    """The paper's every-100-steps schedule (dense early) scaled with the run's length."""
-    from landscape.config import ScheduleConfig
-    from landscape.experiments import paper_schedule
-
-    scaled_every, dense_until, dense_every = paper_schedule(total)
-    return ScheduleConfig(every=every or scaled_every, dense_until=dense_until, dense_every=dense_every)
-
-
-def _scaled_eval(base, options: dict):
-    """Accuracy curves need evaluations along the run: 5 when --eval-every is left alone
-    (evaluating the CIFAR-10 test set costs about a third of the training passes of
-    a 200-step run each time on a CPU)."""
-    from landscape.experiments import total_steps
-
-    source = click.get_current_context().get_parameter_source("eval_every")
-    if source is click.core.ParameterSource.DEFAULT:
-        every = max(1, total_steps(base) // 5)
-        base = dataclasses.replace(base, train=dataclasses.replace(base.train, eval_every=every))
-    return base
+def _schedule(default, every: int | None):
+    """The paper's schedule as scaled for the run, with ``every`` in place of its interval."""
+    return dataclasses.replace(default, every=every) if every else default
 
 
 def _layers(text: str | None) -> tuple[str, ...]:
@@ -72,14 +50,13 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
     Under DDP (--layout ddp) the distributions are the global batch's: histograms
     summed and moments pooled over the processes."""
     relaunch(nproc)
-    from landscape.config import DistributionConfig
-    from landscape.experiments import total_steps, variants
+    from landscape.experiments import variants
 
     def build() -> list:
         norms = split_norms(norm) + (["noise"] if control and "noise" not in norm else [])
-        base = _scaled_eval(build_run_config(norm=norms[0], **options), options)
-        dist = DistributionConfig(schedule=_schedule(total_steps(base), dist_every), layers=_layers(layers),
-                                  channels=channels, bins=bins)
+        base = build_run_config("ics-noise", norm=norms[0], **options)
+        dist = dataclasses.replace(base.distributions, schedule=_schedule(base.distributions.schedule, dist_every),
+                                   layers=_layers(layers), channels=channels, bins=bins)
         return variants(dataclasses.replace(base, distributions=dist), norms)
 
     experiment.execute("ics-noise", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
@@ -106,20 +83,19 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
 
     Under DDP (--layout ddp) G and G' are the global batch's gradients (all-reduced)."""
     relaunch(nproc)
-    from landscape.config import ICSConfig
-    from landscape.experiments import total_steps
+    from landscape.paper import protocol
 
     def build() -> list:
         norms = split_norms(norm)
-        base = build_run_config(norm=norms[0], **options)
-        fam = family(base.model.name)
+        base = build_run_config("ics", norm=norms[0], **options)
         try:
-            rates = [float(x) for x in lrs.split(",")] if lrs else list(ICS_LRS.get(fam, (base.train.lr,)))
+            given = [float(x) for x in lrs.split(",")] if lrs else None
         except ValueError:
             raise InputError(f"--lrs: not a comma list of numbers: {lrs!r}") from None
-        if not rates:
+        if given == []:
             raise InputError("--lrs: give at least one learning rate")
-        ics_cfg = ICSConfig(schedule=_schedule(total_steps(base), ics_every), highlight=ICS_HIGHLIGHT.get(fam, ()))
+        rates = given or list(protocol(base.model.name).ics_lrs or (base.train.lr,))
+        ics_cfg = dataclasses.replace(base.ics, schedule=_schedule(base.ics.schedule, ics_every))
         return [
             dataclasses.replace(
                 base, model=dataclasses.replace(base.model, norm=n), train=dataclasses.replace(base.train, lr=lr),

@@ -1,34 +1,17 @@
 """Options shared by the training commands, defined once, and their translation
-into a :class:`landscape.config.RunConfig` (CLI flag > per-model default > library default)."""
+into a :class:`landscape.config.RunConfig` (CLI flag > the paper's per-model
+default from :mod:`landscape.paper` > library default)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from landscape.config import NORMS, DataConfig, ModelConfig, NoiseConfig, RunConfig, TrainConfig
-
-# Paper-faithful defaults per model family (Santurkar et al. 2018, Sec. 2 and App. A).
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vgg": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
-    "resnet": {"lr": 0.01, "epochs": 20, "dataset": "cifar10"},
-    # The DLN's objective is the squared error summed over the samples (its plotted losses,
-    # 1e3-1e4, and its lr 1e-6 belong to that scale), in float64: at the probe's smallest
-    # step (1e-8) the gradient change is float32 rounding.
-    "dln": {"lr": 1e-6, "steps": 10_000, "dataset": "gaussian-linear", "full_batch": True,
-            "loss_reduction": "sample-sum", "dtype": "float64"},
-    "other": {"lr": 0.1, "steps": 15_000, "dataset": "cifar10"},
-}
-
-
-def family(model: str) -> str:
-    from landscape.models import model_family
-
-    return model_family(model)
-
+from landscape.config import NORMS, NoiseConfig, RunConfig
 
 def _options(*decorators: Callable) -> Callable:
     def apply(fn: Callable) -> Callable:
@@ -93,7 +76,8 @@ def train_options() -> Callable:
                      help="Loss over a batch: mean over every entry, sum over every entry, or sample-sum "
                           "(summed over the examples, each averaged over its outputs: the paper's DLN objective) "
                           "[default: sample-sum for the DLN, else mean]."),
-        click.option("--eval-every", type=int, default=500, show_default=True, help="Test loss/accuracy every N steps."),
+        click.option("--eval-every", type=int, default=None,
+                     help="Test loss/accuracy every N steps [default: 500; ics-noise: 5 times per run]."),
         click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."),
         click.option("--log-every", type=int, default=10, show_default=True,
                      help="Write (and check) the per-step train loss every N steps."),
@@ -123,30 +107,33 @@ def experiment_options(kind: str) -> Callable:
     )
 
 
-def build_run_config(norm: str | None = None, name: str = "", **o: Any) -> RunConfig:
-    """RunConfig from the shared options; ``None`` options take the model family's default."""
-    fam = FAMILY_DEFAULTS[family(o["model"])]
+def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: Any) -> RunConfig:
+    """The run a command starts from: :func:`landscape.paper.paper_config` for the model,
+    with every option the user gave in place of the paper's default (CLI flag >
+    paper default > library default), and the measurements of ``kind`` scaled to
+    the run's length."""
+    from landscape.paper import paper_config, with_measurements
+
+    model_fields = {"init": o["init"], "stem": o["stem"], "depth": o["depth"], "width": o["width"]}
+    config = paper_config(o["model"], "train", norm=norm or o["norm"], **model_fields)
     steps, epochs = o["steps"], o["epochs"]
     if steps is None and epochs is None:
-        steps, epochs = fam.get("steps"), fam.get("epochs")
-    dataset = o["dataset"] or fam["dataset"]
-    model = ModelConfig(
-        name=o["model"], norm=norm or o["norm"], init=o["init"], stem=o["stem"], depth=o["depth"],
-        width=o["width"], num_classes=10,
+        steps, epochs = config.train.steps, config.train.epochs
+    dataset = o["dataset"] or config.data.name
+    data = dataclasses.replace(config.data, name=dataset, data_dir=o["data_dir"], augment=o["augment"],
+                               subset=o["subset"], seed=o["seed"], dim=o["width"])
+    given = {k: o[k] for k in ("lr", "dtype", "loss_reduction") if o[k] is not None}
+    train = dataclasses.replace(
+        config.train, steps=steps, epochs=epochs, batch_size=o["batch_size"], momentum=o["momentum"],
+        weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
+        eval_samples=o["eval_samples"], log_every=o["log_every"], checkpoint_every=o["checkpoint_every"],
+        sync_bn=o.get("sync_bn", False), full_batch=config.train.full_batch or dataset == "gaussian-linear", **given,
     )
-    data = DataConfig(name=dataset, data_dir=o["data_dir"], augment=o["augment"], subset=o["subset"], seed=o["seed"],
-                      dim=o["width"])
-    train = TrainConfig(
-        steps=steps, epochs=epochs, batch_size=o["batch_size"], lr=o["lr"] if o["lr"] is not None else fam["lr"],
-        momentum=o["momentum"], weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
-        eval_every=o["eval_every"], eval_samples=o["eval_samples"], log_every=o["log_every"],
-        checkpoint_every=o["checkpoint_every"], sync_bn=o.get("sync_bn", False),
-        full_batch=fam.get("full_batch", False) or dataset == "gaussian-linear",
-        dtype=o["dtype"] or fam.get("dtype", "float32"),
-        loss_reduction=o["loss_reduction"] or fam.get("loss_reduction", "mean"),
-    )
-    noise_seed = o["seed"] if o.get("noise_seed") is None else o["noise_seed"]
-    return RunConfig(model=model, data=data, train=train, noise=NoiseConfig(seed=noise_seed), name=name)
+    noise = NoiseConfig(seed=o["seed"] if o.get("noise_seed") is None else o["noise_seed"])
+    config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)
+    if o["eval_every"] is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
+    return config
 
 
 def split_norms(text: str) -> list[str]:

@@ -46,7 +46,7 @@ def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, prog
         with progress_bar(f"resume {resume_dir.name}", progress) as bar:
             result = train_run(run_dir=resume_dir, resume=True, progress=bar)
     else:
-        config = build_run_config(**options)
+        config = build_run_config("train", **options)
         with progress_bar(f"{config.model.name} {config.model.norm}", progress) as bar:
             result = train_run(config, run_dir=run_dir, progress=bar)
     echo_result(result)

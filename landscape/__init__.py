@@ -23,6 +23,7 @@ _EXPORTS = {
     "LayerInputDistributions": "landscape.distributions",
     "activation_sites": "landscape.distributions",
     "train": "landscape.train",
+    "paper_config": "landscape.paper",
     "RunConfig": "landscape.config",
     "ModelConfig": "landscape.config",
     "DataConfig": "landscape.config",

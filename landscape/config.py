@@ -20,6 +20,7 @@ DTYPES = ("float32", "float64")
 # cross-entropy, whose examples have one entry, the same as "sum").
 LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
 DIRECTIONS = ("gradient", "random", "filter")
+PROBE_METHODS = ("loop", "vmap", "auto")
 
 
 class ConfigError(ValueError):
@@ -139,33 +140,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """Gradient-direction probe (Santurkar et al. 2018, Fig. 4): where and how to step."""
-
-    step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    relative: bool = True  # step sizes are multiples of the training lr
-    direction: str = "gradient"
-    bn_mode: str = "train"
-    every: int = 100  # probe every N steps ...
-    dense_until: int = 1000  # ... and every `dense_every` steps before this step
-    dense_every: int = 10
-    curvature: bool = True  # also g^T H g / ||g||^2 (one Hessian-vector product, ~2 passes)
-
-    def __post_init__(self) -> None:
-        _require(len(self.step_sizes) > 0, "step sizes are empty")
-        _require(
-            all(math.isfinite(s) and s > 0 for s in self.step_sizes),
-            "step sizes must be positive finite numbers",
-        )
-        _require(self.direction in DIRECTIONS, f"unknown direction {self.direction!r}; choose from {', '.join(DIRECTIONS)}")
-        _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
-        _require(self.every > 0 and self.dense_every > 0 and self.dense_until >= 0, "probe schedule must be positive")
-
-    def absolute_step_sizes(self, lr: float) -> tuple[float, ...]:
-        return tuple(s * lr for s in self.step_sizes) if self.relative else self.step_sizes
-
-
-@dataclass(frozen=True)
 class ScheduleConfig:
     """Every ``every`` steps, and every ``dense_every`` steps before ``dense_until``."""
 
@@ -175,6 +149,35 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         _require(self.every > 0 and self.dense_every > 0 and self.dense_until >= 0, "schedules must be positive")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Gradient-direction probe (Santurkar et al. 2018, Fig. 4): where and how to step."""
+
+    step_sizes: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    relative: bool = True  # step sizes are multiples of the training lr
+    direction: str = "gradient"
+    bn_mode: str = "train"
+    # Every 100 steps and every 10 before step 1,000 (the paper's, at 15k steps).
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(every=100, dense_until=1000))
+    curvature: bool = True  # also g^T H g / ||g||^2 (one Hessian-vector product, ~2 passes)
+    method: str = "loop"  # "loop", "vmap" or "auto" (see landscape.probes.probe_gradient)
+    chunk_size: int | None = None  # vmap: evaluation points per call (None: all)
+
+    def __post_init__(self) -> None:
+        _require(len(self.step_sizes) > 0, "step sizes are empty")
+        _require(
+            all(math.isfinite(s) and s > 0 for s in self.step_sizes),
+            "step sizes must be positive finite numbers",
+        )
+        _require(self.direction in DIRECTIONS, f"unknown direction {self.direction!r}; choose from {', '.join(DIRECTIONS)}")
+        _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
+        _require(self.method in PROBE_METHODS, f"unknown probe method {self.method!r}; choose loop, vmap or auto")
+        _require(self.chunk_size is None or self.chunk_size > 0, "--probe-chunk-size must be positive")
+
+    def absolute_step_sizes(self, lr: float) -> tuple[float, ...]:
+        return tuple(s * lr for s in self.step_sizes) if self.relative else self.step_sizes
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ class RunConfig:
         probe = d.get("probe")
         if probe is not None:
             probe = dict(probe, step_sizes=tuple(probe["step_sizes"]))
+            flat = {k: probe.pop(k) for k in ("every", "dense_until", "dense_every") if k in probe}  # before 0.2
+            probe["schedule"] = ScheduleConfig(**(probe.get("schedule") or flat))
             probe = ProbeConfig(**probe)
         ics = d.get("ics")
         if ics is not None:

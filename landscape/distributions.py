@@ -36,25 +36,25 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 
 from landscape import distributed
 from landscape.hooks import Context, Event, Metrics
+from landscape.models.init import WEIGHT_TYPES, is_weight_layer
 from landscape.noise import Noise
 from landscape.norms import LpNorm
 from landscape.state import cloned_buffers, detached_params, fork_rng, tie_weights
 
-WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, LpNorm, Noise)
 
 PAPER_LAYERS = (2, 9, 13)  # the layers Fig. 2, 5 and 7 show for VGG16
 
 
-def _units(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+def _layer_modules(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """Leaf modules in registration order; weight and norm layers count as leaves
     (noisy BN holds its noise as a child)."""
     for name, child in module.named_children():
         full = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, WEIGHT_LAYERS + NORM_LAYERS) or not any(True for _ in child.children()):
+        if isinstance(child, WEIGHT_TYPES + NORM_LAYERS) or not any(True for _ in child.children()):
             yield full, child
         else:
-            yield from _units(child, full)
+            yield from _layer_modules(child, full)
 
 
 def activation_sites(model: nn.Module) -> list[str]:
@@ -75,8 +75,8 @@ def activation_sites(model: nn.Module) -> list[str]:
         Module names as in ``model.named_modules()``; the paper's layer #k is
         ``activation_sites(model)[k - 1]``.
     """
-    units = list(_units(model))
-    weights = [i for i, (_, m) in enumerate(units) if isinstance(m, WEIGHT_LAYERS)]
+    units = list(_layer_modules(model))
+    weights = [i for i, (_, m) in enumerate(units) if is_weight_layer(m)]
     sites = []
     for i in weights[:-1]:
         follows_norm = i + 1 < len(units) and isinstance(units[i + 1][1], NORM_LAYERS)

@@ -32,44 +32,15 @@ from torch import nn
 
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
-from landscape.data import CIFAR_TEST, CIFAR_TRAIN, LINEAR_TEST, LINEAR_TRAIN, check_fits_data, example_batch
-from landscape.hooks import DenseEarly, Hook
+from landscape.data import CIFAR_TEST, LINEAR_TEST, check_fits_data, example_batch
+from landscape.hooks import Hook
 from landscape.models import build_model
+from landscape.models.init import is_weight_layer
+from landscape.paper import count_steps
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
 from landscape.train import Progress, TrainResult, train
 
 log = logging.getLogger(__name__)
-
-PAPER_STEPS = 15_000  # the paper's VGG run; the default probe schedule is given for it
-
-
-def paper_schedule(total_steps: int, every: int = 100) -> tuple[int, int, int]:
-    """(every, dense_until, dense_every): ``every`` steps and every 10 over the first
-    1,000 at the paper's 15,000 steps, shrunk in proportion to ``total_steps``."""
-    scale = total_steps / PAPER_STEPS
-    return max(1, round(every * scale)), round(1000 * scale), max(1, round(10 * scale))
-
-
-def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> dict[str, int]:
-    """The paper-scale schedule (every 100 steps, every 10 over the first 1,000 of
-    15,000) shrunk in proportion to ``total_steps``; for short runs both intervals
-    are then doubled until probing costs at most half the training passes, so a
-    CPU-sized run stays CPU-sized. At paper scale probing costs well under that."""
-    every, dense_until, dense_every = paper_schedule(total_steps)
-    while count_probes(DenseEarly(every, dense_until, dense_every), total_steps) * passes_per_probe > total_steps / 2:
-        if every >= total_steps:
-            break
-        every, dense_every = every * 2, dense_every * 2
-    return {"every": every, "dense_until": dense_until, "dense_every": dense_every}
-
-
-def count_probes(schedule: Callable[[int], bool], total_steps: int) -> int:
-    return sum(1 for s in range(total_steps) if schedule(s))
-
-
-def weighted_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
-
 
 def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     """One config per normalization, named by it."""
@@ -93,26 +64,9 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
                 distributed.convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts
 
 
-def train_size(config: RunConfig) -> int:
-    """Training examples the run will see (without loading the data)."""
-    d = config.data
-    n = {"cifar10": CIFAR_TRAIN, "synthetic": d.synthetic_train, "gaussian-linear": LINEAR_TRAIN}[d.name]
-    return min(n, d.subset) if d.subset else n
-
-
 def test_size(config: RunConfig) -> int:
     d = config.data
     return {"cifar10": CIFAR_TEST, "synthetic": d.synthetic_test, "gaussian-linear": LINEAR_TEST}[d.name]
-
-
-def total_steps(config: RunConfig) -> int:
-    """Optimizer steps of a run, as the training loop counts them."""
-    t = config.train
-    if t.epochs is None:
-        return t.steps
-    n = train_size(config)
-    batch = n if t.full_batch else min(t.batch_size, n)
-    return t.epochs * max(n // batch, 1)
 
 
 def passes_per_probe(p: ProbeConfig) -> int:
@@ -126,15 +80,14 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
     weighted layer, +1), layer-input distributions (one forward, ~1/3 pass) and
     test evaluations (forward passes over the test set, ~1/3 pass per batch)."""
     p = config.probe
-    probes = 0 if p is None else count_probes(DenseEarly(p.every, p.dense_until, p.dense_every), total_steps)
+    probes = 0 if p is None else count_steps(p.schedule, total_steps)
     extra = 0 if p is None else probes * passes_per_probe(p)
     if config.ics is not None:
-        s = config.ics.schedule
-        layers = len(weighted_layers(build_model(config.model, noise=config.noise)))
-        extra += count_probes(DenseEarly(s.every, s.dense_until, s.dense_every), total_steps) * (layers + 1)
+        model = build_model(config.model, noise=config.noise)
+        layers = sum(1 for m in model.modules() if is_weight_layer(m))
+        extra += count_steps(config.ics.schedule, total_steps) * (layers + 1)
     if config.distributions is not None:
-        s = config.distributions.schedule
-        extra += count_probes(DenseEarly(s.every, s.dense_until, s.dense_every), total_steps) // 3
+        extra += count_steps(config.distributions.schedule, total_steps) // 3
     t = config.train
     evaluations = total_steps // t.eval_every + (total_steps % t.eval_every != 0)
     test = min(test_size(config), t.eval_samples or 10**9)

@@ -179,6 +179,7 @@ class ProbeHook:
     seed: int = 0
     curvature: bool = True
     method: str = "loop"
+    chunk_size: int | None = None  # vmap: evaluation points per call
     reduce: Reduce | None = None  # set under DDP: averages over the ranks' shards
     reuse_grad: bool = True  # False under bf16 autocast
 
@@ -204,6 +205,7 @@ class ProbeHook:
             bn_mode=self.bn_mode,
             generator=generator,
             method=self.method,
+            chunk_size=self.chunk_size,
             curvature=self.curvature,
             reduce=self.reduce,
         )

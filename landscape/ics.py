@@ -43,13 +43,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
+from landscape.models.init import is_weight_layer
 from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng, tie_weights
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Params = dict[str, torch.Tensor]
-
-WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
-
 
 @contextlib.contextmanager
 def call_order(model: nn.Module) -> Iterator[list[str]]:
@@ -227,7 +225,7 @@ def measure_ics(
             stepped = {n: stepped[n] for n in params}
         changed = dict(zip(params, torch.stack([(stepped[n] != params[n]).any() for n in params]).tolist()))
 
-        layers = [n for n in order if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
+        layers = [n for n in order if is_weight_layer(model.get_submodule(n))]
         rewind()
         ancestry = input_ancestry(model, params, cloned_buffers(model), inputs, set(layers), tied)
         rows = []

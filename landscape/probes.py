@@ -53,15 +53,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Grads = Mapping[str, torch.Tensor | None] | Sequence[torch.Tensor | None]
 Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
-METHODS = ("loop", "vmap")
-
-# Multiples of the training step size, by model family (the paper's Fig. 4 / Fig. 10 ranges).
-DEFAULT_STEP_SIZES: dict[str, tuple[float, ...]] = {
-    "vgg": (0.5, 1.0, 2.0, 4.0),
-    "dln": (0.01, 0.1, 1.0, 10.0, 30.0),
-    "resnet": (0.5, 1.0, 2.0, 4.0),
-    "other": (0.5, 1.0, 2.0, 4.0),
-}
+METHODS = ("loop", "vmap", "auto")
+AUTO_VMAP_MAX_PARAMS = 1_000_000  # "auto" picks vmap on CUDA up to this many parameters
 
 
 @dataclass(frozen=True)
@@ -221,18 +214,19 @@ def _gaussian(params: dict[str, torch.Tensor], generator: torch.Generator | None
 
 
 def _direction(
-    kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], noise: list[torch.Tensor] | None
+    kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], draw: list[torch.Tensor] | None
 ) -> list[torch.Tensor]:
-    if kind == "gradient" or noise is None:
+    """d from g and a Gaussian ``draw`` (one tensor per parameter)."""
+    if kind == "gradient" or draw is None:
         return g
     if kind == "random":
-        scale = _norm(g) / _norm(noise)  # same length as g, so eta means the same as along g
-        return torch._foreach_mul(noise, scale)
+        scale = _norm(g) / _norm(draw)  # same length as g, so eta means the same as along g
+        return torch._foreach_mul(draw, scale)
     # "filter" (Li et al. 2018): each filter (slice along dim 0) of d gets the norm of the
     # matching filter of w; 1-D parameters (biases, BN affine) are zeroed, as Li et al. do
     # by default. Not rescaled to ||g||: direction_norm reports its length.
     out = []
-    for w, z in zip(params.values(), noise):
+    for w, z in zip(params.values(), draw):
         if w.dim() <= 1:
             out.append(torch.zeros_like(w))
             continue
@@ -320,11 +314,11 @@ class _Evaluator:
         curvature = torch.zeros_like(gdot.detach()) if ghg is None else ghg / _dot(g, g)
         return loss, grads, curvature
 
-    def many_loop(self, step_sizes: Sequence[float]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    def points_by_loop(self, step_sizes: Sequence[float]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         for eta in step_sizes:
             yield self.loss_and_grad(eta)
 
-    def many_vmap(
+    def points_by_vmap(
         self, step_sizes: Sequence[float], chunk_size: int
     ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         # Train-mode BN updates its running stats in place; under vmap that only works on
@@ -409,8 +403,8 @@ def probe_gradient(
             stacked parameter sets, ``randomness="same"``; about 2x faster for
             small, launch-bound models on a GPU such as the DLN, and K times the
             activation memory; train-mode BN works because every point gets
-            its own stacked buffer copy; ``loss_fn`` must be vmappable).
-            See reports/benchmarks.md.
+            its own stacked buffer copy; ``loss_fn`` must be vmappable), or
+            ``"auto"`` (:func:`choose_method`). See reports/benchmarks.md.
         chunk_size: For ``"vmap"``: evaluation points per vmapped call (bounds
             memory); None: all at once.
         curvature: Also compute g^T H g / ||g||^2 (one Hessian-vector product).
@@ -429,6 +423,64 @@ def probe_gradient(
             ``grad`` that does not match the trainable parameters.
     """
     step_sizes = tuple(float(s) for s in step_sizes)
+    _check_arguments(step_sizes, direction, bn_mode, method, chunk_size)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # DDP's forward would wait for a backward into the real .grad
+    method = choose_method(method, model)
+    modules, real = trainable_params(model)
+    names = list(real)
+    workspace = Workspace(modules, list(real.values()))
+    named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
+    sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
+    with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
+        reuse = grad is not None and _can_reuse(bn_mode, modules, sources)
+        g = _grad_list(grad, named) if reuse else None
+        # A random direction is drawn before the replay state is taken, so the evaluations'
+        # draws (dropout masks) do not reuse the direction's random numbers.
+        draw = None if direction == "gradient" else _gaussian(named, generator)
+        if reduce is not None and base_loss is not None:
+            local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
+            base_loss = reduce([local.detach().reshape(1)])[0]
+        with replay_rng(sources) as rewind:
+            evaluator = _Evaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
+            base = _at_w(evaluator, g, reuse=reuse, base_loss=base_loss, curvature=curvature)
+            d = _direction(direction, named, base.g, draw)
+            g_flat = flatten(base.g)  # one flat vector: a few reductions per point instead of a few per tensor
+            d_flat = g_flat if d is base.g else flatten(d)
+            evaluator.set_direction(d, d_flat)
+            if method == "vmap":
+                points = evaluator.points_by_vmap(step_sizes, chunk_size or len(step_sizes))
+            else:
+                points = evaluator.points_by_loop(step_sizes)
+            measured = _compare_to_g(points, g_flat)
+            g_norm, d_norm = torch._foreach_norm([g_flat, d_flat])
+
+    # One transfer for every scalar (a single device sync on GPUs).
+    host = _to_host({**measured, "g_norm": g_norm, "d_norm": d_norm, "base_loss": base.loss, "curvature": base.curvature})
+    (g_norm,), (d_norm,) = host["g_norm"], host["d_norm"]
+    cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
+               for norm, dot in zip(host["point_grad_norm"], host["dot"])]
+    ratios = [diff / (eta * d_norm) if d_norm > 0 else math.nan
+              for diff, eta in zip(host["grad_diff"], step_sizes) if eta > 0]
+    beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
+    return ProbeResult(
+        step_sizes=step_sizes,
+        base_loss=host["base_loss"][0],
+        grad_norm=g_norm,
+        direction_norm=d_norm,
+        losses=tuple(host["loss"]),
+        grad_diffs=tuple(host["grad_diff"]),
+        grad_cosines=tuple(cosines),
+        beta=beta,
+        curvature=host["curvature"][0] if "curvature" in host else None,
+        bn_mode=bn_mode,
+        direction=direction,
+    )
+
+
+def _check_arguments(
+    step_sizes: tuple[float, ...], direction: str, bn_mode: str, method: str, chunk_size: int | None
+) -> None:
     if not step_sizes or not all(math.isfinite(s) and s >= 0 for s in step_sizes):
         raise ValueError("step sizes must be a non-empty sequence of finite numbers >= 0")
     if direction not in DIRECTIONS:
@@ -440,82 +492,86 @@ def probe_gradient(
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
 
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module  # DDP's forward would wait for a backward into the real .grad
-    modules, real = trainable_params(model)
-    names = list(real)
-    workspace = Workspace(modules, list(real.values()))
-    named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
-    sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
-    with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
-        reuse = grad is not None
-        if reuse and bn_mode == "eval" and any(isinstance(m, NORM_LAYER_TYPES) for m in modules):
-            logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
-            reuse = False
-        if reuse and _is_stochastic(modules, sources):
-            logger.debug("random layers are active: recomputing g so that it sees the probe's draw")
-            reuse = False
-        g = _grad_list(grad, named) if reuse else None
-        # A random direction is drawn before the replay state is taken, so the evaluations'
-        # draws (dropout masks) do not reuse the direction's random numbers.
-        noise = None if direction == "gradient" else _gaussian(named, generator)
-        if reduce is not None and base_loss is not None:
-            local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
-            base_loss = reduce([local.detach().reshape(1)])[0]
-        with replay_rng(sources) as rewind:
-            evaluator = _Evaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
-            loss0, curv = None, None
-            if curvature and g is None and reduce is not None:
-                # The curvature needs the global g before its Hessian-vector product.
-                loss0, g = evaluator.loss_and_grad(0.0)
-            if curvature:
-                loss0, grads0, curv = evaluator.with_curvature(g)
-                g = grads0 if g is None else g
-            elif g is None:
-                loss0, g = evaluator.loss_and_grad(0.0)
-            elif base_loss is None:
-                loss0 = evaluator.loss()
-            if reuse and base_loss is not None:
-                loss0 = None  # the caller's loss is L(w; B) of exactly this g
-            d = _direction(direction, named, g, noise)
-            # One flat vector per gradient: a few reductions per point instead of a few per tensor.
-            g_flat = flatten(g)
-            d_flat = g_flat if d is g else flatten(d)
-            evaluator.set_direction(d, d_flat)
-            if method == "vmap":
-                points = evaluator.many_vmap(step_sizes, chunk_size or len(step_sizes))
-            else:
-                points = evaluator.many_loop(step_sizes)
-            losses, norms = [], []  # norms: ||G - g||, ||G|| and G.g per point, G its gradient
-            for loss, grads in points:
-                flat = flatten(grads)  # the point's own gradient: overwritten below, no temporary
-                losses.append(loss)
-                norm, dot = torch.linalg.vector_norm(flat), torch.dot(flat, g_flat)
-                norms += [torch.linalg.vector_norm(flat.sub_(g_flat)), norm, dot]
-            norms.extend(torch._foreach_norm([g_flat, d_flat]))
 
-    # One transfer for every scalar (a single device sync on GPUs).
-    scalars = torch.cat([torch.stack(losses).double(), torch.stack(norms).double()]).tolist()
-    k = len(step_sizes)
-    losses_, per_point, (g_norm, d_norm) = scalars[:k], scalars[k:-2], scalars[-2:]
-    diffs = per_point[0::3]
-    cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
-               for norm, dot in zip(per_point[1::3], per_point[2::3])]
-    ratios = [diff / (eta * d_norm) if d_norm > 0 else math.nan for diff, eta in zip(diffs, step_sizes) if eta > 0]
-    beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
-    return ProbeResult(
-        step_sizes=step_sizes,
-        base_loss=float(base_loss) if loss0 is None else float(loss0),
-        grad_norm=g_norm,
-        direction_norm=d_norm,
-        losses=tuple(losses_),
-        grad_diffs=tuple(diffs),
-        grad_cosines=tuple(cosines),
-        beta=beta,
-        curvature=None if curv is None else float(curv),
-        bn_mode=bn_mode,
-        direction=direction,
-    )
+def choose_method(method: str, model: nn.Module) -> str:
+    """``"auto"``: ``"vmap"`` for a model on CUDA with at most :data:`AUTO_VMAP_MAX_PARAMS`
+    parameters (launch-bound: vmap measured about 2x faster for the DLN on an H200),
+    else ``"loop"`` (faster on CPUs and for large models; see reports/benchmarks.md).
+    Other methods are returned as they are."""
+    if method != "auto":
+        return method
+    params = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = bool(params) and params[0].device.type == "cuda"
+    return "vmap" if on_cuda and sum(p.numel() for p in params) <= AUTO_VMAP_MAX_PARAMS else "loop"
+
+
+def _can_reuse(bn_mode: str, modules: list[nn.Module], sources: RngSources) -> bool:
+    """Whether the caller's gradient is g of this probe: not for ``bn_mode="eval"`` on a
+    model with norm layers (training used batch statistics), nor when a forward draws
+    random numbers (training used another draw)."""
+    if bn_mode == "eval" and any(isinstance(m, NORM_LAYER_TYPES) for m in modules):
+        logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
+        return False
+    if _is_stochastic(modules, sources):
+        logger.debug("random layers are active: recomputing g so that it sees the probe's draw")
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _AtW:
+    """The probe's centre: g, L(w) (a tensor, or the caller's number) and the curvature."""
+
+    g: list[torch.Tensor]
+    loss: torch.Tensor | float
+    curvature: torch.Tensor | None
+
+
+def _at_w(
+    evaluator: _Evaluator, g: list[torch.Tensor] | None, *, reuse: bool, base_loss: torch.Tensor | float | None,
+    curvature: bool,
+) -> _AtW:
+    """g and L(w): the caller's where they can be reused, else evaluated (with the
+    curvature, when asked, from the same forward)."""
+    loss, curv = None, None
+    if curvature and g is None and evaluator.reduce is not None:
+        loss, g = evaluator.loss_and_grad(0.0)  # the curvature needs the global g first
+    if curvature:
+        loss, grads, curv = evaluator.with_curvature(g)
+        g = grads if g is None else g
+    elif g is None:
+        loss, g = evaluator.loss_and_grad(0.0)
+    elif base_loss is None:
+        loss = evaluator.loss()
+    if reuse and base_loss is not None:
+        loss = base_loss  # the caller's loss is L(w; B) of exactly this g
+    return _AtW(g, loss, curv)
+
+
+def _compare_to_g(
+    points: Iterator[tuple[torch.Tensor, list[torch.Tensor]]], g_flat: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per point (L, G): the loss, ||G - g||, ||G|| and G.g, stacked over the points."""
+    out: dict[str, list[torch.Tensor]] = {"loss": [], "grad_diff": [], "point_grad_norm": [], "dot": []}
+    for loss, grads in points:
+        flat = flatten(grads)  # the point's own gradient: overwritten below, no temporary
+        out["loss"].append(loss)
+        out["point_grad_norm"].append(torch.linalg.vector_norm(flat))
+        out["dot"].append(torch.dot(flat, g_flat))
+        out["grad_diff"].append(torch.linalg.vector_norm(flat.sub_(g_flat)))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _to_host(values: dict[str, torch.Tensor | float | None]) -> dict[str, list[float]]:
+    """Every tensor as a list of Python floats, in one transfer; numbers pass through, None is left out."""
+    tensors = {k: v.detach().reshape(-1).double() for k, v in values.items() if isinstance(v, torch.Tensor)}
+    flat = torch.cat([t.to(next(iter(tensors.values())).device) for t in tensors.values()]).tolist() if tensors else []
+    out: dict[str, list[float]] = {}
+    start = 0
+    for k, t in tensors.items():
+        out[k], start = flat[start : start + t.numel()], start + t.numel()
+    out.update({k: [float(v)] for k, v in values.items() if v is not None and not isinstance(v, torch.Tensor)})
+    return out
 
 
 def training_grads(model: nn.Module) -> dict[str, torch.Tensor | None] | None:

@@ -58,6 +58,7 @@ from landscape.data import Objective, augment_batch, batches, check_fits_data, l
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
 from landscape.hooks import Context, DenseEarly, Event, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
+from landscape.probes import choose_method
 from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
 
@@ -183,11 +184,12 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         probe = ProbeHook(
             p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
             seed=config.train.seed, curvature=p.curvature, reduce=reduce,
+            method=choose_method(p.method, model), chunk_size=p.chunk_size,
             # Under bf16 autocast the training gradient is not the gradient of the
             # (float32) loss the probe evaluates: the probe computes its own.
             reuse_grad=not config.train.bf16,
         )
-        hooks.append(Scheduled(DenseEarly(p.every, p.dense_until, p.dense_every), probe))
+        hooks.append(_scheduled(p.schedule, probe))
     if config.ics is not None:
         hooks.append(_scheduled(config.ics.schedule, ICSHook(reduce=reduce)))
     d = config.distributions

@@ -7,10 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from landscape.config import ProbeConfig
-from landscape.config import NORMS
-from landscape.experiments import count_probes, estimate_passes, run_experiment, scaled_probe_schedule, variants
-from landscape.hooks import DenseEarly, Event, hook
+from landscape.config import NORMS, ProbeConfig, ScheduleConfig
+from landscape.experiments import estimate_passes, run_experiment, variants
+from landscape.hooks import Event, hook
 from landscape.models import build_model
 from landscape.runs import RunStore
 from landscape.train import train
@@ -18,7 +17,8 @@ from landscape_cli.main import cli
 
 from conftest import replace_train, tiny_config
 
-PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), every=3, dense_until=4, dense_every=1, curvature=True)
+PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), schedule=ScheduleConfig(every=3, dense_until=4, dense_every=1),
+                    curvature=True)
 
 
 def rows(path, prefix=""):
@@ -111,14 +111,6 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny):
     assert again[0] is None and again[1].status == "finished"
     for name in ("none", "bn"):
         assert rows(tmp_path / "part" / name) == rows(tmp_path / "full" / name)
-
-
-def test_schedule_scales_with_steps():
-    assert scaled_probe_schedule(15_000, 6) == {"every": 100, "dense_until": 1000, "dense_every": 10}
-    small = scaled_probe_schedule(300, 6)
-    assert small["dense_until"] == 20 and small["every"] > 2
-    assert count_probes(DenseEarly(**small), 300) * 6 <= 150  # probing at most half the training passes
-    assert count_probes(DenseEarly(**small), 300) >= 15
 
 
 def test_estimate_counts_k_passes_per_probe(tiny):

@@ -14,7 +14,6 @@ from torch import nn
 
 from landscape.hooks import Context, Event, ProbeHook, every
 from landscape.probes import (
-    DEFAULT_STEP_SIZES,
     parse_step_sizes,
     probe_gradient,
     training_grads,
@@ -496,11 +495,6 @@ def test_parse_step_sizes_errors(text):
     with pytest.raises(ValueError) as info:
         parse_step_sizes(text)
     assert "\n" not in str(info.value)
-
-
-def test_default_step_sizes():
-    assert set(DEFAULT_STEP_SIZES) == {"vgg", "dln", "resnet", "other"}
-    assert all(v and all(s > 0 for s in v) for v in DEFAULT_STEP_SIZES.values())
 
 
 def test_hook_on_fake_context():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from landscape.config import ModelConfig, ProbeConfig, RunConfig, TrainConfig
+from landscape.config import ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
 from landscape.report import build_report, data, plots, write_report
 from landscape.report import html as report_html
 from landscape.report.data import RunRecord
@@ -52,7 +52,7 @@ def write_synthetic_run(
 ) -> Path:
     """A run directory as the training loop and hooks would leave it, with plausible values."""
     rng = np.random.default_rng(seed)
-    probe = ProbeConfig(step_sizes=(0.5, 1.0, 2.0, 4.0), every=probe_every, dense_until=0)
+    probe = ProbeConfig(step_sizes=(0.5, 1.0, 2.0, 4.0), schedule=ScheduleConfig(every=probe_every))
     config = RunConfig(
         model=ModelConfig(name="vgg16", norm=norm),
         train=TrainConfig(lr=lr, steps=steps, seed=seed),

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from landscape.config import DataConfig, ModelConfig, RunConfig, ScheduleConfig, TrainConfig
 from landscape.hooks import Event, at_steps, every, hook
 from landscape.runs import RunStore
 from landscape.train import train
@@ -169,7 +169,7 @@ def test_bf16_probes_use_the_gradient_of_the_loss_they_evaluate(tmp_path, tiny):
             seen["model"] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
             seen["batch"] = ctx.batch
 
-    probe = ProbeConfig(step_sizes=sizes, relative=False, every=1, dense_until=0, curvature=False)
+    probe = ProbeConfig(step_sizes=sizes, relative=False, schedule=ScheduleConfig(every=1), curvature=False)
     config = dataclasses.replace(replace_train(tiny, bf16=True, steps=3), probe=probe)
     train(config, run_dir=tmp_path / "r", hooks=[keep])
     with RunStore(tmp_path / "r", readonly=True) as store:

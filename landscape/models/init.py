@@ -23,7 +23,15 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.RMSNorm,
 )
 
-WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# The paper's "layers": every convolution (of any dimension, transposed too) and every
+# linear map. The one definition, used by the init, ICS, the layer-input distributions
+# and the experiments' pass estimates.
+WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """A convolution or linear layer: what Glorot initializes and what ICS measures."""
+    return isinstance(module, WEIGHT_TYPES)
 
 
 def is_norm_layer(module: nn.Module) -> bool:
@@ -60,7 +68,7 @@ def glorot_init_(model: nn.Module, generator: torch.Generator | None = None) -> 
         ``model`` itself.
     """
     for module in model.modules():
-        if isinstance(module, WEIGHT_TYPES):
+        if is_weight_layer(module):
             nn.init.xavier_uniform_(module.weight, generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
