@@ -19,7 +19,8 @@ from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from landscape.data import batches, load_data, objective
 from landscape.hooks import Event, hook
 from landscape.models import build_model
-from landscape.train import resolve_device, train
+from landscape.distributed import resolve_device
+from landscape.train import train
 
 
 @hook(*Event)

@@ -55,7 +55,7 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     """The plan line and a timed estimate from a short micro-benchmark."""
     from landscape.experiments import check_configs, estimate_passes, time_one_pass
     from landscape.paper import total_steps
-    from landscape.train import resolve_device
+    from landscape.distributed import resolve_device
 
     check_configs(configs)
     passes = [estimate_passes(c, total_steps(c)) for c in configs]

@@ -9,12 +9,7 @@ import click
 
 from landscape.report import default_output, write_report
 from landscape.runs import StoreError
-
-
-class ReportError(click.ClickException):
-    """A one-line error (missing or corrupt run, unwritable output) with exit status 2."""
-
-    exit_code = 2
+from landscape_cli.errors import InputError
 
 
 @click.command("report")
@@ -39,9 +34,9 @@ def report(run_dirs: tuple[Path, ...], output: Path | None, open_browser: bool, 
     try:
         path = write_report(run_dirs, target, title=title)
     except StoreError as e:
-        raise ReportError(str(e)) from None
+        raise InputError(str(e)) from None
     except OSError as e:
-        raise ReportError(f"{target}: cannot write the report ({e})") from None
+        raise InputError(f"{target}: cannot write the report ({e})") from None
     click.echo(str(path))
     if open_browser:
         webbrowser.open(path.resolve().as_uri())

@@ -7,14 +7,12 @@ with ``torch.load(weights_only=True)``: only tensors and plain containers.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from landscape.runs import StoreError
+from landscape.runs import StoreError, write_atomic
 
 LAST = Path("checkpoints") / "last.pt"
 
@@ -22,22 +20,7 @@ LAST = Path("checkpoints") / "last.pt"
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any]) -> Path:
     path = Path(run_dir) / LAST
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

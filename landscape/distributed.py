@@ -1,5 +1,6 @@
-"""Multi-process runs on torch.distributed: set-up from torchrun's environment,
-collectives over the global batch, and a SyncBatchNorm that also runs on CPUs.
+"""Multi-process runs on torch.distributed: set-up from torchrun's environment and
+collectives over the global batch (the SyncBatchNorm that also runs on CPUs is
+:mod:`landscape.syncbn`).
 
 torchrun (``python -m torch.distributed.run``) starts one process per rank and
 sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. With equal
@@ -19,6 +20,7 @@ so a rank that dies ends the job instead of hanging it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import logging
 import os
@@ -27,8 +29,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +42,28 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-_solo = False  # inside solo(): this process runs on its own although a group exists
+# Set inside alone(): this process (this thread and context) runs on its own although a
+# process group exists. A context variable, so the state is scoped to the block.
+_alone: contextvars.ContextVar[bool] = contextvars.ContextVar("landscape_alone", default=False)
 
 
 def active() -> bool:
     """Whether this process works with others: a process group is initialized and
-    the process is not inside :func:`solo`."""
-    return not _solo and dist.is_available() and dist.is_initialized()
+    the process is not inside :func:`alone`."""
+    return not _alone.get() and dist.is_available() and dist.is_initialized()
 
 
 @contextlib.contextmanager
-def solo() -> Iterator[None]:
+def alone() -> Iterator[None]:
     """Inside the block this process runs alone, as without torchrun (rank 0 of 1: it
     writes its own runs, no DDP, no collectives), while the process group stays up for
     the collectives after it (the outcomes gathered at the end). How independent runs
     are spread over the ranks."""
-    global _solo
-    previous, _solo = _solo, True
+    token = _alone.set(True)
     try:
         yield
     finally:
-        _solo = previous
+        _alone.reset(token)
 
 
 
@@ -126,18 +127,28 @@ def teardown() -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device of this rank: ``cuda:LOCAL_RANK`` when every rank has a GPU and
-    ``name`` allows it (``auto``, ``cuda``), else the CPU. One collective.
+    """The device to run on. One process: ``name`` itself, ``auto`` being CUDA when
+    available. Several (one collective): ``cuda:LOCAL_RANK`` when every rank has a GPU
+    and ``name`` allows it (``auto``, ``cuda``), else the CPU.
 
     Args:
-        name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N is replaced by LOCAL_RANK).
+        name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (under several processes N is
+            replaced by LOCAL_RANK).
 
     Returns:
         The device.
 
     Raises:
-        ValueError: CUDA asked for but some rank has no GPU (raised on every rank).
+        ValueError: CUDA asked for but not available (under several processes: on
+            some rank; raised on every rank).
     """
+    if world_size() == 1:
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but no CUDA device is available")
+        return device
     has_gpu = torch.cuda.is_available() and torch.cuda.device_count() > local_rank()
     flag = torch.tensor([int(has_gpu)])
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -244,95 +255,3 @@ def on_main(fn: Callable[[], T]) -> T:
         raise cls(message)
     except TypeError:
         raise RankError(message) from None
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks, differentiable to any order (the gradient of a sum over ranks
-    is the sum over ranks of the output gradients). Written with ``setup_context`` so
-    that ``torch.func`` transforms (the ICS measurement's ``grad``) go through it."""
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return _AllReduceSum.apply(grad)
-
-
-class SyncBatchNorm(_BatchNorm):
-    """BatchNorm whose batch statistics span every rank (mean, then variance about
-    it: two all-reduces per forward, differentiable, on any backend including Gloo;
-    torch's own ``nn.SyncBatchNorm`` needs GPUs). Without a process group, or in
-    eval mode, it is plain BatchNorm.
-
-    Parameters, buffers and state-dict keys are BatchNorm's, so checkpoints load
-    into either.
-    """
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        if not (self.training and active() and world_size() > 1):
-            return super().forward(x)
-        all_reduce = _AllReduceSum.apply
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1, *[1] * (x.dim() - 2)]
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        packed = all_reduce(torch.cat([x.sum(dims), count]))  # (C + 1,)
-        total = packed[-1]
-        mean = packed[:-1] / total
-        centered = x - mean.view(shape)
-        var = all_reduce((centered * centered).sum(dims)) / total
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                unbiased = var.detach() * (total / (total - 1)).clamp_min(0)
-                self.running_mean.lerp_(mean.detach(), factor)
-                self.running_var.lerp_(unbiased, factor)
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
-
-
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Replace every plain ``nn.BatchNorm1d/2d/3d`` by :class:`SyncBatchNorm`, sharing
-    the parameters and buffers. Noisy BatchNorm and other subclasses are refused.
-
-    Args:
-        model: the model (changed in place where a child is replaced).
-
-    Returns:
-        The model, or the replacement when ``model`` itself is a BatchNorm.
-
-    Raises:
-        ValueError: the model has a BatchNorm subclass (e.g. noisy BN).
-    """
-    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    if type(model) in plain:
-        sync = SyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
-        if model.affine:
-            sync.weight, sync.bias = model.weight, model.bias
-        sync.running_mean, sync.running_var = model.running_mean, model.running_var
-        sync.num_batches_tracked = model.num_batches_tracked
-        sync.training = model.training
-        return sync
-    if isinstance(model, _BatchNorm) and not isinstance(model, SyncBatchNorm):
-        raise ValueError(f"--sync-bn supports plain BatchNorm only, not {type(model).__name__}")
-    for name, child in model.named_children():
-        setattr(model, name, convert_sync_batchnorm(child))
-    return model

@@ -225,44 +225,54 @@ class LayerInputDistributions:
                 self.chosen[name] = permutation[: self.channels].sort().values
         metrics: dict[str, float | list[float]] = {}
         for layer, name in zip(self.layers, self.names):
-            out = outputs[name]  # (B, C, H, W) or (B, C)
-            key = self.label(layer)
-            channels = self.chosen[name]
-            values = out[:, channels.to(out.device)]  # (B, K, ...)
-            per_channel = values.transpose(0, 1).reshape(values.shape[1], -1).double()  # (K, B*H*W)
-            pooled = per_channel.flatten()
-            if name not in self.edges:
-                self.edges[name] = self._first_edges(pooled)
-            edges = self.edges[name].to(pooled.device)
-            low, high = edges[0].item(), edges[-1].item()
-            # Counts and sums, then squared deviations from the (global) mean: two passes,
-            # as torch.var, so that a shard's moments add up without cancellation.
-            k = per_channel.shape[0]
-            packed = torch.cat([
-                torch.tensor([per_channel.shape[1]], dtype=torch.float64, device=pooled.device),
-                per_channel.sum(dim=1),
-                torch.histc(pooled, self.bins, low, high),
-                torch.stack([(pooled < low).sum(), (pooled > high).sum()]).double(),
-            ])
-            packed = self._sum(packed)
-            count, hist, (under, over) = packed[0], packed[1 + k : -2], packed[-2:].tolist()
-            mean = packed[1 : 1 + k] / count
-            var = self._sum((per_channel - mean[:, None]).square().sum(dim=1)) / count
-            metrics[f"dist/hist/{key}"] = hist.tolist()
-            metrics[f"dist/edges/{key}"] = edges.tolist()
-            metrics[f"dist/under/{key}"] = under
-            metrics[f"dist/over/{key}"] = over
-            metrics[f"dist/channels/{key}"] = [float(c) for c in channels.tolist()]
-            metrics[f"dist/mean/{key}"] = mean.tolist()
-            metrics[f"dist/var/{key}"] = var.tolist()
-            first_mean, first_var = self.first.setdefault(name, (mean, var))
-            metrics[f"dist/mean_drift/{key}"] = (mean - first_mean).tolist()
-            metrics[f"dist/var_drift/{key}"] = (var - first_var).tolist()
-            if name in self.previous:
-                previous_mean, previous_var = self.previous[name]
-                metrics[f"dist/mean_change/{key}"] = (mean - previous_mean).abs().tolist()
-                metrics[f"dist/var_change/{key}"] = (var - previous_var).abs().tolist()
-            self.previous[name] = (mean, var)
+            metrics.update(self._measure_layer(name, self.label(layer), outputs[name]))
+        return metrics
+
+    def _sum_named(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sum several tensors over the processes in one collective, by name."""
+        sizes = [t.numel() for t in parts.values()]
+        total = self._sum(torch.cat([t.reshape(-1) for t in parts.values()]))
+        return dict(zip(parts, total.split(sizes)))
+
+    def _measure_layer(self, name: str, key: str, out: torch.Tensor) -> dict[str, float | list[float]]:
+        """Histogram and per-channel moments of one layer's input ``out`` (B, C, ...)."""
+        channels = self.chosen[name]
+        values = out[:, channels.to(out.device)]  # (B, K, ...)
+        per_channel = values.transpose(0, 1).reshape(values.shape[1], -1).double()  # (K, B*H*W)
+        pooled = per_channel.flatten()
+        if name not in self.edges:
+            self.edges[name] = self._first_edges(pooled)
+        edges = self.edges[name].to(pooled.device)
+        low, high = edges[0].item(), edges[-1].item()
+        # Counts and sums, then squared deviations from the (global) mean: two passes,
+        # as torch.var, so that a shard's moments add up without cancellation.
+        summed = self._sum_named({
+            "count": torch.tensor([per_channel.shape[1]], dtype=torch.float64, device=pooled.device),
+            "sums": per_channel.sum(dim=1),
+            "hist": torch.histc(pooled, self.bins, low, high),
+            "outside": torch.stack([(pooled < low).sum(), (pooled > high).sum()]).double(),
+        })
+        count = summed["count"][0]
+        under, over = summed["outside"].tolist()
+        mean = summed["sums"] / count
+        var = self._sum((per_channel - mean[:, None]).square().sum(dim=1)) / count
+        metrics: dict[str, float | list[float]] = {
+            f"dist/hist/{key}": summed["hist"].tolist(),
+            f"dist/edges/{key}": edges.tolist(),
+            f"dist/under/{key}": under,
+            f"dist/over/{key}": over,
+            f"dist/channels/{key}": [float(c) for c in channels.tolist()],
+            f"dist/mean/{key}": mean.tolist(),
+            f"dist/var/{key}": var.tolist(),
+        }
+        first_mean, first_var = self.first.setdefault(name, (mean, var))
+        metrics[f"dist/mean_drift/{key}"] = (mean - first_mean).tolist()
+        metrics[f"dist/var_drift/{key}"] = (var - first_var).tolist()
+        if name in self.previous:
+            previous_mean, previous_var = self.previous[name]
+            metrics[f"dist/mean_change/{key}"] = (mean - previous_mean).abs().tolist()
+            metrics[f"dist/var_change/{key}"] = (var - previous_var).abs().tolist()
+        self.previous[name] = (mean, var)
         return metrics
 
     def state_dict(self) -> dict[str, object]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -38,6 +39,7 @@ from landscape.models import build_model
 from landscape.models.init import is_weight_layer
 from landscape.paper import count_steps
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
+from landscape.syncbn import convert_sync_batchnorm
 from landscape.train import Progress, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
             check_fits_data(config, model)
             config_hooks(config, model)
             if config.train.sync_bn and distributed.world_size() > 1:
-                distributed.convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts
+                convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts
 
 
 def test_size(config: RunConfig) -> int:
@@ -99,9 +101,7 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
 def time_one_pass(config: RunConfig, repeats: int = 3) -> float:
     """Seconds for one forward+backward of the model at the run's batch shape, on
     its device (median of ``repeats`` after a warm-up). The global RNG is untouched."""
-    from landscape.train import resolve_device
-
-    device = resolve_device(config.train.device)
+    device = distributed.resolve_device(config.train.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = build_model(config.model, noise=config.noise).to(device, getattr(torch, config.train.dtype))
         x, y, loss_fn = example_batch(config, device)
@@ -188,47 +188,54 @@ def run_experiment(
         raise ValueError("experiment variants need distinct, non-empty names")
     if layout not in ("ddp", "spread"):
         raise ValueError(f"layout must be ddp or spread here, not {layout!r} (see choose_layout)")
-    manifest = exp_dir / EXPERIMENT
-
-    def prepare() -> None:
-        if exp_dir.exists() and any(exp_dir.iterdir()) and not manifest.is_file():
-            raise StoreError(f"{exp_dir}: exists and is not an experiment directory (choose another --run-dir)")
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(manifest, dict(extra or {}, kind=kind, runs=names))
-
-    distributed.on_main(prepare)
-
+    distributed.on_main(lambda: _prepare_directory(exp_dir, dict(extra or {}, kind=kind, runs=names)))
     world, me = distributed.world_size(), distributed.rank()
     spread = layout == "spread" and world > 1
+    placement = {"placement": {"layout": "spread", "rank": me, "world_size": world}} if spread else {}
     done: dict[int, TrainResult | None] = {}
     for i, config in enumerate(configs):
         if spread and i % world != me:
             continue
-        with distributed.solo() if spread else contextlib.nullcontext():
-            run_dir = exp_dir / config.name
-            resume = distributed.on_main(lambda: _start_or_resume(run_dir))
-            if resume is None:
-                done[i] = None
-                continue
-            hooks = hooks_for(config) if hooks_for else []
-            placement = {"placement": {"layout": "spread", "rank": me, "world_size": world}} if spread else {}
-            with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
-                result = train(
-                    None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
-                    extra_config={"experiment": str(exp_dir), "kind": kind, **placement},
-                )
-        done[i] = result
-        if result.status == "interrupted":
+        with distributed.alone() if spread else contextlib.nullcontext():
+            done[i] = _run_variant(
+                config, exp_dir / config.name, hooks_for, progress_for,
+                {"experiment": str(exp_dir), "kind": kind, **placement},
+            )
+        if done[i] is not None and done[i].status == "interrupted":
             break
     if spread:  # every rank learns every run's outcome (this also waits for all of them)
         for part in distributed.all_gather_object(done):
             done.update(part)
-    results: list[TrainResult | None] = []
-    for i in range(len(configs)):
-        if i not in done:
-            break
-        results.append(done[i])
-    return results
+    return list(itertools.takewhile(lambda r: r is not _MISSING, (done.get(i, _MISSING) for i in range(len(configs)))))
+
+
+_MISSING = object()  # a variant not reached (the experiment was interrupted before it)
+
+
+def _prepare_directory(exp_dir: Path, manifest: dict[str, Any]) -> None:
+    """Create the experiment directory (or find it again) and write experiment.json."""
+    path = exp_dir / EXPERIMENT
+    if exp_dir.exists() and any(exp_dir.iterdir()) and not path.is_file():
+        raise StoreError(f"{exp_dir}: exists and is not an experiment directory (choose another --run-dir)")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, manifest)
+
+
+def _run_variant(
+    config: RunConfig,
+    run_dir: Path,
+    hooks_for: Callable[[RunConfig], list[Hook]] | None,
+    progress_for: Callable[[RunConfig], Any] | None,
+    extra_config: dict[str, Any],
+) -> TrainResult | None:
+    """Start, resume or skip (None: already complete) one variant's run."""
+    resume = distributed.on_main(lambda: _start_or_resume(run_dir))
+    if resume is None:
+        return None
+    hooks = hooks_for(config) if hooks_for else []
+    with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
+        return train(None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
+                     extra_config=extra_config)
 
 
 def _start_or_resume(run_dir: Path) -> bool | None:

@@ -49,7 +49,7 @@ class Context:
     optimizer: torch.optim.Optimizer
     lr: float
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
-    loss: float | None = None
+    loss: torch.Tensor | None = None  # the training loss L(w_t; B_t), a detached 0-d tensor
     epoch: int = 0
 
 

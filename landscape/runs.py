@@ -25,9 +25,9 @@ import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -48,19 +48,43 @@ class StoreError(Exception):
     """A path is not a run, or its store cannot be read; the message is one line."""
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file, fsync and rename: readers see old or new, never half."""
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], mode: int | None = None) -> Path:
+    """Write a file through a temp file beside it, fsync, rename and fsync the folder:
+    readers (and a crash) see the old file or the new one, never half of one.
+
+    Args:
+        path: the file.
+        write: writes the content into the open binary file it is given.
+        mode: permission bits for the new file (mkstemp's are 0o600).
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON through :func:`write_atomic`."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def is_run(path: Path) -> bool:

@@ -126,7 +126,7 @@ def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return _flatten_dense_tensors(list(tensors))
 
 
-def _put(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+def _set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     """Replace a registered parameter or buffer. A plain dict write is what
     ``nn.Module.__setattr__`` comes down to for a registered name, at a fraction of its
     cost; modules that override ``__setattr__`` (RNNs cache their weights) get it."""
@@ -197,12 +197,12 @@ class Workspace:
         done = []
         try:
             for module, name, real, work in self.swaps:
-                _put(module, name, work)
+                _set_tensor(module, name, work)
                 done.append((module, name, real))
             yield
         finally:
             for module, name, real in reversed(done):
-                _put(module, name, real)
+                _set_tensor(module, name, real)
 
     def move_to(self, d: list[torch.Tensor], d_flat: torch.Tensor | None, eta: float) -> None:
         """Working parameters := w - eta d, working buffers := the real ones."""

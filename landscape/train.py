@@ -37,7 +37,6 @@ import datetime as _dt
 import itertools
 import logging
 import math
-import os
 import platform
 import signal
 import socket
@@ -54,21 +53,18 @@ import landscape
 from landscape import distributed
 from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
-from landscape.data import Objective, augment_batch, batches, check_fits_data, load_data, objective
+from landscape.data import Dataset, Objective, augment_batch, batches, check_fits_data, load_data, objective
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
 from landscape.hooks import Context, DenseEarly, Event, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
 from landscape.probes import choose_method
 from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
+from landscape.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, dict[str, float] | None], None]
-
-# Test hook: rank 1 of a multi-process run exits abruptly (os._exit) when it reaches
-# this step, to test that a dead rank ends the job and that --resume completes it.
-KILL_RANK1_ENV = "LANDSCAPE_TEST_KILL_RANK1_AT_STEP"
 
 
 @dataclass(frozen=True)
@@ -79,16 +75,6 @@ class TrainResult:
     total_steps: int
     diverged_step: int | None = None
     final: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available. Raises ValueError for an unusable device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
-    return device
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -230,7 +216,8 @@ def rank_noise(noise: NoiseConfig, rank: int) -> NoiseConfig:
     return dataclasses.replace(noise, seed=int(seeds[-1]))
 
 
-def _inner(hook: Hook) -> Hook:
+def unscheduled(hook: Hook) -> Hook:
+    """The hook a schedule wraps (the hook itself when it is not scheduled)."""
     return hook.hook if isinstance(hook, Scheduled) else hook
 
 
@@ -297,12 +284,12 @@ def train(
             saved = store.config
         config = RunConfig.from_dict(saved)
     assert config is not None
-    device = distributed.resolve_device(config.train.device) if ddp else resolve_device(config.train.device)
+    device = distributed.resolve_device(config.train.device)
     model = build_run_model(config, device)
     if init is not None and not resume:
         init(model)
     if ddp and config.train.sync_bn:
-        model = distributed.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model)
     data = load_data(config.data, device).to(getattr(torch, config.train.dtype))
     for warning in data.warnings:
         if main:
@@ -359,7 +346,19 @@ class _NoStore:
 
 
 class _Loop:
-    def __init__(self, config, model, optimizer, data, device, hooks, progress) -> None:
+    """One run's training loop: its position, its data order and augmentation
+    generators, and the hooks by event. ``progress`` is None on ranks other than 0."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        device: torch.device,
+        hooks: Sequence[Hook],
+        progress: Progress | None,
+    ) -> None:
         self.config, self.model, self.optimizer, self.data = config, model, optimizer, data
         self.device, self.hooks, self.progress = device, hooks, progress
         t = config.train
@@ -370,8 +369,6 @@ class _Loop:
             raise ValueError(f"the global batch of {self.batch_size} does not split evenly over {self.world} processes")
         shard = self.batch_size // self.world
         self.shard = slice(self.rank * shard, (self.rank + 1) * shard)  # this rank's part of each global batch
-        kill = os.environ.get(KILL_RANK1_ENV)  # torchrun's RANK: also when the runs are spread
-        self.kill_at = int(kill) if kill and os.environ.get("RANK") == "1" else None
         self.steps_per_epoch = max(n // self.batch_size, 1)
         self.total = t.steps if t.epochs is None else t.epochs * self.steps_per_epoch
         self.loss_fn = objective(data, t.loss_reduction, shards=self.world)
@@ -390,7 +387,7 @@ class _Loop:
         generators = [g.get_state() for g in module_generators(self.model)]
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)
         hook_states = [
-            _inner(h).state_dict() if hasattr(_inner(h), "state_dict") else {} for h in self.hooks
+            unscheduled(h).state_dict() if hasattr(unscheduled(h), "state_dict") else {} for h in self.hooks
         ]
         return {
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -428,8 +425,8 @@ class _Loop:
         for g, s in zip(module_generators(self.model), generators):
             g.set_state(s)
         for h, s in zip(self.hooks, ckpt.get("hooks", [])):
-            if s and hasattr(_inner(h), "load_state_dict"):
-                _inner(h).load_state_dict(s)
+            if s and hasattr(unscheduled(h), "load_state_dict"):
+                unscheduled(h).load_state_dict(s)
         # Whatever was recorded after the checkpoint is replayed (identically) from it.
         store.truncate_after(self.step)
 
@@ -524,8 +521,6 @@ class _Loop:
     def after_step(self, store: RunStore, interrupt: _Interrupt) -> int | None:
         t = self.config.train
         step, end = self.step, self.step >= self.total
-        if step == self.kill_at:
-            os._exit(1)
         evaluate_now = step % t.eval_every == 0 or end
         checkpoint_now = step % t.checkpoint_every == 0 or end or interrupt.requested
         if step % t.log_every == 0 or evaluate_now or checkpoint_now:

@@ -29,8 +29,12 @@ CNN = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "-
 RTOL = 1e-6
 
 
+INJECT = os.path.join(os.path.dirname(__file__), "inject")  # sitecustomize.py: the kill switch
+
+
 def env(**extra):
-    return dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30", **extra)
+    path = os.pathsep.join([INJECT, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30", PYTHONPATH=path, **extra)
 
 
 def torchrun(*args, timeout=120, command="probe", **extra_env):

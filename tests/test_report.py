@@ -26,7 +26,7 @@ from landscape.report.data import RunRecord
 from landscape.runs import RunStore, StoreError
 from landscape_cli.report_cmd import report
 
-LAYERS = ("features.0", "features.3", "features.10")
+LAYERS = ("#1", "#2", "#4")
 XSS_NAME = "<script>alert(1)</script>"
 SCALE_MAX_BYTES = 10 * 2**20
 
@@ -71,11 +71,11 @@ def write_synthetic_run(
         broken = step == diverge_at
         loss = 2.3 * math.exp(-3 * step / steps) + 0.05 + 0.02 * rng.standard_normal()
         m: dict[str, float | list[float]] = {}
-        if step % log_every == 0:
-            m["train/loss_running"] = math.nan if broken else loss
+        if step % log_every == 0:  # as the loop logs them
+            m["train/loss"] = math.nan if broken else loss
+            m["train/acc"] = 1 - loss / 2.5
         if step % eval_every == 0 or step == steps - 1:
-            m.update({"train/loss": loss, "test/loss": 1.1 * loss, "train/acc": 1 - loss / 2.5})
-            m["test/acc"] = 0.9 - loss / 2.5
+            m.update({"test/loss": 1.1 * loss, "test/acc": 0.9 - loss / 2.5})
         if step % probe_every == 0:
             curve = loss * (1 + smooth * sizes * rng.uniform(0.5, 1.5, len(sizes)))
             gdiff = smooth * sizes * rng.uniform(0.5, 1.5, len(sizes)) * (1 + step / steps)
@@ -152,7 +152,7 @@ def scale_report_page(base: Path) -> tuple[Path, float, float]:
             eval_every=500,
             ics_every=10,
             dist_every=100,
-            layers=("features.0", "features.3", "features.7", "features.10"),
+            layers=("#1", "#2", "#3", "#4"),
             bins=30,
             channels=64,
             seed=i,
@@ -297,8 +297,8 @@ def test_absolute_step_sizes() -> None:
 
 
 def test_metric_families_group_by_prefix_in_natural_order() -> None:
-    names = ["ics/l2/features.10", "ics/l2/features.3", "ics/cosine/features.3", "train/loss", "dist/new/fc", "ics/x"]
-    assert data.metric_families(names, "ics") == {"cosine": ["features.3"], "l2": ["features.3", "features.10"]}
+    names = ["ics/l2/#4", "ics/l2/#2", "ics/cosine/#2", "train/loss", "dist/new/fc", "ics/x"]
+    assert data.metric_families(names, "ics") == {"cosine": ["#2"], "l2": ["#2", "#4"]}
     assert data.metric_families(names, "dist") == {"new": ["fc"]}
     ordered = data.order_families(["cosine", "zeta", "l2", "alpha"], ("l2", "rel_l2", "cosine"))
     assert ordered == ["l2", "cosine", "alpha", "zeta"]
@@ -457,12 +457,12 @@ def test_ics_layer_selector_toggles_visibility(experiment: Path) -> None:
 def test_ics_highlighted_layers_are_shown_first(experiment: Path) -> None:
     runs = data.load_runs([experiment])
     layers = list(LAYERS)
-    assert data.ics_default_layers(runs, layers) == ["features.3"]
+    assert data.ics_default_layers(runs, layers) == ["#2"]
     highlighted = [RunRecord(r.path, r.label, dict(r.config, ics={"highlight": [3, 1, 99]}), r.status, r.meta, r.series)
                    for r in runs]
-    assert data.ics_default_layers(highlighted, layers) == ["features.0", "features.10"]
+    assert data.ics_default_layers(highlighted, layers) == ["#1", "#4"]
     menu = plots.plot_ics(highlighted).layout.updatemenus[0]
-    assert menu.active == 0 and menu.buttons[0].label == "highlighted: features.0, features.10"
+    assert menu.active == 0 and menu.buttons[0].label == "highlighted: #1, #4"
     assert data.ics_default_layers([record({})], []) == []
 
 
@@ -485,8 +485,8 @@ def test_distribution_plots(experiment: Path) -> None:
 
 
 # page ------------------------------------------------------------------------
-# training, landscape, predictiveness, smoothness, Fig. 11, ICS, histograms, moments
-EXPECTED_FIGURES = 8
+# training, landscape, predictiveness and cosine, smoothness, Fig. 11, ICS, histograms, moments
+EXPECTED_FIGURES = 9
 
 
 def test_page_is_self_contained(experiment: Path, tmp_path: Path) -> None:
@@ -541,10 +541,10 @@ def test_report_of_a_run_still_training(tmp_path: Path) -> None:
     path = write_synthetic_run(tmp_path / "r", steps=50)
     writer = RunStore(path)  # a live writer: WAL lets the report read beside it
     writer.set_status("running")
-    writer.log(50, {"train/loss_running": 0.5})
+    writer.log(50, {"train/loss": 0.5})
     out = build_report([path], tmp_path / "live.html")
     assert "running" in out.read_text(encoding="utf-8")
-    writer.log(51, {"train/loss_running": 0.4})
+    writer.log(51, {"train/loss": 0.4})
     assert data.last_step(data.load_run(path)) == 51
     writer.close()
 

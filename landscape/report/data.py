@@ -19,7 +19,7 @@ import math
 import re
 import sqlite3
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +269,30 @@ def band_of(
         steps, i, j = np.intersect1d(s_lo, s_hi, return_indices=True)
         return band(steps, np.column_stack([np.ravel(v_lo)[i], np.ravel(v_hi)[j]]))
     return band(np.empty(0, dtype=np.int64), np.empty((0, 0)))
+
+
+def expected_probe_series(record: RunRecord) -> list[str]:
+    """The probe series a run's configuration asks for (none without a probe)."""
+    probe = _get(record.config, "probe")
+    if not isinstance(probe, Mapping):
+        return []
+    names = ["probe/loss", "probe/grad_diff", "probe/beta"]
+    return names + (["probe/curvature"] if probe.get("curvature", True) else [])
+
+
+def missing_series(records: Sequence[RunRecord], expects: Callable[[RunRecord], list[str]]) -> list[str]:
+    """One line per run that lacks a series (a metric name or a name prefix) that
+    ``expects(run)`` says its configuration asks for, so a report says so instead of
+    silently drawing nothing."""
+    lines = []
+    for record in records:
+        absent = [p for p in expects(record) if not any(name.startswith(p) for name in record.series)]
+        if absent:
+            lines.append(
+                f"{record.label}: nothing recorded yet for {', '.join(absent)} although its configuration asks for it "
+                f"(run status: {record.status})"
+            )
+    return lines
 
 
 def spans_decades(arrays: Iterable[np.ndarray], decades: float = 2.0) -> bool:

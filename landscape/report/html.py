@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime
 import html
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import plotly.offline
 from landscape import __version__
 from landscape.report import data, plots
 from landscape.report.data import RunRecord
+from landscape.runs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ table.runs th[scope=row] { background: #f6f6f6; white-space: nowrap; }
           vertical-align: -1px; }
 .status-diverged, .status-failed { color: #b00; font-weight: 600; }
 .status-interrupted, .status-running { color: #a60; }
+p.missing { color: #a60; }
 footer { color: #777; font-size: 0.85em; border-top: 1px solid #ddd; padding-top: 8px; }
 """
 
@@ -56,14 +56,16 @@ class Section:
     title: str
     note: str
     figures: Callable[[Sequence[RunRecord]], list[go.Figure]]
+    expects: Callable[[RunRecord], list[str]] = lambda run: []  # series a run's config asks for
 
 
 SECTIONS = (
     Section(
         "training",
         "Training",
-        "Training loss (running and evaluated) and test loss on a log axis; accuracy in [0, 1].",
+        "Training loss (every logged step) and test loss on a log axis; accuracy in [0, 1].",
         lambda runs: [plots.plot_training(runs)],
+        lambda run: ["train/loss"],
     ),
     Section(
         "landscape",
@@ -71,20 +73,24 @@ SECTIONS = (
         "At each probe step t the band spans min and max over the probe step sizes η of "
         "L(w<sub>t</sub> − η∇L(w<sub>t</sub>)) (paper Fig. 4a). A narrow band is a smooth landscape.",
         lambda runs: [plots.plot_loss_landscape(runs)],
+        data.expected_probe_series,
     ),
     Section(
         "predictiveness",
         "Gradient predictiveness",
         "Band over η of ‖∇L(w<sub>t</sub>) − ∇L(w<sub>t</sub> − η∇L(w<sub>t</sub>))‖ (paper Fig. 4b): "
-        "how much the gradient changes along its own direction.",
-        lambda runs: [plots.plot_gradient_predictiveness(runs)],
+        "how much the gradient changes along its own direction; below it, the cosine between the two gradients.",
+        lambda runs: [plots.plot_gradient_predictiveness(runs), plots.plot_gradient_cosine(runs)],
+        data.expected_probe_series,
     ),
     Section(
         "smoothness",
         "Effective β-smoothness",
         "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
+        "Dotted: the curvature along the gradient, gᵀHg/‖g‖² (positive values; the log axis cannot show the rest). "
         "Dashed: 2/η for each training step size η, the stability limit of gradient descent.",
         lambda runs: [plots.plot_beta_smoothness(runs)],
+        data.expected_probe_series,
     ),
     Section(
         "step-size",
@@ -96,8 +102,9 @@ SECTIONS = (
         "ics",
         "Internal covariate shift",
         "Difference between a layer's gradient before and after the previous layers' update "
-        "(paper Fig. 5/6): l2 distance on a log axis and cosine similarity. Pick the layer in the menu.",
+        "(paper Fig. 3): l2 distance on a log axis and cosine similarity. Pick the layer in the menu.",
         lambda runs: [plots.plot_ics(runs)],
+        lambda run: ["ics/l2/"] if run.config.get("ics") else [],
     ),
     Section(
         "distributions",
@@ -105,6 +112,7 @@ SECTIONS = (
         "Histogram of each layer's inputs over steps (paper Fig. 2), and per-channel moment statistics "
         "(paper Fig. 8): band = min–max over channels, line = channel mean. Pick the layer in the menu.",
         lambda runs: [plots.plot_histograms(runs), plots.plot_moments(runs)],
+        lambda run: ["dist/hist/", "dist/mean/"] if run.config.get("distributions") else [],
     ),
 )
 
@@ -164,9 +172,10 @@ def render_page(runs: Sequence[RunRecord], title: str) -> str:
     count = 0
     for section in SECTIONS:
         figures = [f for f in section.figures(runs) if f.data]
-        if not figures:
+        missing = data.missing_series(runs, section.expects)
+        if not figures and not missing:
             continue
-        divs = []
+        divs = [f'<p class="missing">{html.escape(line)}</p>' for line in missing]
         for fig in figures:
             count += 1
             divs.append(f'<div class="figure">{figure_html(fig, f"fig-{count}")}</div>')
@@ -201,19 +210,6 @@ def default_title(run_dirs: Iterable[str | Path]) -> str:
     return "landscape report — " + ", ".join(Path(p).resolve().name for p in run_dirs)
 
 
-def _write_atomic(path: Path, content: str) -> None:
-    # A report written at Ctrl-C or while a browser reloads is either old or complete.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title: str | None = None) -> Path:
     """Read runs (or experiment directories) and write one HTML page comparing them.
 
@@ -232,7 +228,9 @@ def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title:
     runs = data.load_runs(run_dirs)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(output_path, render_page(runs, title or default_title(run_dirs)))
+    page = render_page(runs, title or default_title(run_dirs)).encode("utf-8")
+    # A report written at Ctrl-C or while a browser reloads is either old or complete.
+    write_atomic(output_path, lambda f: f.write(page), mode=0o644)
     log.info("wrote report of %d run(s) to %s", len(runs), output_path)
     return output_path
 

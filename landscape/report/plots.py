@@ -2,7 +2,7 @@
 
 Figures of Santurkar et al. (2018): loss landscape and gradient predictiveness
 bands (Fig. 4a, b), effective beta-smoothness against 2/eta (Fig. 4c), gradient
-change against step size (Fig. 11), internal covariate shift per layer (Fig. 5, 6),
+change against step size (Fig. 11), internal covariate shift per layer (Fig. 3),
 layer-input distributions and their moments (Fig. 2, 8). A plot without data
 returns an empty figure (no traces); the page skips it.
 
@@ -155,7 +155,6 @@ def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
     colors = _colors(runs)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
     curves = (
-        ("train/loss_running", "train loss (running)", dict(width=1, opacity=0.45)),
         ("train/loss", "train loss", dict(width=2)),
         ("test/loss", "test loss", dict(width=2, dash="dash")),
         ("train/acc", "train accuracy", dict(width=2)),
@@ -212,6 +211,13 @@ def plot_loss_landscape(runs: Sequence[RunRecord]) -> go.Figure:
     return _plot_bands(runs, "probe/loss", title, "loss", True)
 
 
+def plot_gradient_cosine(runs: Sequence[RunRecord]) -> go.Figure:
+    """Band over the step sizes of cos(grad L(w - eta g), g): 1 where the gradient
+    keeps its direction along the step."""
+    return _plot_bands(runs, "probe/grad_cosine", "Gradient direction: cos(∇L(w − ηg), g) (min–max over step sizes)",
+                       "cosine", False)
+
+
 def plot_gradient_predictiveness(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 4b / 10b: band of ||g(w) - g(w - eta g)|| over the probe step sizes, per run;
     on a log axis where it spans decades (the deep linear network's does)."""
@@ -225,15 +231,24 @@ def plot_gradient_predictiveness(runs: Sequence[RunRecord]) -> go.Figure:
 
 
 def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
-    """Fig. 4c: effective beta-smoothness per run, with the 2/eta line of each training lr."""
+    """Fig. 4c: effective beta-smoothness per run, with the 2/eta line of each training
+    lr, and (dotted) the curvature along the gradient g^T H g / ||g||^2 where the
+    probe recorded it: gradient descent at step size eta is unstable along g once it
+    exceeds 2/eta. The log axis leaves out curvature <= 0."""
     colors = _colors(runs)
-    fig = _figure("Effective β-smoothness", xaxis_title="step", yaxis_title="β", yaxis_type="log")
+    fig = _figure("Effective β-smoothness and curvature along the gradient", xaxis_title="step",
+                  yaxis_title="β, gᵀHg / ‖g‖²", yaxis_type="log")
     lrs = set()
     for run, color in zip(runs, colors):
         if "probe/beta" in run.series:
-            fig.add_trace(_line(*run.series["probe/beta"], name=run.label, color=color, quantity="β"))
+            fig.add_trace(_line(*run.series["probe/beta"], name=f"{run.label} — β", color=color, quantity="β"))
             if run.lr is not None:
                 lrs.add(run.lr)
+        if "probe/curvature" in run.series:
+            steps, values = run.series["probe/curvature"]
+            positive = np.where(np.asarray(values, dtype=float) > 0, values, np.nan)
+            fig.add_trace(_line(steps, positive, name=f"{run.label} — curvature", color=color,
+                                quantity="gᵀHg / ‖g‖²", dash="dot", width=1.5))
     if not fig.data:
         return go.Figure()
     for lr in sorted(lrs):
@@ -355,7 +370,7 @@ def _layer_menu(layers: Sequence[str], trace_layers: Sequence[str], shown: Seque
 
 
 def plot_ics(runs: Sequence[RunRecord]) -> go.Figure:
-    """Fig. 5/6: internal covariate shift per layer over steps (l2 on a log axis, cosine),
+    """Fig. 3: internal covariate shift per layer over steps (l2 on a log axis, cosine),
     one layer at a time through a dropdown."""
     colors = _colors(runs)
     families: dict[str, set[str]] = {}
