@@ -102,7 +102,7 @@ class TrainConfig:
     steps: int | None = 15_000
     epochs: int | None = None  # when set, overrides steps
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float = 0.1  # the training step size (torch's and the command line's name); a probe's are step_sizes
     momentum: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0

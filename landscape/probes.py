@@ -220,7 +220,7 @@ def _direction(
     if kind == "gradient" or draw is None:
         return g
     if kind == "random":
-        scale = _norm(g) / _norm(draw)  # same length as g, so eta means the same as along g
+        scale = _norm(g) / _norm(draw)  # same length as g, so a step size means the same as along g
         return torch._foreach_mul(draw, scale)
     # "filter" (Li et al. 2018): each filter (slice along dim 0) of d gets the norm of the
     # matching filter of w; 1-D parameters (biases, BN affine) are zeroed, as Li et al. do
@@ -262,8 +262,8 @@ class _Evaluator:
     def set_direction(self, d: list[torch.Tensor], d_flat: torch.Tensor) -> None:
         self.d, self.d_flat = d, d_flat
 
-    def _forward(self, eta: float) -> torch.Tensor:
-        self.space.move_to(self.d, self.d_flat, eta)
+    def _forward(self, step_size: float) -> torch.Tensor:
+        self.space.move_to(self.d, self.d_flat, step_size)
         self.rewind()
         return self.loss_fn(self.model(self.inputs), self.targets)
 
@@ -284,10 +284,10 @@ class _Evaluator:
             loss = self._forward(0.0).detach()
         return loss if self.reduce is None else self.reduce([loss])[0]
 
-    def loss_and_grad(self, eta: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def loss_and_grad(self, step_size: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """L(w - eta d) and its gradient."""
         with torch.enable_grad():
-            loss = self._forward(eta)
+            loss = self._forward(step_size)
             grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
         return self._reduced(loss.detach(), self._zeros(grads))
 
@@ -315,8 +315,8 @@ class _Evaluator:
         return loss, grads, curvature
 
     def points_by_loop(self, step_sizes: Sequence[float]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
-        for eta in step_sizes:
-            yield self.loss_and_grad(eta)
+        for step_size in step_sizes:
+            yield self.loss_and_grad(step_size)
 
     def points_by_vmap(
         self, step_sizes: Sequence[float], chunk_size: int
@@ -460,8 +460,8 @@ def probe_gradient(
     (g_norm,), (d_norm,) = host["g_norm"], host["d_norm"]
     cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
                for norm, dot in zip(host["point_grad_norm"], host["dot"])]
-    ratios = [diff / (eta * d_norm) if d_norm > 0 else math.nan
-              for diff, eta in zip(host["grad_diff"], step_sizes) if eta > 0]
+    ratios = [diff / (step_size * d_norm) if d_norm > 0 else math.nan
+              for diff, step_size in zip(host["grad_diff"], step_sizes) if step_size > 0]
     beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
     return ProbeResult(
         step_sizes=step_sizes,

@@ -204,18 +204,18 @@ class Workspace:
             for module, name, real in reversed(done):
                 _set_tensor(module, name, real)
 
-    def move_to(self, d: list[torch.Tensor], d_flat: torch.Tensor | None, eta: float) -> None:
+    def move_to(self, d: list[torch.Tensor], d_flat: torch.Tensor | None, step_size: float) -> None:
         """Working parameters := w - eta d, working buffers := the real ones."""
         with torch.no_grad():
             if self.flat_w is not None:
-                if eta == 0:
+                if step_size == 0:
                     self.flat.copy_(self.flat_w)
                 else:
-                    torch.add(self.flat_w, d_flat, alpha=-eta, out=self.flat)
+                    torch.add(self.flat_w, d_flat, alpha=-step_size, out=self.flat)
             else:
                 torch._foreach_copy_(self.leaves, self.params)
-                if eta != 0:
-                    torch._foreach_add_(self.leaves, d, alpha=-eta)
+                if step_size != 0:
+                    torch._foreach_add_(self.leaves, d, alpha=-step_size)
             if self.buffers:
                 torch._foreach_copy_(self.work_buffers, self.buffers)
 

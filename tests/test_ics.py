@@ -169,7 +169,11 @@ def test_earlier_bn_parameters_and_biases_count():
     x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
     result = measure_ics(model, half_mse, x, y, lr=0.5)
     assert list(result) == ["3"]  # the frozen first layer has no gradient to compare
-    assert result["3"]["l2"] > 1e-4
+    # Against Definition 2.1 done by hand: a real SGD step on BN's gamma and beta alone.
+    expected = brute_force_ics(model, half_mse, x, y, 0.5, lambda layer: ["1.weight", "1.bias"])
+    assert result["3"]["l2"] == pytest.approx(expected["3"]["l2"], rel=1e-9)
+    assert result["3"]["cosine"] == pytest.approx(expected["3"]["cosine"], rel=1e-12)
+    assert result["3"]["l2"] > 1e-4  # and the shift is real
 
 
 def build_net(kind: str, norm: str, depth: int, width: int, seed: int) -> nn.Module:
@@ -277,7 +281,9 @@ def brute_force_ics(model, loss_fn, x, y, lr, earlier_of):
         twin = copy.deepcopy(model)
         params = dict(twin.named_parameters())
         loss_fn(twin(x), y).backward()
-        own = [n for n in params if n.rpartition(".")[0] == layer]
+        own = [n for n in params if n.rpartition(".")[0] == layer and params[n].requires_grad]
+        if not own:
+            continue  # a frozen layer
         g = torch.cat([params[n].grad.flatten() for n in own]).clone()
         earlier = [params[n] for n in earlier_of(layer)]
         if earlier:

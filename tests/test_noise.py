@@ -185,3 +185,56 @@ def test_cuda_draws_on_device_and_replays():
     first = layer(x)
     layer.noise.generator.set_state(state)
     assert first.device.type == "cuda" and torch.equal(layer(x), first)
+
+
+def test_noisy_bn_adds_the_noise_after_the_affine():
+    # Algorithm 1 perturbs the BN output after gamma and beta: out = s * (gamma x_hat + beta) + m.
+    torch.manual_seed(0)
+    layer = NoisyBatchNorm(3, dims=2, cfg=NoiseConfig(seed=11)).train()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([2.0, 0.5, -1.5]))
+        layer.bias.copy_(torch.tensor([0.3, -0.7, 1.1]))
+    plain = nn.BatchNorm2d(3).train()
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items()})
+    x = torch.randn(4, 3, 5, 5)
+    state = layer.noise.generator.get_state()
+    out = layer(x)
+    layer.noise.generator.set_state(state)
+    s, m = layer.noise.draw(x)  # the same draw, replayed
+    torch.testing.assert_close(out, s * plain(x) + m, rtol=1e-6, atol=1e-6)
+    # Noise before the affine would give gamma * (s x_hat + m) + beta: a different function.
+    x_hat = (x - x.mean((0, 2, 3), keepdim=True)) / torch.sqrt(x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5)
+    before = layer.weight.view(1, 3, 1, 1) * (s * x_hat + m) + layer.bias.view(1, 3, 1, 1)
+    assert (out - before).abs().max() > 0.1
+
+
+def test_one_draw_per_noisy_layer_per_training_step(tmp_path):
+    # Inside the loop, with probes and ICS measured on the way: the shared generator
+    # advances by exactly one draw per noisy layer per training step (measurements rewind it).
+    import dataclasses
+
+    from landscape.config import ICSConfig, ProbeConfig, ScheduleConfig
+    from landscape.hooks import Event, hook
+    from landscape.train import train
+    from conftest import replace_train, tiny_config
+
+    steps = 5
+    config = replace_train(tiny_config(), steps=steps)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, norm="noisy_bn"), noise=NoiseConfig(seed=21),
+        probe=ProbeConfig(step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=1)),
+        ics=ICSConfig(schedule=ScheduleConfig(every=2)),
+    )
+    seen = {}
+
+    @hook(Event.TRAIN_END)
+    def grab(ctx):
+        layers = [m for m in ctx.model.modules() if isinstance(m, Noise)]
+        seen["layers"] = len(layers)
+        seen["state"] = layers[0].generator.get_state().clone()
+
+    train(config, run_dir=tmp_path / "r", hooks=[grab])
+    expected = torch.Generator().manual_seed(21)
+    for _ in range(seen["layers"] * steps):
+        torch.randint(0, 2**63 - 1, (1,), generator=expected)
+    assert seen["layers"] >= 2 and torch.equal(seen["state"], expected.get_state())

@@ -403,16 +403,45 @@ def test_bn_mode_eval_is_an_eval_mode_copy_for_every_normalization(norm):
 
 def test_filter_direction():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
-    x = torch.randn(5, 2, 6, 6)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double()
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (5,))
+    sizes = (0.05, 0.1, 0.5)
     r = probe_gradient(
-        model, nn.functional.cross_entropy, x, y, (0.1,), direction="filter",
+        model, nn.functional.cross_entropy, x, y, sizes, direction="filter",
         generator=torch.Generator().manual_seed(9), curvature=False,
     )
-    # ||d||^2 = sum over filters of ||w_filter||^2 (1-D parameters contribute nothing).
-    expected = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in model.parameters() if p.dim() > 1))
-    assert r.direction_norm == pytest.approx(expected, rel=1e-5)
+    # Li et al.'s direction, built here independently from the same Gaussian draw: every
+    # filter (slice along dim 0) of d has the norm of the matching filter of w; 1-D
+    # parameters (biases, BN affine) are zero.
+    draw = torch.Generator().manual_seed(9)
+    d = []
+    for p in model.parameters():
+        z = torch.randn(p.shape, generator=draw, dtype=p.dtype)
+        if p.dim() <= 1:
+            d.append(torch.zeros_like(p))
+            continue
+        dims = tuple(range(1, p.dim()))
+        d.append(z * torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True)
+                 / torch.linalg.vector_norm(z, dim=dims, keepdim=True))
+    for p, di in zip(model.parameters(), d):
+        if p.dim() > 1:
+            for w_filter, d_filter in zip(p.detach(), di):
+                assert float(d_filter.norm()) == pytest.approx(float(w_filter.norm()), rel=1e-12)
+    # The probe stepped along exactly this d: its losses and gradient changes are those at w - eta d.
+    loss = nn.functional.cross_entropy(model(x), y)
+    g = torch.autograd.grad(loss, list(model.parameters()))
+    for eta, probe_loss, probe_diff in zip(sizes, r.losses, r.grad_diffs):
+        moved = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, di in zip(moved.parameters(), d):
+                p.sub_(eta * di)
+        point = nn.functional.cross_entropy(moved(x), y)
+        grads = torch.autograd.grad(point, list(moved.parameters()))
+        assert probe_loss == pytest.approx(float(point.detach()), rel=1e-12)
+        diff = torch.cat([(a - b).flatten() for a, b in zip(grads, g)]).norm()
+        assert probe_diff == pytest.approx(float(diff), rel=1e-10)
+    assert r.direction_norm == pytest.approx(float(torch.cat([t.flatten() for t in d]).norm()), rel=1e-12)
     assert r.direction == "filter" and r.curvature is None
 
 

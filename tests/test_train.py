@@ -103,8 +103,25 @@ def test_stable_dln_trains(tmp_path):
     assert losses[-1] < losses[0]
 
 
-def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny):
-    config = replace_train(tiny, steps=14, checkpoint_every=100)
+RESUMABLE = {
+    "bn": {},
+    "noisy_bn": {"norm": "noisy_bn"},  # the noise generator's state
+    "augment": {"augment": True},  # the augmentation generator's state
+    "bf16": {"bf16": True},  # autocast and the probe's recomputed gradient
+}
+
+
+@pytest.mark.parametrize("variant", list(RESUMABLE))
+def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny, variant):
+    from landscape.config import ProbeConfig
+
+    change = RESUMABLE[variant]
+    config = replace_train(tiny, steps=14, checkpoint_every=100, bf16=change.get("bf16", False))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, norm=change.get("norm", "bn")),
+        data=dataclasses.replace(config.data, augment=change.get("augment", False)),
+        probe=ProbeConfig(step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=4)),
+    )
     full = train(config, run_dir=tmp_path / "full")
 
     @hook(Event.AFTER_STEP)
