@@ -55,7 +55,7 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     """Fail before anything is written: build each variant's model and hooks
     (an unknown model, a model that does not fit the data, or a layer the model
     does not have, raises ValueError)."""
-    from landscape.train import config_hooks
+    from landscape.assembly import config_hooks
 
     for config in configs:
         with torch.random.fork_rng():

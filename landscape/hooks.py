@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from landscape.ics import measure_ics
-from landscape.probes import Reduce, probe_gradient, training_grads
+from landscape.points import Reduce
+from landscape.probes import probe_gradient, training_grads
 
 Metrics = Mapping[str, float | Sequence[float]]
 

@@ -32,26 +32,21 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.modules.dropout import _DropoutNd
 
 from landscape.config import BN_MODES, DIRECTIONS
 from landscape.noise import NORM_LAYER_TYPES
-from landscape.state import (
-    RngSources, Workspace, cloned_buffers, flatten, fork_rng, replay_rng, rng_sources, tie_weights,
-    trainable_params,
-)
+from landscape.points import LossFn, PointEvaluator, Reduce
+from landscape.state import RngSources, Workspace, flatten, fork_rng, replay_rng, rng_sources, trainable_params
 
 logger = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Grads = Mapping[str, torch.Tensor | None] | Sequence[torch.Tensor | None]
-Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 METHODS = ("loop", "vmap", "auto")
 AUTO_VMAP_MAX_PARAMS = 1_000_000  # "auto" picks vmap on CUDA up to this many parameters
@@ -182,10 +177,6 @@ def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
-def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
-
-
 def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """The given gradient aligned with ``params``; a missing entry (unused parameter) is zero."""
     if isinstance(grad, Mapping):
@@ -235,118 +226,6 @@ def _direction(
         z_norm = torch.linalg.vector_norm(z, dim=dims, keepdim=True)
         out.append(z * (w_norm / z_norm.clamp_min(torch.finfo(z.dtype).tiny)))
     return out
-
-
-class _Evaluator:
-    """Loss and gradient at points w - eta d of the parameter space, evaluated in the
-    model itself with its working tensors (see :class:`Workspace`); every point starts
-    from the real buffers and from the same random draw."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        workspace: Workspace,
-        names: list[str],
-        rewind: Callable[[], None],
-        reduce: Reduce | None = None,
-    ) -> None:
-        self.model, self.loss_fn, self.inputs, self.targets = model, loss_fn, inputs, targets
-        self.space, self.names, self.rewind, self.reduce = workspace, names, rewind, reduce
-        self.leaves = workspace.leaves
-        self.d: list[torch.Tensor] = []
-        self.d_flat: torch.Tensor | None = None
-
-    def set_direction(self, d: list[torch.Tensor], d_flat: torch.Tensor) -> None:
-        self.d, self.d_flat = d, d_flat
-
-    def _forward(self, step_size: float) -> torch.Tensor:
-        self.space.move_to(self.d, self.d_flat, step_size)
-        self.rewind()
-        return self.loss_fn(self.model(self.inputs), self.targets)
-
-    def _zeros(self, grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
-        return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(self.leaves, grads)]
-
-    def _reduced(
-        self, loss: torch.Tensor, grads: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.reduce is None:
-            return loss, grads
-        loss, *grads = self.reduce([loss, *grads])
-        return loss, grads
-
-    def loss(self) -> torch.Tensor:
-        """L(w)."""
-        with torch.no_grad():
-            loss = self._forward(0.0).detach()
-        return loss if self.reduce is None else self.reduce([loss])[0]
-
-    def loss_and_grad(self, step_size: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """L(w - eta d) and its gradient."""
-        with torch.enable_grad():
-            loss = self._forward(step_size)
-            grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
-        return self._reduced(loss.detach(), self._zeros(grads))
-
-    def with_curvature(
-        self, g: list[torch.Tensor] | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """L(w), its gradient and g^T H g / ||g||^2 by double backward (g: the given
-        gradient, or this one when None; with ``reduce`` g must be given: g^T H_r g is
-        averaged over the ranks, which is g^T H g for the global g)."""
-        with torch.enable_grad():
-            loss = self._forward(0.0)
-            grads = self._zeros(torch.autograd.grad(loss, self.leaves, allow_unused=True, create_graph=True))
-            g = [gr.detach() for gr in grads] if g is None else g
-            gdot = _dot(grads, g)
-            if gdot.requires_grad:
-                hg = self._zeros(torch.autograd.grad(gdot, self.leaves, allow_unused=True))
-                ghg = _dot(hg, g).detach()
-            else:  # the gradient does not depend on w: H = 0
-                ghg = None
-        loss, grads = loss.detach(), [gr.detach() for gr in grads]
-        if self.reduce is not None:  # H = 0 on one shard means H = 0 on all: same model
-            loss, *rest = self.reduce([loss, *([] if ghg is None else [ghg.reshape(1)]), *grads])
-            ghg, grads = (None, rest) if ghg is None else (rest[0].reshape(()), rest[1:])
-        curvature = torch.zeros_like(gdot.detach()) if ghg is None else ghg / _dot(g, g)
-        return loss, grads, curvature
-
-    def points_by_loop(self, step_sizes: Sequence[float]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
-        for step_size in step_sizes:
-            yield self.loss_and_grad(step_size)
-
-    def points_by_vmap(
-        self, step_sizes: Sequence[float], chunk_size: int
-    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
-        # Train-mode BN updates its running stats in place; under vmap that only works on
-        # batched buffers, so every evaluation point gets its own stacked clone (of the
-        # real buffers: the working ones are reset to them first).
-        self.space.move_to(self.d, self.d_flat, 0.0)
-        buffers = cloned_buffers(self.model)
-        tied = tie_weights(self.model)
-
-        def loss_at(point: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor]) -> torch.Tensor:
-            output = functional_call(self.model, (point, bufs), (self.inputs,), tie_weights=tied)
-            return self.loss_fn(output, self.targets)
-
-        compute = vmap(grad_and_value(loss_at), in_dims=(0, 0), randomness="same")
-        params = self.space.params
-        for start in range(0, len(step_sizes), chunk_size):
-            chunk = step_sizes[start : start + chunk_size]
-            k = len(chunk)
-            points = {}
-            for name, p, di in zip(self.names, params, self.d):
-                etas = torch.tensor(chunk, dtype=p.dtype, device=p.device).view(-1, *[1] * p.dim())
-                points[name] = p.unsqueeze(0) - etas * di.unsqueeze(0)  # (k, *p.shape)
-            stacked = {n: b.unsqueeze(0).expand(k, *b.shape).clone() for n, b in buffers.items()}
-            self.rewind()
-            with torch.enable_grad():
-                grads, losses = compute(points, stacked)
-            for i in range(k):
-                yield self._reduced(losses[i].detach(), [grads[n][i].detach() for n in self.names])
 
 
 def probe_gradient(
@@ -442,7 +321,7 @@ def probe_gradient(
             local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
             base_loss = reduce([local.detach().reshape(1)])[0]
         with replay_rng(sources) as rewind:
-            evaluator = _Evaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
+            evaluator = PointEvaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
             base = _at_w(evaluator, g, reuse=reuse, base_loss=base_loss, curvature=curvature)
             d = _direction(direction, named, base.g, draw)
             g_flat = flatten(base.g)  # one flat vector: a few reductions per point instead of a few per tensor
@@ -528,7 +407,7 @@ class _AtW:
 
 
 def _at_w(
-    evaluator: _Evaluator, g: list[torch.Tensor] | None, *, reuse: bool, base_loss: torch.Tensor | float | None,
+    evaluator: PointEvaluator, g: list[torch.Tensor] | None, *, reuse: bool, base_loss: torch.Tensor | float | None,
     curvature: bool,
 ) -> _AtW:
     """g and L(w): the caller's where they can be reused, else evaluated (with the

@@ -1,0 +1,142 @@
+"""How a run's configuration becomes the parts the training loop works with: the
+seeded model (the paper's init, this process's noise seed, the run's dtype, checked
+against the data), the optimizer (plain SGD by default, as the paper), the
+measurement hooks the config asks for, and the record of the environment that
+every run's config.json keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import itertools
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import landscape
+from landscape import distributed
+from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
+from landscape.data import check_fits_data
+from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
+from landscape.hooks import DenseEarly, Hook, ICSHook, ProbeHook, Scheduled
+from landscape.models import build_model
+from landscape.probes import choose_method
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, git commit and device, saved in every run's config.json."""
+    import torchvision
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(landscape.__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "landscape": landscape.__version__,
+        },
+        "git_commit": commit,
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "host": socket.gethostname(),
+    }
+
+
+def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{config.name or config.model.name + '-' + config.model.norm}-{stamp}"
+    path = base
+    for i in itertools.count(1):
+        if not path.exists():
+            return path
+        path = base.with_name(f"{base.name}-{i}")
+    raise AssertionError("unreachable")
+
+
+def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    t = config.train
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
+    return Scheduled(DenseEarly(schedule.every, schedule.dense_until, schedule.dense_every), hook)
+
+
+def default_distribution_layers(model: nn.Module) -> tuple[int, ...]:
+    """The paper's layers #2, #9 and #13 (VGG-16) where the model has them; else its
+    second, middle and last activation sites."""
+    n = len(activation_sites(model))
+    if n >= 13:
+        return PAPER_LAYERS
+    return tuple(sorted({min(2, n), (n + 1) // 2, n}))
+
+
+def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
+    """The measurement hooks a run's config asks for (probes, ICS, layer-input
+    distributions), so a resumed run gets them back."""
+    hooks: list[Hook] = []
+    ddp = distributed.world_size() > 1  # measure on the global batch: every rank holds a shard
+    reduce = distributed.all_reduce_mean if ddp else None
+    p = config.probe
+    if p is not None:
+        probe = ProbeHook(
+            p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
+            seed=config.train.seed, curvature=p.curvature, reduce=reduce,
+            method=choose_method(p.method, model), chunk_size=p.chunk_size,
+            # Under bf16 autocast the training gradient is not the gradient of the
+            # (float32) loss the probe evaluates: the probe computes its own.
+            reuse_grad=not config.train.bf16,
+        )
+        hooks.append(_scheduled(p.schedule, probe))
+    if config.ics is not None:
+        hooks.append(_scheduled(config.ics.schedule, ICSHook(reduce=reduce)))
+    d = config.distributions
+    if d is not None:
+        layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model)
+        dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed,
+                                       global_batch=ddp)
+        dist.resolve(model)  # a layer that does not exist is bad input: fail before training
+        hooks.append(_scheduled(d.schedule, dist))
+    return hooks
+
+
+def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The network a run starts from: seeded with the run's seed and built by
+    :func:`landscape.models.build_model` (so every variant of an experiment starts
+    exactly as its standalone build), with this process's noise seed
+    (:func:`rank_noise`), on ``device`` in the run's dtype.
+
+    Raises:
+        ValueError: the model cannot be built, or does not fit the data (checked on
+            two examples before any data is loaded).
+    """
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, noise=rank_noise(config.noise, distributed.rank()))
+    model = model.to(device, getattr(torch, config.train.dtype))
+    check_fits_data(config, model)
+    return model
+
+
+def rank_noise(noise: NoiseConfig, rank: int) -> NoiseConfig:
+    """The noise constants process ``rank`` uses: ``noise`` itself on rank 0 (so a
+    one-process run uses the configured seed), a seed of its own derived from
+    (seed, rank) on the others, so that ranks holding different shards of a global
+    batch draw independent noise (Algorithm 1 draws it per element)."""
+    if rank == 0:
+        return noise
+    seeds = torch.randint(2**62, (rank,), generator=torch.Generator().manual_seed(noise.seed))
+    return dataclasses.replace(noise, seed=int(seeds[-1]))
+
+
+def unscheduled(hook: Hook) -> Hook:
+    """The hook a schedule wraps (the hook itself when it is not scheduled)."""
+    return hook.hook if isinstance(hook, Scheduled) else hook
