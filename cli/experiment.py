@@ -79,14 +79,16 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
 
 
 def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, progress: bool,
-            report: bool, layout: str) -> None:
+            report: bool, layout: str, seeds: tuple[int, ...] | None = None) -> None:
     """What every experiment command does once its options are read: take the variants
-    from ``--resume``'s experiment.json or from ``build()``, print the plan and its timed
-    estimate, and (unless ``--dry-run``) run them."""
+    from ``--resume``'s experiment.json or from ``build()`` (once per seed with
+    ``seeds``), print the plan and its timed estimate, and (unless ``--dry-run``) run them."""
     if resume_dir is not None:
         configs, exp_dir = resume_configs(resume_dir, kind), resume_dir
     else:
-        configs = build()
+        from landscape.experiments import with_seeds
+
+        configs = build() if seeds is None else with_seeds(build(), seeds)
         exp_dir = new_experiment_dir(run_dir, kind, configs[0].model.name)
     click.echo(plan(configs))
     if not dry_run:
@@ -106,6 +108,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
                else f"ddp: each run in turn on all {world} processes")
         click.echo(f"layout: {how}")
     show_progress = show_progress and distributed.is_main()  # rank 0's bars only
+    verdicts = None
     try:
         results = run_experiment(
             configs, exp_dir, kind=kind,
@@ -113,10 +116,14 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
             extra={"configs": [c.to_dict() for c in configs]}, layout=layout,
         )
     finally:
-        if report and distributed.is_main():
-            path = write_report(exp_dir)
-            if path is not None:
-                click.echo(f"report: {path}")
+        if distributed.is_main():
+            verdicts = write_claims(exp_dir, kind, configs[0])
+            if report:
+                path = write_report(exp_dir)
+                if path is not None:
+                    click.echo(f"report: {path}")
+    if verdicts is not None:
+        click.echo(verdicts)
     for config, result in zip(configs, results):
         if result is None:
             click.echo(f"{exp_dir / config.name}: already complete")
@@ -124,6 +131,23 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
             echo_result(result)
     if any(r is not None and r.status == "interrupted" for r in results):
         click.echo(f"continue with: landscape {kind} --resume {exp_dir}")
+
+
+def write_claims(exp_dir: Path, kind: str, config) -> str | None:
+    """The paper's claims on the experiment's runs: ``claims.json`` beside them and the
+    printed table (None when no run was created)."""
+    from landscape.paper import paper_config, total_steps
+    from landscape.report import claims, data
+    from landscape.runs import CLAIMS, StoreError, write_json_atomic
+
+    try:
+        records = data.load_runs([exp_dir])
+    except StoreError:  # interrupted before any run was created
+        return None
+    paper_steps = total_steps(paper_config(config.model.name, kind if kind != "train" else "probe"))
+    found = claims.experiment_claims(records, kind, paper_steps)
+    write_json_atomic(exp_dir / CLAIMS, [c.to_dict() for c in found])
+    return "claims (see README, 'Claims and verdicts'):\n" + claims.table(found)
 
 
 def write_report(exp_dir: Path) -> Path | None:

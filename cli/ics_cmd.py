@@ -12,7 +12,7 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, model_options, split_norms, train_options,
+    build_run_config, data_options, experiment_options, model_options, parse_seeds, split_norms, train_options,
 )
 
 def _schedule(default, every: int | None):
@@ -41,7 +41,7 @@ def _layers(text: str | None) -> tuple[str, ...]:
 @nproc_option()
 @friendly_errors
 def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, channels: int, bins: int,
-              dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, report: bool,
+              dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool,
               progress: bool, layout: str, **options) -> None:
     """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
@@ -60,6 +60,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
         return variants(dataclasses.replace(base, distributions=dist), norms)
 
     experiment.execute("ics-noise", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
+                       seeds=parse_seeds(seeds, options["seed"]),
                        progress=progress, report=report, layout=layout)
 
 
@@ -76,7 +77,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
 @nproc_option()
 @friendly_errors
 def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
-        resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, layout: str, **options) -> None:
+        resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
     """Internal covariate shift (Definition 2.1, Fig. 3): for every layer, the change
     of its gradient when the earlier layers take their optimizer step first, as l2
     distance and cosine; with and without BN, at two learning rates.
@@ -104,5 +105,6 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
             for lr in rates for n in norms
         ]
 
-    experiment.execute("ics", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run, progress=progress,
+    experiment.execute("ics", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
+                       seeds=parse_seeds(seeds, options["seed"]), progress=progress,
                        report=report, layout=layout)

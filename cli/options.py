@@ -97,6 +97,9 @@ def experiment_options(kind: str) -> Callable:
         click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help=f"Continue an interrupted {kind} experiment (other options are ignored)."),
         click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
+        click.option("--seeds", default=None,
+                     help="Run every variant once per seed, as runs VARIANT/seedS: a count N (seeds --seed, "
+                          "--seed+1, ...) or a comma list of seeds. Verdicts then need every seed to agree."),
         click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
         click.option("--layout", type=click.Choice(["auto", "ddp", "spread"]), default="auto", show_default=True,
@@ -134,6 +137,25 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     if o["eval_every"] is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
     return config
+
+
+def parse_seeds(text: str | None, first: int) -> tuple[int, ...] | None:
+    """``--seeds``: None (one run per variant, as named), a count N (``first`` ...
+    ``first + N - 1``) or a comma list of distinct seeds."""
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        values = [int(x) for x in items]
+    except ValueError:
+        raise click.BadParameter(f"not a count or a comma list of integers: {text!r}", param_hint="--seeds") from None
+    if "," not in text:
+        if not values or values[0] < 1:
+            raise click.BadParameter("give a positive count or a comma list of seeds", param_hint="--seeds")
+        return tuple(range(first, first + values[0]))
+    if not values or len(set(values)) != len(values):
+        raise click.BadParameter("give distinct seeds", param_hint="--seeds")
+    return tuple(values)
 
 
 def split_norms(text: str) -> list[str]:

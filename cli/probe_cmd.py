@@ -12,7 +12,7 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, model_options, split_norms, train_options,
+    build_run_config, data_options, experiment_options, model_options, parse_seeds, split_norms, train_options,
 )
 
 
@@ -47,7 +47,7 @@ from landscape_cli.options import (
 def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
           dense_until: int | None, dense_every: int | None, curvature: bool, probe_method: str,
           probe_chunk_size: int | None, run_dir: Path | None,
-          resume_dir: Path | None, dry_run: bool, report: bool, progress: bool, layout: str, **options) -> None:
+          resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
     """Train MODEL once per normalization (default: without and with BatchNorm) from
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient
@@ -80,5 +80,6 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
         probe_cfg = dataclasses.replace(probe_cfg, schedule=schedule)
         return variants(dataclasses.replace(base, probe=probe_cfg), norms)
 
-    experiment.execute("probe", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run, progress=progress,
+    experiment.execute("probe", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
+                       seeds=parse_seeds(seeds, options["seed"]), progress=progress,
                        report=report, layout=layout)

@@ -51,6 +51,19 @@ def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     ]
 
 
+def with_seeds(configs: Sequence[RunConfig], seeds: Sequence[int]) -> list[RunConfig]:
+    """Every variant once per seed, named ``VARIANT/seedS`` (a run directory per seed
+    inside the variant's): the seed of the weights, the data order and the noise; the
+    data set itself stays the same."""
+    return [
+        dataclasses.replace(
+            c, name=f"{c.name}/seed{seed}", train=dataclasses.replace(c.train, seed=seed),
+            noise=dataclasses.replace(c.noise, seed=seed),
+        )
+        for seed in seeds for c in configs
+    ]
+
+
 def check_configs(configs: Sequence[RunConfig]) -> None:
     """Fail before anything is written: build each variant's model and hooks
     (an unknown model, a model that does not fit the data, or a layer the model

@@ -34,6 +34,7 @@ import numpy as np
 CONFIG = "config.json"
 METRICS = "metrics.sqlite"
 EXPERIMENT = "experiment.json"
+CLAIMS = "claims.json"  # the paper's claims on an experiment (landscape.report.claims)
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 _SCHEMA = """

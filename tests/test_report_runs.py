@@ -37,6 +37,7 @@ def experiments(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for kind, args in COMMANDS.items():
         result = CliRunner().invoke(cli, [*args, "--run-dir", str(root / kind)])
         assert result.exit_code == 0, result.output
+        assert "claims (see README" in result.output
         out[kind] = root / kind
     return out
 
@@ -87,3 +88,22 @@ def test_a_missing_series_is_said_not_silently_skipped(experiments):
     assert page.count('class="missing"') >= 3 * len(runs)  # landscape, predictiveness, smoothness
     assert f"{runs[0].label}: nothing recorded yet for probe/loss" in page
     assert '<section id="smoothness">' in page  # shown, with the note, although nothing is drawn
+
+
+CLAIMED = {"probe": "BN narrows the loss along the gradient (a smoother loss landscape)",
+           "ics": "ICS with BN is not smaller than without (lr 0.05)",
+           "ics-noise": "noisy BN still trains better than the standard network"}
+
+
+@pytest.mark.parametrize("kind", list(COMMANDS))
+def test_every_experiment_writes_its_claims_and_the_report_shows_them_first(experiments, kind):
+    import json
+
+    written = json.loads((experiments[kind] / "claims.json").read_text())
+    assert {"figure", "claim", "statistic", "values", "verdict"} <= set(written[0])
+    claim = next(c for c in written if c["claim"] == CLAIMED[kind])
+    # 6 steps of the paper's thousands: numbers, but no verdict.
+    assert claim["verdict"] == "inconclusive" and "of the paper's" in claim["reason"] and claim["values"]
+    page = (experiments[kind] / "report.html").read_text(encoding="utf-8")
+    assert page.index('<section id="claims">') < page.index('<section id="runs">')
+    assert CLAIMED[kind] in page

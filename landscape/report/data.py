@@ -15,6 +15,7 @@ stays small; the run store keeps every record.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from landscape.runs import RunStore, StoreError, find_runs
+from landscape.runs import CLAIMS, RunStore, StoreError, find_runs
 
 # Fixed colours by config["model"]["norm"], so a norm looks the same in every report.
 NORM_COLORS: dict[str, str] = {
@@ -131,6 +132,21 @@ def load_run(path: str | Path) -> RunRecord:
             )
     except (sqlite3.DatabaseError, ValueError) as e:
         raise StoreError(f"{path}: corrupt run store ({e})") from None
+
+
+def load_claims(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The claims.json of every given experiment directory that has one (an unreadable
+    one is left out: the runs are still reported)."""
+    claims: list[dict[str, Any]] = []
+    for path in paths:
+        file = Path(path) / CLAIMS
+        if file.is_file():
+            try:
+                loaded = json.loads(file.read_text())
+            except (OSError, ValueError):
+                continue
+            claims.extend(c for c in loaded if isinstance(c, dict)) if isinstance(loaded, list) else None
+    return claims
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:

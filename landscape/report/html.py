@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime
 import html
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.offline
@@ -44,6 +45,9 @@ table.runs th[scope=row] { background: #f6f6f6; white-space: nowrap; }
 .status-diverged, .status-failed { color: #b00; font-weight: 600; }
 .status-interrupted, .status-running { color: #a60; }
 p.missing { color: #a60; }
+.verdict-supports { color: #070; font-weight: 600; }
+.verdict-contradicts { color: #b00; font-weight: 600; }
+.verdict-inconclusive { color: #a60; }
 footer { color: #777; font-size: 0.85em; border-top: 1px solid #ddd; padding-top: 8px; }
 """
 
@@ -165,10 +169,36 @@ def runs_table(runs: Sequence[RunRecord]) -> str:
     return f'<table class="runs"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def render_page(runs: Sequence[RunRecord], title: str) -> str:
-    """The whole page as a string."""
+def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
+    """The paper's claims with their verdicts and numbers; every cell escaped."""
+    rows = []
+    for c in claims:
+        verdict = str(c.get("verdict", ""))
+        numbers = "; ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                            for k, v in (c.get("values") or {}).items())
+        reason = f'<br><span class="note">{html.escape(str(c["reason"]))}</span>' if c.get("reason") else ""
+        rows.append(
+            f"<tr><td>{html.escape(str(c.get('figure', '')))}</td>"
+            f'<td class="verdict-{html.escape(verdict)}">{html.escape(verdict)}</td>'
+            f"<td>{html.escape(str(c.get('claim', '')))}{reason}</td>"
+            f"<td>{html.escape(str(c.get('statistic', '')))}<br>{html.escape(numbers)}</td></tr>"
+        )
+    head = "<tr><th>figure</th><th>verdict</th><th>claim</th><th>statistic and numbers</th></tr>"
+    return f'<table class="runs claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The whole page as a string; ``claims`` (from claims.json) make its first section."""
     parts = []
     nav = ['<a href="#runs">Runs</a>']
+    first = ""
+    if claims:
+        nav.insert(0, '<a href="#claims">Claims</a>')
+        first = (
+            '<section id="claims"><h2>Claims of the paper</h2><p class="note">Each claim as a statistic of these '
+            "runs, with its verdict (thresholds in the README, 'Claims and verdicts').</p>"
+            f"{claims_table(claims)}</section>"
+        )
     count = 0
     for section in SECTIONS:
         figures = [f for f in section.figures(runs) if f.data]
@@ -196,6 +226,7 @@ def render_page(runs: Sequence[RunRecord], title: str) -> str:
 </head>
 <body>
 <header><h1>{html.escape(title)}</h1><nav>{"".join(nav)}</nav></header>
+{first}
 <section id="runs"><h2>Runs</h2>{runs_table(runs)}</section>
 {"".join(parts)}
 <footer>landscape {html.escape(__version__)} · generated {html.escape(generated)} ·
@@ -228,7 +259,7 @@ def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title:
     runs = data.load_runs(run_dirs)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    page = render_page(runs, title or default_title(run_dirs)).encode("utf-8")
+    page = render_page(runs, title or default_title(run_dirs), data.load_claims(run_dirs)).encode("utf-8")
     # A report written at Ctrl-C or while a browser reloads is either old or complete.
     write_atomic(output_path, lambda f: f.write(page), mode=0o644)
     log.info("wrote report of %d run(s) to %s", len(runs), output_path)

@@ -1,0 +1,384 @@
+"""The paper's claims as statistics of an experiment's runs, each with a verdict
+(Santurkar et al. 2018): ``supports``, ``contradicts`` or ``inconclusive``, and the
+numbers behind it. Pure numpy on run records, like the rest of the report.
+
+Claims by experiment kind:
+
+* ``probe`` (Fig. 4; Fig. 10 for the deep linear network): without BN against with
+  BN, the ratios of the median and of the 90th percentile over the probe steps of
+  the loss-band width (max - min over the step sizes of L(w - eta g)), the gradient
+  predictiveness (the largest ||grad L(w - eta g) - g||) and beta_eff; BN's median
+  beta_eff against the stability limit 2/eta; the test-accuracy gain from BN (the
+  seed review's reading). Every other normalization (l_p, noisy BN) is compared
+  with BN by the loss-band width (Fig. 5, 6: they should behave like BN).
+* ``ics`` (Fig. 3): ICS (the l2 change of a layer's gradient) with BN against
+  without, per learning rate: BN's is not smaller.
+* ``ics-noise`` (Fig. 2, 7): noisy BN's test accuracy against the standard
+  network's, and the drift of its layer-input moments against the standard's.
+
+Verdicts (:data:`RATIO`, :data:`ACCURACY_MARGIN`, :data:`MIN_FRACTION`): a ratio
+claim supports when every ratio it names is at least ``RATIO`` in the claimed
+direction, contradicts when every one is at least ``RATIO`` the other way, and is
+inconclusive otherwise. With several seeds the verdict is taken per seed: the
+claim holds its verdict only when every seed gives it, else it is inconclusive
+("seeds disagree"). A run shorter than ``MIN_FRACTION`` of the paper's steps makes
+every claim inconclusive, whatever its numbers, which are reported all the same.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from landscape.report.data import RunRecord
+
+RATIO = 1.25  # a ratio counts in a direction when it is at least this (or at most 1/this)
+ACCURACY_MARGIN = 0.01  # a test-accuracy difference counts when it is at least one point
+MIN_FRACTION = 0.25  # runs shorter than this fraction of the paper's steps are inconclusive
+VERDICTS = ("supports", "contradicts", "inconclusive")
+_SEED = re.compile(r"^(?P<variant>.+)/seed(?P<seed>-?\d+)$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, checked on one experiment."""
+
+    figure: str
+    claim: str
+    statistic: str
+    values: dict[str, float]  # per variant (seed means), or the statistic per seed
+    verdict: str
+    reason: str = ""
+    per_seed: dict[str, str] = field(default_factory=dict)  # seed -> its own verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_seed(label: str) -> tuple[str, int | None]:
+    """``"bn/seed3"`` -> ``("bn", 3)``; a name without a seed -> ``(name, None)``."""
+    match = _SEED.match(label)
+    return (match["variant"], int(match["seed"])) if match else (label, None)
+
+
+def by_variant(records: Sequence[RunRecord]) -> dict[str, dict[int | None, RunRecord]]:
+    """Runs grouped by variant name, then by seed."""
+    out: dict[str, dict[int | None, RunRecord]] = {}
+    for record in records:
+        variant, seed = split_seed(record.label)
+        out.setdefault(variant, {})[seed] = record
+    return out
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=float).ravel()
+    return values[np.isfinite(values)]
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    values = _finite(values)
+    return float(np.quantile(values, q)) if values.size else math.nan
+
+
+def _per_step(record: RunRecord, name: str, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One number per recorded step of an array metric (``reduce`` over its columns)."""
+    if name not in record.series:
+        return np.empty(0)
+    values = np.asarray(record.series[name][1], dtype=float)
+    if values.ndim == 1:
+        return values
+    with warnings.catch_warnings():  # all-NaN rows (a diverged probe) stay NaN, as meant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return reduce(values)
+
+
+def band_width(record: RunRecord) -> np.ndarray:
+    """max - min over the step sizes of L(w - eta g), per probe step (Fig. 4a)."""
+    return _per_step(record, "probe/loss", lambda v: np.nanmax(v, axis=1) - np.nanmin(v, axis=1))
+
+
+def predictiveness(record: RunRecord) -> np.ndarray:
+    """The largest ||grad L(w - eta g) - g|| over the step sizes, per probe step (Fig. 4b)."""
+    return _per_step(record, "probe/grad_diff", lambda v: np.nanmax(v, axis=1))
+
+
+def beta(record: RunRecord) -> np.ndarray:
+    return _per_step(record, "probe/beta", lambda v: v)
+
+
+def final(record: RunRecord, name: str) -> float:
+    if name not in record.series or not len(record.series[name][1]):
+        return math.nan
+    return float(np.asarray(record.series[name][1], dtype=float).ravel()[-1])
+
+
+def _ratio_verdict(ratios: Sequence[float]) -> str:
+    """``supports`` when every ratio is >= RATIO, ``contradicts`` when every one is
+    <= 1/RATIO, else ``inconclusive`` (NaN counts as neither)."""
+    if ratios and all(r >= RATIO for r in ratios):
+        return "supports"
+    if ratios and all(r <= 1 / RATIO for r in ratios):
+        return "contradicts"
+    return "inconclusive"
+
+
+def _difference_verdict(difference: float) -> str:
+    if difference >= ACCURACY_MARGIN:
+        return "supports"
+    if difference <= -ACCURACY_MARGIN:
+        return "contradicts"
+    return "inconclusive"
+
+
+def _combine(per_seed: dict[str, str], too_short: str) -> tuple[str, str]:
+    """One verdict from the seeds' verdicts, and the reason when it is inconclusive."""
+    verdicts = set(per_seed.values())
+    if too_short:
+        return "inconclusive", too_short
+    if not verdicts:
+        return "inconclusive", "no paired runs with data"
+    if len(verdicts) > 1:
+        return "inconclusive", "seeds disagree: " + ", ".join(f"seed {s} {v}" for s, v in per_seed.items())
+    (verdict,) = verdicts
+    return verdict, "" if verdict != "inconclusive" else "the difference is within the thresholds"
+
+
+def _paired_claim(
+    groups: Mapping[str, Mapping[int | None, RunRecord]],
+    first: str,
+    second: str,
+    *,
+    figure: str,
+    claim: str,
+    statistic: str,
+    measure: Callable[[RunRecord], dict[str, float]],
+    judge: Callable[[dict[str, float], dict[str, float]], tuple[dict[str, float], str]],
+    too_short: str,
+) -> Claim | None:
+    """A claim comparing variant ``first`` with ``second`` seed by seed: ``measure`` gives
+    a run's numbers, ``judge`` the compared numbers and one seed's verdict."""
+    if first not in groups or second not in groups:
+        return None
+    seeds = [s for s in groups[first] if s in groups[second]]
+    if not seeds:
+        return None
+    values: dict[str, list[float]] = {}
+    per_seed: dict[str, str] = {}
+    for seed in seeds:
+        a, b = measure(groups[first][seed]), measure(groups[second][seed])
+        compared, verdict = judge(a, b)
+        per_seed["0" if seed is None else str(seed)] = verdict
+        for key, value in {**{f"{first}: {k}": v for k, v in a.items()},
+                           **{f"{second}: {k}": v for k, v in b.items()}, **compared}.items():
+            values.setdefault(key, []).append(value)
+    verdict, reason = _combine(per_seed, too_short)
+    means = {k: float(np.mean(v)) if not any(math.isnan(x) for x in v) else math.nan for k, v in values.items()}
+    return Claim(figure, claim, statistic, means, verdict, reason, per_seed if len(seeds) > 1 else {})
+
+
+def _smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    claims = []
+    for name, series, what in (
+        ("loss-band width", band_width, "BN narrows the loss along the gradient (a smoother loss landscape)"),
+        ("gradient predictiveness", predictiveness, "with BN the gradient changes less along its own direction"),
+        ("beta_eff", beta, "BN lowers the effective beta-smoothness"),
+    ):
+        def measure(record: RunRecord, series=series) -> dict[str, float]:
+            values = series(record)
+            return {"median": _quantile(values, 0.5), "p90": _quantile(values, 0.9)}
+
+        def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+            ratios = {"median ratio none/bn": a["median"] / b["median"], "p90 ratio none/bn": a["p90"] / b["p90"]}
+            return ratios, _ratio_verdict(list(ratios.values()))
+
+        claim = _paired_claim(groups, "none", "bn", figure=figure, claim=what,
+                              statistic=f"{name}: median and p90 over the probe steps, without / with BN",
+                              measure=measure, judge=judge, too_short=too_short)
+        if claim is not None:
+            claims.append(claim)
+    return claims
+
+
+def _stability_claim(groups, figure: str, too_short: str) -> Claim | None:
+    if "bn" not in groups:
+        return None
+    per_seed, values = {}, {}
+    for seed, record in groups["bn"].items():
+        lr = record.lr
+        median = _quantile(beta(record), 0.5)
+        if lr is None or math.isnan(median):
+            continue
+        ratio = median * lr / 2
+        key = "0" if seed is None else str(seed)
+        values[f"seed {key}: median beta_eff / (2/eta)"] = ratio
+        per_seed[key] = "supports" if ratio <= 1 / RATIO else "contradicts" if ratio >= RATIO else "inconclusive"
+    if not per_seed:
+        return None
+    verdict, reason = _combine(per_seed, too_short)
+    if verdict == "inconclusive" and not too_short and not reason.startswith("seeds"):
+        reason = "BN's median beta_eff is within a factor 1.25 of 2/eta: at the edge of stability"
+    return Claim(figure, "with BN, beta_eff stays below the stability limit 2/eta of the training step size",
+                 "BN's median beta_eff over the probe steps divided by 2/eta", values, verdict, reason,
+                 per_seed if len(per_seed) > 1 else {})
+
+
+def _accuracy_claim(groups, first: str, second: str, figure: str, what: str, too_short: str) -> Claim | None:
+    def measure(record: RunRecord) -> dict[str, float]:
+        return {"final test accuracy": final(record, "test/acc")}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        difference = a["final test accuracy"] - b["final test accuracy"]
+        verdict = "inconclusive" if math.isnan(difference) else _difference_verdict(difference)
+        return {f"{first} - {second}": difference}, verdict
+
+    return _paired_claim(groups, first, second, figure=figure, claim=what,
+                         statistic=f"final test accuracy, {first} minus {second}", measure=measure, judge=judge,
+                         too_short=too_short)
+
+
+def _like_bn_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 5, 6: l_p (and noisy) normalizations behave like BN (loss-band width within RATIO)."""
+    claims = []
+    for other in ("l1", "l2", "linf", "noisy_bn"):
+        def measure(record: RunRecord) -> dict[str, float]:
+            return {"median loss-band width": _quantile(band_width(record), 0.5)}
+
+        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
+            ratio = a["median loss-band width"] / b["median loss-band width"]
+            if math.isnan(ratio):
+                verdict = "inconclusive"
+            else:
+                verdict = "supports" if 1 / RATIO < ratio < RATIO else "contradicts"
+            return {f"ratio {other}/bn": ratio}, verdict
+
+        claim = _paired_claim(groups, other, "bn", figure="Fig. 5, 6",
+                              claim=f"{other} smooths the landscape as BN does",
+                              statistic=f"median loss-band width, {other} / bn (within a factor {RATIO})",
+                              measure=measure, judge=judge, too_short=too_short)
+        if claim is not None:
+            claims.append(claim)
+    return claims
+
+
+def _ics_claims(records: Sequence[RunRecord], too_short: str) -> list[Claim]:
+    """Fig. 3: per learning rate, ICS with BN is not smaller than without."""
+    def layers_median(record: RunRecord) -> dict[str, float]:
+        values = [np.asarray(v, dtype=float) for name, (_, v) in record.series.items()
+                  if name.startswith("ics/l2/#") and name != "ics/l2/#1"]  # layer 1's ICS is 0 by definition
+        cosines = [np.asarray(v, dtype=float) for name, (_, v) in record.series.items()
+                   if name.startswith("ics/cosine/#") and name != "ics/cosine/#1"]
+        return {"median l2": _quantile(np.concatenate(values), 0.5) if values else math.nan,
+                "median cosine": _quantile(np.concatenate(cosines), 0.5) if cosines else math.nan}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        ratio = a["median l2"] / b["median l2"]
+        verdict = "inconclusive" if math.isnan(ratio) else "supports" if ratio > 1 / RATIO else "contradicts"
+        return {"l2 ratio bn/none": ratio}, verdict
+
+    groups = by_variant(records)
+    lrs = sorted({v.rpartition("-lr")[2] for v in groups if "-lr" in v})
+    claims = []
+    for lr in lrs:
+        claim = _paired_claim(groups, f"bn-lr{lr}", f"none-lr{lr}", figure="Fig. 3",
+                              claim=f"ICS with BN is not smaller than without (lr {lr})",
+                              statistic=f"median over layers #2.. and steps of ||G - G'||, bn / none (> 1/{RATIO})",
+                              measure=layers_median, judge=judge, too_short=too_short)
+        if claim is not None:
+            claims.append(claim)
+    return claims
+
+
+def _drift(record: RunRecord) -> dict[str, float]:
+    """Mean over layers, channels and steps of |mean drift| and |variance drift| of the layer inputs."""
+    out = {}
+    for kind in ("mean_drift", "var_drift"):
+        values = [np.abs(np.asarray(v, dtype=float)) for name, (_, v) in record.series.items()
+                  if name.startswith(f"dist/{kind}/")]
+        out[kind] = float(np.mean(np.concatenate([_finite(v) for v in values]))) if values else math.nan
+    return out
+
+
+def _noise_claims(groups, too_short: str) -> list[Claim]:
+    claims = []
+    accuracy = _accuracy_claim(groups, "noisy_bn", "none", "Fig. 2, 7",
+                               "noisy BN still trains better than the standard network", too_short)
+    if accuracy is not None:
+        claims.append(accuracy)
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        ratios = {f"{k} ratio noisy_bn/none": a[k] / b[k] for k in ("mean_drift", "var_drift")}
+        return ratios, _ratio_verdict(list(ratios.values()))
+
+    drift = _paired_claim(groups, "noisy_bn", "none", figure="Fig. 2, 7",
+                          claim="noisy BN's layer inputs drift more than the standard network's (more 'ICS')",
+                          statistic="mean |drift| of the layer inputs' per-channel mean and variance, noisy_bn / none",
+                          measure=_drift, judge=judge, too_short=too_short)
+    if drift is not None:
+        claims.append(drift)
+    return claims
+
+
+def _gate(records: Sequence[RunRecord], paper_steps: int | None) -> str:
+    """Why no verdict can be given whatever the numbers: runs not complete, or too
+    short against the paper's; empty when verdicts may be given."""
+    unfinished = [r.label for r in records if r.status not in ("finished", "diverged")]
+    if unfinished:
+        return f"runs not complete: {', '.join(unfinished)}"
+    if not paper_steps:
+        return ""
+    steps = [r.config.get("total_steps") for r in records]
+    shortest = min((s for s in steps if isinstance(s, (int, float))), default=None)
+    if shortest is None or shortest >= MIN_FRACTION * paper_steps:
+        return ""
+    return (f"runs of {shortest:g} steps are {100 * shortest / paper_steps:.1f}% of the paper's {paper_steps}; "
+            f"verdicts need at least {100 * MIN_FRACTION:.0f}%")
+
+
+def experiment_claims(records: Sequence[RunRecord], kind: str, paper_steps: int | None = None) -> list[Claim]:
+    """The paper's claims on one experiment's runs.
+
+    Args:
+        records: the runs (names as the commands give them: ``bn``, ``bn/seed1``,
+            ``none-lr0.1``, ...).
+        kind: ``probe``, ``ics`` or ``ics-noise``.
+        paper_steps: the paper's optimizer steps for this model (for the
+            short-run rule); None: no such rule. Runs that are not complete
+            (running, interrupted) make every verdict inconclusive.
+
+    Returns:
+        The claims that the variants present allow, in the paper's figure order.
+    """
+    too_short = _gate(records, paper_steps)
+    if kind == "ics":
+        return _ics_claims(records, too_short)
+    groups = by_variant(records)
+    if kind == "ics-noise":
+        return _noise_claims(groups, too_short)
+    family = next((r.config.get("model", {}).get("name", "") for r in records), "")
+    figure = "Fig. 10" if family == "dln" else "Fig. 4"
+    claims = _smoothness_claims(groups, figure, too_short)
+    stability = _stability_claim(groups, figure, too_short)
+    if stability is not None:
+        claims.append(stability)
+    accuracy = _accuracy_claim(groups, "bn", "none", "seed review", "BN raises the test accuracy", too_short)
+    if accuracy is not None and not math.isnan(next(iter(accuracy.values.values()), math.nan)):
+        claims.append(accuracy)
+    return claims + _like_bn_claims(groups, too_short)
+
+
+def table(claims: Sequence[Claim]) -> str:
+    """The claims as a short plain-text table (what the commands print)."""
+    if not claims:
+        return "claims: none apply to these variants"
+    rows = [("figure", "verdict", "claim", "numbers")]
+    for c in claims:
+        numbers = ", ".join(f"{k} {v:.3g}" for k, v in c.values.items() if "ratio" in k or " - " in k or "/" in k)
+        rows.append((c.figure, c.verdict, c.claim, numbers + (f" [{c.reason}]" if c.reason else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
