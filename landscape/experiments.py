@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
@@ -40,7 +39,7 @@ from landscape.models.init import is_weight_layer
 from landscape.paper import count_steps
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
 from landscape.syncbn import convert_sync_batchnorm
-from landscape.train import Progress, TrainResult, train
+from landscape.train import TrainResult, train
 
 log = logging.getLogger(__name__)
 

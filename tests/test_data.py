@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.datasets import CIFAR10
 
 from landscape.config import DataConfig

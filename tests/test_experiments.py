@@ -15,7 +15,7 @@ from landscape.runs import RunStore
 from landscape.train import train
 from landscape_cli.main import cli
 
-from conftest import replace_train, tiny_config
+from conftest import replace_train
 
 PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), schedule=ScheduleConfig(every=3, dense_until=4, dense_every=1),
                     curvature=True)

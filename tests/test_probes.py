@@ -4,7 +4,6 @@ computations and finite differences, plus state preservation."""
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch

@@ -13,7 +13,7 @@ from landscape.hooks import Event, at_steps, every, hook
 from landscape.runs import RunStore
 from landscape.train import train
 
-from conftest import replace_train, tiny_config
+from conftest import replace_train
 
 
 def rows(run_dir):
