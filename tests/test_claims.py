@@ -1,26 +1,20 @@
 """The paper's claims as verdicts (landscape.report.claims) on stores built for them:
 a store where a claim holds supports it, the reverse contradicts it, disagreeing
-seeds and short or unfinished runs are inconclusive; --seeds runs resume."""
+seeds and short or unfinished runs are inconclusive (--seeds runs resume: see
+test_experiments)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from landscape.config import ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
-from landscape.experiments import run_experiment, variants, with_seeds
-from landscape.hooks import Event, hook
 from landscape.report import claims, data
 from landscape.runs import RunStore
 
-from conftest import tiny_config
 
 SIZES = np.array([0.05, 0.1, 0.2, 0.4])
 
@@ -106,26 +100,3 @@ def test_short_or_unfinished_runs_are_inconclusive_with_the_reason(tmp_path):
     probe_run(tmp_path / "u" / "bn", "bn", "bn", 2.0)
     found = claims.experiment_claims(data.load_runs([tmp_path / "u"]), "probe", paper_steps=400)
     assert all(c.verdict == "inconclusive" and c.reason == "runs not complete: none" for c in found)
-
-
-def test_seeded_runs_resume_after_an_interruption(tmp_path):
-    base = dataclasses.replace(tiny_config(steps=8), probe=ProbeConfig(step_sizes=(0.5, 1.0),
-                                                                       schedule=ScheduleConfig(every=3)))
-    configs = with_seeds(variants(base, ["none", "bn"]), [0, 1])
-    assert [c.name for c in configs] == ["none/seed0", "bn/seed0", "none/seed1", "bn/seed1"]
-    assert [c.train.seed for c in configs] == [0, 0, 1, 1] and configs[2].noise.seed == 1
-    run_experiment(configs, tmp_path / "full", kind="probe")
-
-    @hook(Event.AFTER_STEP)
-    def ctrl_c(ctx):
-        if ctx.step == 4 and ctx.model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in ctx.model.modules()):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    first = run_experiment(configs, tmp_path / "part", kind="probe", hooks_for=lambda c: [ctrl_c])
-    assert [r.status for r in first] == ["finished", "interrupted"]
-    again = run_experiment(configs, tmp_path / "part", kind="probe")
-    assert again[0] is None and [r.status for r in again[1:]] == ["finished"] * 3
-    for config in configs:
-        with RunStore(tmp_path / "part" / config.name, readonly=True) as a, \
-                RunStore(tmp_path / "full" / config.name, readonly=True) as b:
-            assert list(a.rows()) == list(b.rows()), config.name

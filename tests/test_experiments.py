@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from landscape.config import NORMS, ProbeConfig, ScheduleConfig
-from landscape.experiments import estimate_passes, run_experiment, variants
+from landscape.experiments import estimate_passes, run_experiment, variants, with_seeds
 from landscape.hooks import Event, hook
 from landscape.models import build_model
 from landscape.runs import RunStore
@@ -96,8 +96,13 @@ def test_experiment_variants_start_as_built_and_see_the_same_batches(tmp_path, t
         assert all(bool(bn[k].any()) for k in bn if k.endswith("conv2.weight"))
 
 
-def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny):
+@pytest.mark.parametrize("seeds", [None, (0, 1)])
+def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny, seeds):
     configs = variants(dataclasses.replace(tiny, probe=PROBE), ["none", "bn"])
+    if seeds is not None:  # --seeds: every variant per seed, VARIANT/seedS
+        configs = with_seeds(configs, seeds)
+        assert [c.name for c in configs] == ["none/seed0", "bn/seed0", "none/seed1", "bn/seed1"]
+        assert [c.train.seed for c in configs] == [0, 0, 1, 1] and configs[2].noise.seed == 1
     run_experiment(configs, tmp_path / "full", kind="probe")
 
     @hook(Event.AFTER_STEP)
@@ -108,9 +113,9 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny):
     first = run_experiment(configs, tmp_path / "part", kind="probe", hooks_for=lambda c: [ctrl_c])
     assert [r.status for r in first] == ["finished", "interrupted"]
     again = run_experiment(configs, tmp_path / "part", kind="probe")
-    assert again[0] is None and again[1].status == "finished"
-    for name in ("none", "bn"):
-        assert rows(tmp_path / "part" / name) == rows(tmp_path / "full" / name)
+    assert again[0] is None and all(r.status == "finished" for r in again[1:]) and len(again) == len(configs)
+    for config in configs:
+        assert rows(tmp_path / "part" / config.name) == rows(tmp_path / "full" / config.name), config.name
 
 
 def test_estimate_counts_k_passes_per_probe(tiny):

@@ -149,7 +149,7 @@ def _combine(per_seed: dict[str, str], too_short: str) -> tuple[str, str]:
     return verdict, "" if verdict != "inconclusive" else "the difference is within the thresholds"
 
 
-def _paired_claim(
+def _paired_claims(
     groups: Mapping[str, Mapping[int | None, RunRecord]],
     first: str,
     second: str,
@@ -160,14 +160,15 @@ def _paired_claim(
     measure: Callable[[RunRecord], dict[str, float]],
     judge: Callable[[dict[str, float], dict[str, float]], tuple[dict[str, float], str]],
     too_short: str,
-) -> Claim | None:
-    """A claim comparing variant ``first`` with ``second`` seed by seed: ``measure`` gives
-    a run's numbers, ``judge`` the compared numbers and one seed's verdict."""
+) -> list[Claim]:
+    """A claim comparing variant ``first`` with ``second`` seed by seed (``measure`` gives
+    a run's numbers, ``judge`` the compared numbers and one seed's verdict): one claim,
+    or none when the two variants have no seed in common."""
     if first not in groups or second not in groups:
-        return None
+        return []
     seeds = [s for s in groups[first] if s in groups[second]]
     if not seeds:
-        return None
+        return []
     values: dict[str, list[float]] = {}
     per_seed: dict[str, str] = {}
     for seed in seeds:
@@ -179,7 +180,7 @@ def _paired_claim(
             values.setdefault(key, []).append(value)
     verdict, reason = _combine(per_seed, too_short)
     means = {k: float(np.mean(v)) if not any(math.isnan(x) for x in v) else math.nan for k, v in values.items()}
-    return Claim(figure, claim, statistic, means, verdict, reason, per_seed if len(seeds) > 1 else {})
+    return [Claim(figure, claim, statistic, means, verdict, reason, per_seed if len(seeds) > 1 else {})]
 
 
 def _smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
@@ -197,17 +198,16 @@ def _smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
             ratios = {"median ratio none/bn": a["median"] / b["median"], "p90 ratio none/bn": a["p90"] / b["p90"]}
             return ratios, _ratio_verdict(list(ratios.values()))
 
-        claim = _paired_claim(groups, "none", "bn", figure=figure, claim=what,
-                              statistic=f"{name}: median and p90 over the probe steps, without / with BN",
-                              measure=measure, judge=judge, too_short=too_short)
-        if claim is not None:
-            claims.append(claim)
+        claims += _paired_claims(groups, "none", "bn", figure=figure, claim=what,
+                                 statistic=f"{name}: median and p90 over the probe steps, without / with BN",
+                                 measure=measure, judge=judge, too_short=too_short)
     return claims
 
 
-def _stability_claim(groups, figure: str, too_short: str) -> Claim | None:
+def _stability_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    """BN's median beta_eff against 2/eta, seed by seed (none without a BN variant)."""
     if "bn" not in groups:
-        return None
+        return []
     per_seed, values = {}, {}
     for seed, record in groups["bn"].items():
         lr = record.lr
@@ -219,16 +219,18 @@ def _stability_claim(groups, figure: str, too_short: str) -> Claim | None:
         values[f"seed {key}: median beta_eff / (2/eta)"] = ratio
         per_seed[key] = "supports" if ratio <= 1 / RATIO else "contradicts" if ratio >= RATIO else "inconclusive"
     if not per_seed:
-        return None
+        return []
     verdict, reason = _combine(per_seed, too_short)
     if verdict == "inconclusive" and not too_short and not reason.startswith("seeds"):
         reason = "BN's median beta_eff is within a factor 1.25 of 2/eta: at the edge of stability"
-    return Claim(figure, "with BN, beta_eff stays below the stability limit 2/eta of the training step size",
-                 "BN's median beta_eff over the probe steps divided by 2/eta", values, verdict, reason,
-                 per_seed if len(per_seed) > 1 else {})
+    return [Claim(figure, "with BN, beta_eff stays below the stability limit 2/eta of the training step size",
+                  "BN's median beta_eff over the probe steps divided by 2/eta", values, verdict, reason,
+                  per_seed if len(per_seed) > 1 else {})]
 
 
-def _accuracy_claim(groups, first: str, second: str, figure: str, what: str, too_short: str) -> Claim | None:
+def _accuracy_claims(groups, first: str, second: str, figure: str, what: str, too_short: str) -> list[Claim]:
+    """The final test accuracy of ``first`` against ``second`` (none where a run has no
+    test accuracy, as the regression of the DLN)."""
     def measure(record: RunRecord) -> dict[str, float]:
         return {"final test accuracy": final(record, "test/acc")}
 
@@ -237,9 +239,10 @@ def _accuracy_claim(groups, first: str, second: str, figure: str, what: str, too
         verdict = "inconclusive" if math.isnan(difference) else _difference_verdict(difference)
         return {f"{first} - {second}": difference}, verdict
 
-    return _paired_claim(groups, first, second, figure=figure, claim=what,
-                         statistic=f"final test accuracy, {first} minus {second}", measure=measure, judge=judge,
-                         too_short=too_short)
+    found = _paired_claims(groups, first, second, figure=figure, claim=what,
+                           statistic=f"final test accuracy, {first} minus {second}", measure=measure, judge=judge,
+                           too_short=too_short)
+    return [c for c in found if not math.isnan(c.values[f"{first}: final test accuracy"])]
 
 
 def _like_bn_claims(groups, too_short: str) -> list[Claim]:
@@ -257,12 +260,10 @@ def _like_bn_claims(groups, too_short: str) -> list[Claim]:
                 verdict = "supports" if 1 / RATIO < ratio < RATIO else "contradicts"
             return {f"ratio {other}/bn": ratio}, verdict
 
-        claim = _paired_claim(groups, other, "bn", figure="Fig. 5, 6",
-                              claim=f"{other} smooths the landscape as BN does",
-                              statistic=f"median loss-band width, {other} / bn (within a factor {RATIO})",
-                              measure=measure, judge=judge, too_short=too_short)
-        if claim is not None:
-            claims.append(claim)
+        claims += _paired_claims(groups, other, "bn", figure="Fig. 5, 6",
+                                 claim=f"{other} smooths the landscape as BN does",
+                                 statistic=f"median loss-band width, {other} / bn (within a factor {RATIO})",
+                                 measure=measure, judge=judge, too_short=too_short)
     return claims
 
 
@@ -285,12 +286,10 @@ def _ics_claims(records: Sequence[RunRecord], too_short: str) -> list[Claim]:
     lrs = sorted({v.rpartition("-lr")[2] for v in groups if "-lr" in v})
     claims = []
     for lr in lrs:
-        claim = _paired_claim(groups, f"bn-lr{lr}", f"none-lr{lr}", figure="Fig. 3",
-                              claim=f"ICS with BN is not smaller than without (lr {lr})",
-                              statistic=f"median over layers #2.. and steps of ||G - G'||, bn / none (> 1/{RATIO})",
-                              measure=layers_median, judge=judge, too_short=too_short)
-        if claim is not None:
-            claims.append(claim)
+        claims += _paired_claims(groups, f"bn-lr{lr}", f"none-lr{lr}", figure="Fig. 3",
+                                 claim=f"ICS with BN is not smaller than without (lr {lr})",
+                                 statistic=f"median over layers #2.. and steps of ||G - G'||, bn / none (> 1/{RATIO})",
+                                 measure=layers_median, judge=judge, too_short=too_short)
     return claims
 
 
@@ -305,22 +304,17 @@ def _drift(record: RunRecord) -> dict[str, float]:
 
 
 def _noise_claims(groups, too_short: str) -> list[Claim]:
-    claims = []
-    accuracy = _accuracy_claim(groups, "noisy_bn", "none", "Fig. 2, 7",
-                               "noisy BN still trains better than the standard network", too_short)
-    if accuracy is not None:
-        claims.append(accuracy)
+    claims = _accuracy_claims(groups, "noisy_bn", "none", "Fig. 2, 7",
+                              "noisy BN still trains better than the standard network", too_short)
 
     def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
         ratios = {f"{k} ratio noisy_bn/none": a[k] / b[k] for k in ("mean_drift", "var_drift")}
         return ratios, _ratio_verdict(list(ratios.values()))
 
-    drift = _paired_claim(groups, "noisy_bn", "none", figure="Fig. 2, 7",
-                          claim="noisy BN's layer inputs drift more than the standard network's (more 'ICS')",
-                          statistic="mean |drift| of the layer inputs' per-channel mean and variance, noisy_bn / none",
-                          measure=_drift, judge=judge, too_short=too_short)
-    if drift is not None:
-        claims.append(drift)
+    claims += _paired_claims(groups, "noisy_bn", "none", figure="Fig. 2, 7",
+                             claim="noisy BN's layer inputs drift more than the standard network's (more 'ICS')",
+                             statistic="mean |drift| of the layer inputs' per-channel mean and variance, noisy_bn / none",
+                             measure=_drift, judge=judge, too_short=too_short)
     return claims
 
 
@@ -363,12 +357,8 @@ def experiment_claims(records: Sequence[RunRecord], kind: str, paper_steps: int 
     family = next((r.config.get("model", {}).get("name", "") for r in records), "")
     figure = "Fig. 10" if family == "dln" else "Fig. 4"
     claims = _smoothness_claims(groups, figure, too_short)
-    stability = _stability_claim(groups, figure, too_short)
-    if stability is not None:
-        claims.append(stability)
-    accuracy = _accuracy_claim(groups, "bn", "none", "seed review", "BN raises the test accuracy", too_short)
-    if accuracy is not None and not math.isnan(next(iter(accuracy.values.values()), math.nan)):
-        claims.append(accuracy)
+    claims += _stability_claims(groups, figure, too_short)
+    claims += _accuracy_claims(groups, "bn", "none", "seed review", "BN raises the test accuracy", too_short)
     return claims + _like_bn_claims(groups, too_short)
 
 
