@@ -53,7 +53,7 @@ from landscape.checkpoint import load_checkpoint, save_checkpoint
 from landscape.config import RunConfig
 from landscape.data import Dataset, Objective, augment_batch, batches, load_data, objective
 from landscape.hooks import Context, Event, Hook
-from landscape.runs import RunStore
+from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
 from landscape.syncbn import convert_sync_batchnorm
 
@@ -182,7 +182,11 @@ def train(
     if resume:
         checkpoint = load_checkpoint(run_dir, map_location=device)  # before anything is written
         store = RunStore(run_dir) if main else _NoStore(run_dir)
-        loop.restore(checkpoint, store)
+        try:
+            loop.restore(checkpoint, store)
+        except BaseException:
+            store.close()
+            raise
     else:
         def create() -> Path:
             path = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -286,8 +290,13 @@ class _Loop:
             save_checkpoint(store.path, state)
 
     def restore(self, ckpt: dict[str, Any], store: RunStore) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. a DLN checkpoint from before its layers lost their bias
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StoreError(f"{store.path}: the checkpoint does not fit the model this version builds "
+                             f"(written by an older landscape?): {first}") from None
         self.step = int(ckpt["step"])
         self.epoch_start_state = ckpt["epoch_start_state"]
         self.augment_gen.set_state(ckpt["augment_state"])

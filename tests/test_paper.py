@@ -87,3 +87,14 @@ def test_probe_stores_the_paper_step_sizes(tmp_path, model, extra, sizes):
     assert result.exit_code == 0, result.output
     with RunStore(tmp_path / "e" / "bn", readonly=True) as store:
         assert store.config["probe"]["step_sizes"] == sizes and store.config["probe"]["relative"] is True
+
+
+def test_a_config_json_from_before_the_nested_schedule_still_loads():
+    old = paper_config("vgg11").to_dict()
+    schedule = old["probe"].pop("schedule")
+    old["probe"].update(schedule)  # every, dense_until, dense_every flat, as config.json had them
+    old["probe"].pop("method"), old["probe"].pop("chunk_size")
+    old["train"].pop("dtype"), old["train"].pop("loss_reduction")
+    loaded = RunConfig.from_dict(old)
+    assert loaded.probe.schedule == paper_schedule(15_000) and loaded.probe.method == "loop"
+    assert (loaded.train.dtype, loaded.train.loss_reduction) == ("float32", "mean")  # what those runs used

@@ -244,3 +244,20 @@ def test_the_noise_seed_is_honoured(tmp_path, tiny):
     assert torch.equal(a, torch.Generator().manual_seed(5).get_state())
     with RunStore(tmp_path / "a", readonly=True) as store:
         assert store.config["noise"]["seed"] == 5
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(tmp_path, tiny):
+    from landscape.checkpoint import load_checkpoint, save_checkpoint
+    from landscape.runs import StoreError
+
+    config = replace_train(tiny, steps=4, checkpoint_every=100)
+    train(config, run_dir=tmp_path / "r")
+    state = load_checkpoint(tmp_path / "r")
+    state["model"]["features.0.bias"] = torch.zeros(8)  # a tensor this model does not have
+    save_checkpoint(tmp_path / "r", state)
+    with RunStore(tmp_path / "r") as store:
+        store.set_status("interrupted")
+    with pytest.raises(StoreError, match="does not fit the model this version builds"):
+        train(run_dir=tmp_path / "r", resume=True)
+    with RunStore(tmp_path / "r", readonly=True) as store:  # nothing recorded is lost
+        assert store.last_step() == 4
