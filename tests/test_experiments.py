@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from landscape.config import NORMS, ProbeConfig, ScheduleConfig
 from landscape.experiments import estimate_passes, run_experiment, variants, with_seeds
 from landscape.hooks import Event, hook
-from landscape.models import build_model
+from landscape.models import MODEL_NAMES, build_model
 from landscape.runs import RunStore
 from landscape.train import train
 from landscape_cli.main import cli
@@ -219,3 +219,26 @@ def test_choose_layout():
     assert choose_layout("ddp", 2, 2) == "ddp"
     with pytest.raises(ValueError, match="unknown layout"):
         choose_layout("ring", 2, 2)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_registry_variant_starts_as_its_standalone_build_sharing_what_its_init_shares(name):
+    # What train() builds for each variant at step 0 (run_experiment adds nothing to it) equals
+    # the standalone build from the seed, and the variants' conv/linear weights are equal
+    # wherever their own init leaves them nonzero.
+    from landscape.assembly import build_run_model
+    from landscape.paper import paper_config
+
+    starts = {}
+    for config in variants(paper_config(name, "train"), NORMS):  # no data is loaded
+        model = build_run_model(config)
+        torch.manual_seed(config.train.seed)
+        alone = build_model(config.model, noise=config.noise)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), alone.state_dict().values()))
+        starts[config.name] = {k: v for k, v in model.state_dict().items() if k.endswith("weight") and v.dim() > 1}
+    reference = starts["bn"]
+    for norm, weights in starts.items():
+        assert len(weights) == len(reference), norm  # the same weight layers
+        for (key, w), r in zip(weights.items(), reference.values()):
+            if bool(w.any()):
+                assert torch.equal(w, r), (norm, key)
