@@ -144,7 +144,7 @@ def write_claims(exp_dir: Path, kind: str, config) -> str | None:
         records = data.load_runs([exp_dir])
     except StoreError:  # interrupted before any run was created
         return None
-    paper_steps = total_steps(paper_config(config.model.name, kind if kind != "train" else "probe"))
+    paper_steps = total_steps(paper_config(config.model.name, "train"))  # the paper's length for this model
     found = claims.experiment_claims(records, kind, paper_steps)
     write_json_atomic(exp_dir / CLAIMS, [c.to_dict() for c in found])
     return "claims (see README, 'Claims and verdicts'):\n" + claims.table(found)

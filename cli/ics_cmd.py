@@ -41,8 +41,8 @@ def _layers(text: str | None) -> tuple[str, ...]:
 @nproc_option()
 @friendly_errors
 def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, channels: int, bins: int,
-              dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool,
-              progress: bool, layout: str, **options) -> None:
+              dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool,
+              seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
     """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
     record train/test accuracy and the distributions of layer inputs.
@@ -77,7 +77,8 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
 @nproc_option()
 @friendly_errors
 def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
-        resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
+        resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str,
+        **options) -> None:
     """Internal covariate shift (Definition 2.1, Fig. 3): for every layer, the change
     of its gradient when the earlier layers take their optimizer step first, as l2
     distance and cosine; with and without BN, at two learning rates.

@@ -46,8 +46,8 @@ from landscape_cli.options import (
 @friendly_errors
 def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
           dense_until: int | None, dense_every: int | None, curvature: bool, probe_method: str,
-          probe_chunk_size: int | None, run_dir: Path | None,
-          resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
+          probe_chunk_size: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool,
+          seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
     """Train MODEL once per normalization (default: without and with BatchNorm) from
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient

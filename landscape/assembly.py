@@ -68,7 +68,7 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
 
 
 def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
-    return Scheduled(DenseEarly(schedule.every, schedule.dense_until, schedule.dense_every), hook)
+    return Scheduled(DenseEarly.of(schedule), hook)
 
 
 def default_distribution_layers(model: nn.Module) -> tuple[int, ...]:

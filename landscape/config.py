@@ -128,7 +128,8 @@ class TrainConfig:
         _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
         _require(self.eval_samples is None or self.eval_samples > 0, "--eval-samples must be positive")
         _require(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        _require(not (self.bf16 and self.dtype != "float32"), "--bf16 autocasts float32 training; it needs --dtype float32")
+        _require(not (self.bf16 and self.dtype != "float32"),
+                 "--bf16 autocasts float32 training; it needs --dtype float32")
         _require(
             self.loss_reduction in LOSS_REDUCTIONS,
             f"unknown loss reduction {self.loss_reduction!r}; choose from {', '.join(LOSS_REDUCTIONS)}",

@@ -32,7 +32,7 @@ import torch
 
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
-from landscape.data import CIFAR_TEST, LINEAR_TEST, check_fits_data, example_batch
+from landscape.data import CIFAR_TEST, LINEAR_TEST, example_batch
 from landscape.hooks import Hook
 from landscape.models import build_model
 from landscape.models.init import is_weight_layer
@@ -67,12 +67,11 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     """Fail before anything is written: build each variant's model and hooks
     (an unknown model, a model that does not fit the data, or a layer the model
     does not have, raises ValueError)."""
-    from landscape.assembly import config_hooks
+    from landscape.assembly import build_run_model, config_hooks
 
     for config in configs:
         with torch.random.fork_rng():
-            model = build_model(config.model, noise=config.noise)
-            check_fits_data(config, model)
+            model = build_run_model(config)  # as train() builds it, checked against the data
             config_hooks(config, model)
             if config.train.sync_bn and distributed.world_size() > 1:
                 convert_sync_batchnorm(model)  # refuses noisy BN before the first run starts

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from landscape.config import ScheduleConfig
 from landscape.ics import measure_ics
 from landscape.points import Reduce
 from landscape.probes import probe_gradient, training_grads
@@ -92,6 +93,11 @@ class DenseEarly:
     every: int
     dense_until: int
     dense_every: int = 1
+
+    @classmethod
+    def of(cls, schedule: ScheduleConfig) -> DenseEarly:
+        """The schedule a :class:`~landscape.config.ScheduleConfig` describes."""
+        return cls(schedule.every, schedule.dense_until, schedule.dense_every)
 
     def __call__(self, step: int) -> bool:
         if step < self.dense_until:

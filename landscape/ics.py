@@ -17,9 +17,9 @@ found by walking the autograd graph back from the input of layer i. In a chain
 that is every earlier layer; in a residual block the shortcut's downsample conv
 depends on what precedes the block, not on the block's own conv1/conv2, which
 run before it in forward order. Layers are numbered in the order they are first
-called (forward pre-hooks), not ``named_parameters`` order. ``W^{t+1}`` is what the optimizer would
-produce from the full gradient G: ``W - lr * G`` for plain SGD, or a dry run of
-the given optimizer (momentum, weight decay, ...) on copies of its state.
+called (forward pre-hooks), not ``named_parameters`` order. ``W^{t+1}`` is what
+the optimizer would produce from the full gradient G: ``W - lr * G`` for plain
+SGD, or a dry run of the given optimizer (momentum, weight decay, ...) on copies of its state.
 
 The measurement changes nothing it measures: it runs ``functional_call`` with
 detached parameters and freshly cloned buffers (so train-mode BatchNorm
@@ -27,9 +27,9 @@ normalizes with batch statistics, as in training, and updates only the clones),
 inside :func:`landscape.state.fork_rng`, rewinding every RNG before each
 evaluation so that all of them see the same random draw (noisy BN, dropout).
 The modules' current train/eval modes are used; Definition 2.1 is meant for
-training mode. Cost: one forward and backward for G, plus one for each layer
-that has an updated parameter before it (the first layer's ICS is exactly 0 and
-costs nothing).
+training mode. Cost: one forward and backward for G, one forward for the graph
+ancestry, plus one forward and backward for each layer that has an updated
+parameter before it (the first layer's ICS is exactly 0 and costs nothing).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def paper_schedule(total_steps: int, every: int = 100) -> ScheduleConfig:
 
 def count_steps(schedule: ScheduleConfig, total_steps: int) -> int:
     """How many of ``total_steps`` steps ``schedule`` accepts."""
-    accepts = DenseEarly(schedule.every, schedule.dense_until, schedule.dense_every)
+    accepts = DenseEarly.of(schedule)
     return sum(1 for s in range(total_steps) if accepts(s))
 
 

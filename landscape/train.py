@@ -293,7 +293,7 @@ class _Loop:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:  # e.g. a DLN checkpoint from before its layers lost their bias
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. a DLN checkpoint from before its bias-free layers
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise StoreError(f"{store.path}: the checkpoint does not fit the model this version builds "
                              f"(written by an older landscape?): {first}") from None
@@ -303,17 +303,14 @@ class _Loop:
         torch.set_rng_state(ckpt["cpu_rng"])
         if self.device.type == "cuda" and ckpt["cuda_rng"].numel():
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        generators = ckpt["generators"]
-        by_rank = ckpt.get("generators_by_rank")
-        if self.rank > 0:
-            if by_rank is not None and self.rank < len(by_rank):
-                generators = by_rank[self.rank]
-            else:  # a checkpoint of fewer processes: this rank continues with noise of its own
-                noise = rank_noise(self.config.noise, self.rank)
-                generators = []
-                for g in module_generators(self.model):
-                    g.manual_seed(noise.seed + self.step)
-        for g, s in zip(module_generators(self.model), generators):
+        own = module_generators(self.model)
+        by_rank = ckpt.get("generators_by_rank") or [ckpt["generators"]]
+        if self.rank < len(by_rank):
+            generators = by_rank[self.rank]
+        else:  # a checkpoint of fewer processes: this rank continues with noise of its own
+            seed = rank_noise(self.config.noise, self.rank).seed + self.step
+            generators = [torch.Generator().manual_seed(seed).get_state() for _ in own]
+        for g, s in zip(own, generators):
             g.set_state(s)
         for h, s in zip(self.hooks, ckpt.get("hooks", [])):
             if s and hasattr(unscheduled(h), "load_state_dict"):
