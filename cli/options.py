@@ -38,6 +38,8 @@ def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Cal
                      help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem."),
         click.option("--depth", type=int, default=25, show_default=True, help="Deep linear network: layers."),
         click.option("--width", type=int, default=10, show_default=True, help="Deep linear network: width."),
+        click.option("--width-mult", type=float, default=1.0, show_default=True,
+                     help="VGG: channels of every conv times this (0.25: a quarter-width VGG for CPUs)."),
     )
 
 
@@ -117,7 +119,8 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     the run's length."""
     from landscape.paper import paper_config, with_measurements
 
-    model_fields = {"init": o["init"], "stem": o["stem"], "depth": o["depth"], "width": o["width"]}
+    model_fields = {"init": o["init"], "stem": o["stem"], "depth": o["depth"], "width": o["width"],
+                    "width_mult": o.get("width_mult", 1.0)}
     config = paper_config(o["model"], "train", norm=norm or o["norm"], **model_fields)
     steps, epochs = o["steps"], o["epochs"]
     if steps is None and epochs is None:

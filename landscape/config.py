@@ -43,6 +43,7 @@ class ModelConfig:
     stem: str = "cifar"  # ResNets: "cifar" (3x3 conv, no max-pool) or "imagenet"
     depth: int = 25  # deep linear network: number of layers
     width: int = 10  # deep linear network: width of every layer
+    width_mult: float = 1.0  # VGG: channels of every conv times this (the CPU-scale reproductions' reduction)
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name is empty")
@@ -51,6 +52,7 @@ class ModelConfig:
         _require(self.stem in ("cifar", "imagenet"), f"unknown stem {self.stem!r}; choose cifar or imagenet")
         _require(self.num_classes > 0, "num_classes must be positive")
         _require(self.depth > 0 and self.width > 0, "depth and width must be positive")
+        _require(self.width_mult > 0, "width_mult must be positive")
 
 
 @dataclass(frozen=True)

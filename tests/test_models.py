@@ -236,3 +236,16 @@ def test_unknown_name():
     assert all(name in message for name in MODEL_NAMES)
     with pytest.raises(ValueError):
         model_family("vgg17")
+
+
+def test_width_mult_scales_every_vgg_conv_and_is_refused_elsewhere():
+    import torch
+    from torch import nn
+
+    from landscape.models import build_model
+
+    convs = [m.out_channels for m in build_model("vgg11", width_mult=0.125).modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [8, 16, 32, 32, 64, 64, 64, 64]
+    assert build_model("vgg11", width_mult=0.125)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="width_mult applies to the VGG models only"):
+        build_model("dln", width_mult=0.5)

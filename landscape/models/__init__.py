@@ -22,7 +22,7 @@ from landscape.models.external import TORCHVISION_PREFIX, build_from_path, build
 from landscape.models.init import glorot_init_, zero_init_residual_
 from landscape.models.linear import DeepLinearNetwork
 from landscape.models.resnet import build_resnet
-from landscape.models.vgg import LAYOUTS, VGG
+from landscape.models.vgg import LAYOUTS, POOL, VGG
 from landscape.noise import make_norm_layer
 
 _SEED_BOUND = 2**62
@@ -32,7 +32,8 @@ Builder = Callable[[ModelConfig, NoiseConfig | None], nn.Module]
 
 def _vgg(layout: str) -> Builder:
     def build(cfg: ModelConfig, noise: NoiseConfig | None) -> nn.Module:
-        return VGG(LAYOUTS[layout], cfg.num_classes, make_norm_layer(cfg.norm, 2, noise))
+        channels = tuple(item if item == POOL else max(1, round(item * cfg.width_mult)) for item in LAYOUTS[layout])
+        return VGG(channels, cfg.num_classes, make_norm_layer(cfg.norm, 2, noise))
 
     return build
 
@@ -140,6 +141,8 @@ def build_model(name_or_cfg: str | ModelConfig, noise: NoiseConfig | None = None
     # builder uses depends on the normalization (a conv before BN has no bias to
     # initialize), and the paper's init must not.
     init_seed = int(torch.randint(_SEED_BOUND, (1,)).item())
+    if cfg.width_mult != 1 and (":" in cfg.name or model_family(cfg.name) != "vgg"):
+        raise ValueError(f"width_mult applies to the VGG models only, not {cfg.name!r}")
     if cfg.name.startswith(TORCHVISION_PREFIX):
         tv_name = cfg.name.removeprefix(TORCHVISION_PREFIX)
         model = build_torchvision(tv_name, cfg.num_classes, cfg.norm, make_norm_layer(cfg.norm, 2, noise))
