@@ -11,6 +11,10 @@ The quantities are those of Santurkar et al. (2018), Sec. 3.1 and App. D:
 
 Display arrays are decimated (:func:`downsample`, :func:`downsample_band`) so a page
 stays small; the run store keeps every record.
+
+Runs of one variant that differ only by seed (labels ``VARIANT/seedS``) are drawn as one
+:class:`SeedGroup`: the mean over seeds and the min-max band over seeds
+(:func:`seed_stats`), taken at the steps every seed recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,7 @@ NORM_LABELS: dict[str, str] = {
 # Families of dist/<family>/<layer> that are not statistics over steps (histogram, its
 # edges, the indices of the sampled channels).
 HISTOGRAM_FAMILIES = ("hist", "edges", "channels")
+_SEED = re.compile(r"^(?P<variant>.+)/seed(?P<seed>-?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,97 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
     records = [load_run(p) for p in find_runs(paths)]
     labels = unique_labels([r.label for r in records], [r.path for r in records])
     return [RunRecord(r.path, label, r.config, r.status, r.meta, r.series) for r, label in zip(records, labels)]
+
+
+# seeds ---------------------------------------------------------------------
+def split_seed(label: str) -> tuple[str, int | None]:
+    """``"bn/seed3"`` -> ``("bn", 3)``; a name without a seed -> ``(name, None)``."""
+    match = _SEED.match(label)
+    return (match["variant"], int(match["seed"])) if match else (label, None)
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """One entry of a plot: a variant's runs over several seeds, or a single run."""
+
+    label: str
+    records: tuple[RunRecord, ...]  # ascending seed
+
+    @property
+    def norm(self) -> str:
+        return self.records[0].norm
+
+    @property
+    def seeded(self) -> bool:
+        """Several seeds: drawn as mean and min-max band over seeds."""
+        return len(self.records) > 1
+
+
+def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
+    """Runs labelled ``VARIANT/seedS`` that share ``VARIANT`` -> one group labelled
+    ``"VARIANT (N seeds)"``, at the position of its first run. Any other run (no seed in
+    its label, or the only seed of its variant) is a group of its own under its label."""
+    members: dict[str, list[tuple[int, RunRecord]]] = {}
+    for record in records:
+        variant, seed = split_seed(record.label)
+        if seed is not None:
+            members.setdefault(variant, []).append((seed, record))
+    groups: list[SeedGroup] = []
+    done: set[str] = set()
+    for record in records:
+        variant, seed = split_seed(record.label)
+        if seed is None or len(members[variant]) < 2:
+            groups.append(SeedGroup(record.label, (record,)))
+        elif variant not in done:
+            done.add(variant)
+            runs = tuple(r for _, r in sorted(members[variant], key=lambda m: m[0]))
+            groups.append(SeedGroup(f"{variant} ({len(runs)} seeds)", runs))
+    return groups
+
+
+def seed_stats(
+    series: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds of one scalar series.
+
+    Seeds are compared at the steps they all recorded (the intersection; nothing is
+    interpolated, so every number is a measured one). A step where some seed's value
+    is not finite (a diverged seed) is NaN in all three: a gap, not a mean of survivors.
+
+    Args:
+        series: one (steps (N_s,), values (N_s,)) per seed.
+
+    Returns:
+        (steps (N,), mean (N,), lo (N,), hi (N,)) over the N shared steps.
+    """
+    common = np.asarray(series[0][0]) if series else np.empty(0, dtype=np.int64)
+    for steps, _ in series[1:]:
+        common = np.intersect1d(common, steps)
+    common = np.unique(common)
+    columns = []
+    for steps, values in series:
+        _, idx, _ = np.intersect1d(np.asarray(steps), common, return_indices=True)
+        columns.append(finite_or_nan(np.ravel(values))[idx])
+    if not columns or not len(common):
+        empty = np.empty(0)
+        return common.astype(np.int64), empty, empty, empty
+    values = np.column_stack(columns)  # (N, seeds)
+    complete = np.isfinite(values).all(axis=1)
+    values[~complete] = np.nan
+    return common.astype(np.int64), values.mean(axis=1), values.min(axis=1), values.max(axis=1)
+
+
+def first_seeds(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """One run per :class:`SeedGroup`: a seed group's lowest seed, relabelled
+    ``"VARIANT (seed S of N)"`` (for plots that cannot average, e.g. histograms)."""
+    out = []
+    for group in seed_groups(records):
+        first = group.records[0]
+        if group.seeded:
+            variant, seed = split_seed(first.label)
+            first = replace(first, label=f"{variant} (seed {seed} of {len(group.records)})")
+        out.append(first)
+    return out
 
 
 # colours -------------------------------------------------------------------

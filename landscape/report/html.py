@@ -36,6 +36,7 @@ header { border-bottom: 1px solid #ddd; margin-bottom: 12px; }
 nav a { margin-right: 14px; }
 section { margin: 28px 0; }
 .note { color: #555; font-size: 0.9em; max-width: 70em; }
+.intro { font-size: 1.05em; max-width: 70em; }
 .figure { margin: 8px 0 20px; }
 table.runs { border-collapse: collapse; font-size: 0.9em; }
 table.runs th, table.runs td { border: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: top; }
@@ -67,7 +68,8 @@ SECTIONS = (
     Section(
         "training",
         "Training",
-        "Training loss (every logged step) and test loss on a log axis; accuracy in [0, 1].",
+        "Training loss (every logged step) and test loss on a log axis; accuracy in [0, 1]. "
+        "Several seeds of a variant: line = mean, band = min–max over seeds (at the steps all seeds recorded).",
         lambda runs: [plots.plot_training(runs)],
         lambda run: ["train/loss"],
     ),
@@ -75,7 +77,8 @@ SECTIONS = (
         "landscape",
         "Loss landscape",
         "At each probe step t the band spans min and max over the probe step sizes η of "
-        "L(w<sub>t</sub> − η∇L(w<sub>t</sub>)) (paper Fig. 4a). A narrow band is a smooth landscape.",
+        "L(w<sub>t</sub> − η∇L(w<sub>t</sub>)) (paper Fig. 4a). A narrow band is a smooth landscape. "
+        "Several seeds: dark band = mean over seeds of that min and max, light band = min–max pooled over seeds.",
         lambda runs: [plots.plot_loss_landscape(runs)],
         data.expected_probe_series,
     ),
@@ -83,7 +86,8 @@ SECTIONS = (
         "predictiveness",
         "Gradient predictiveness",
         "Band over η of ‖∇L(w<sub>t</sub>) − ∇L(w<sub>t</sub> − η∇L(w<sub>t</sub>))‖ (paper Fig. 4b): "
-        "how much the gradient changes along its own direction; below it, the cosine between the two gradients.",
+        "how much the gradient changes along its own direction; below it, the cosine between the two gradients. "
+        "Several seeds: dark band = mean over seeds of the min and max over η, light band = min–max pooled over seeds.",
         lambda runs: [plots.plot_gradient_predictiveness(runs), plots.plot_gradient_cosine(runs)],
         data.expected_probe_series,
     ),
@@ -92,21 +96,24 @@ SECTIONS = (
         "Effective β-smoothness",
         "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
         "Dotted: the curvature along the gradient, gᵀHg/‖g‖² (positive values; the log axis cannot show the rest). "
-        "Dashed: 2/η for each training step size η, the stability limit of gradient descent.",
+        "Dashed: 2/η for each training step size η, the stability limit of gradient descent. "
+        "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds.",
         lambda runs: [plots.plot_beta_smoothness(runs)],
         data.expected_probe_series,
     ),
     Section(
         "step-size",
         "Gradient change against step size",
-        "Gradient change as a function of the step size at selected training steps, coloured by step (paper Fig. 11).",
+        "Gradient change as a function of the step size at selected training steps, coloured by step (paper Fig. 11). "
+        "Several seeds: the lowest seed only.",
         lambda runs: [plots.plot_gradient_vs_step_size(runs)],
     ),
     Section(
         "ics",
         "Internal covariate shift",
         "Difference between a layer's gradient before and after the previous layers' update "
-        "(paper Fig. 3): l2 distance on a log axis and cosine similarity. Pick the layer in the menu.",
+        "(paper Fig. 3): l2 distance on a log axis and cosine similarity. Pick the layer in the menu. "
+        "Several seeds: line = mean, band = min–max over seeds.",
         lambda runs: [plots.plot_ics(runs)],
         lambda run: ["ics/l2/"] if run.config.get("ics") else [],
     ),
@@ -114,7 +121,8 @@ SECTIONS = (
         "distributions",
         "Layer-input distributions",
         "Histogram of each layer's inputs over steps (paper Fig. 2), and per-channel moment statistics "
-        "(paper Fig. 8): band = min–max over channels, line = channel mean. Pick the layer in the menu.",
+        "(paper Fig. 8): band = min–max over channels, line = channel mean. Pick the layer in the menu. "
+        "Several seeds: the lowest seed only.",
         lambda runs: [plots.plot_histograms(runs), plots.plot_moments(runs)],
         lambda run: ["dist/hist/", "dist/mean/"] if run.config.get("distributions") else [],
     ),
@@ -187,8 +195,20 @@ def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
     return f'<table class="runs claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The whole page as a string; ``claims`` (from claims.json) make its first section."""
+def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[str, Any]] = (),
+                sections: Sequence[str] | None = None, intro: str = "") -> str:
+    """The whole page as a string; ``claims`` (from claims.json) make its first section.
+
+    ``sections``: the anchors of the sections to show, in this order (a figure's
+    panels; default: every section with data, in :data:`SECTIONS` order); ``intro``: a
+    paragraph under the title (plain text)."""
+    chosen = SECTIONS
+    if sections is not None:
+        by_anchor = {s.anchor: s for s in SECTIONS}
+        unknown = [a for a in sections if a not in by_anchor]
+        if unknown:
+            raise ValueError(f"unknown report section {unknown[0]!r}; choose from {', '.join(by_anchor)}")
+        chosen = tuple(by_anchor[a] for a in sections)
     parts = []
     nav = ['<a href="#runs">Runs</a>']
     first = ""
@@ -200,7 +220,7 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
             f"{claims_table(claims)}</section>"
         )
     count = 0
-    for section in SECTIONS:
+    for section in chosen:
         figures = [f for f in section.figures(runs) if f.data]
         missing = data.missing_series(runs, section.expects)
         if not figures and not missing:
@@ -214,6 +234,7 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
             f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
             f'<p class="note">{section.note}</p>{"".join(divs)}</section>'
         )
+    intro_html = f'<p class="intro">{html.escape(intro)}</p>' if intro else ""
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -226,6 +247,7 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
 </head>
 <body>
 <header><h1>{html.escape(title)}</h1><nav>{"".join(nav)}</nav></header>
+{intro_html}
 {first}
 <section id="runs"><h2>Runs</h2>{runs_table(runs)}</section>
 {"".join(parts)}
@@ -263,6 +285,17 @@ def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title:
     # A report written at Ctrl-C or while a browser reloads is either old or complete.
     write_atomic(output_path, lambda f: f.write(page), mode=0o644)
     log.info("wrote report of %d run(s) to %s", len(runs), output_path)
+    return output_path
+
+
+def write_page(runs: Sequence[RunRecord], output_path: str | Path, title: str,
+               claims: Sequence[Mapping[str, Any]] = (), sections: Sequence[str] | None = None,
+               intro: str = "") -> Path:
+    """Write the page of runs already loaded (see :func:`render_page`); atomically."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    page = render_page(runs, title, claims, sections, intro).encode("utf-8")
+    write_atomic(output_path, lambda f: f.write(page), mode=0o644)
     return output_path
 
 

@@ -6,6 +6,13 @@ change against step size (Fig. 11), internal covariate shift per layer (Fig. 3),
 layer-input distributions and their moments (Fig. 2, 8). A plot without data
 returns an empty figure (no traces); the page skips it.
 
+Runs of one variant over several seeds (labels ``VARIANT/seedS``, :func:`data.seed_groups`)
+are one legend entry "VARIANT (N seeds)" in the variant's colour: the line is the mean
+over seeds and a lighter band spans min to max over seeds, at the steps all seeds
+recorded (:func:`data.seed_stats`). Plots that cannot average (histograms, moments,
+Fig. 11) show the lowest seed only, labelled "VARIANT (seed S of N)". A single run,
+or the only seed of its variant, is drawn as a run of its own.
+
 Every user-controlled string shown by plotly (run names, layer names) is
 HTML-escaped first: plotly renders a small HTML subset in legends, titles and
 hover labels, and escaping makes it show the text as written.
@@ -28,6 +35,8 @@ from landscape.report.data import RunRecord
 MAX_POINTS = 2000  # per displayed trace; a long series is decimated (data.downsample)
 MAX_HEATMAP_ROWS = 300  # steps per histogram heatmap
 FIG11_STEPS = 8  # training steps drawn in the gradient-change-vs-step-size plot
+BAND_ALPHA = 0.25  # fill of a band over step sizes or channels
+SEED_ALPHA = 0.12  # fill of a band over seeds: lighter, it lies under a line or another band
 # 9 significant digits identify every float32 exactly (metrics are float32 measurements).
 VALUE = ":.9g"
 ICS_ORDER = ("l2", "rel_l2", "cosine")
@@ -98,19 +107,21 @@ def _band_traces(
     name: str,
     color: str,
     quantity: str,
+    alpha: float = BAND_ALPHA,
+    edge_width: float = 0.8,
     **kwargs: object,
 ) -> list[go.Scatter]:
     """A shaded band: the lower edge, then the upper edge filled down to it (tonexty)."""
     steps, lo, hi = data.downsample_band(steps, lo, hi, MAX_POINTS)
     x = np.asarray(steps).astype(np.int32)
     showlegend = kwargs.pop("showlegend", True)
-    common = dict(x=x, mode="lines", legendgroup=text(name), **kwargs)
+    common = dict(x=x, mode="lines", legendgroup=kwargs.pop("legendgroup", text(name)), **kwargs)
     return [
         go.Scatter(
             y=lo,
             name=text(name),
             showlegend=False,
-            line=dict(color=color, width=0.8),
+            line=dict(color=color, width=edge_width),
             hovertemplate=f"step %{{x}}<br>min {quantity} %{{y{VALUE}}}",
             **common,
         ),
@@ -118,8 +129,8 @@ def _band_traces(
             y=hi,
             name=text(name),
             fill="tonexty",
-            fillcolor=data.rgba(color, 0.25),
-            line=dict(color=color, width=0.8),
+            fillcolor=data.rgba(color, alpha),
+            line=dict(color=color, width=edge_width),
             hovertemplate=f"step %{{x}}<br>max {quantity} %{{y{VALUE}}}",
             showlegend=showlegend,
             **common,
@@ -150,9 +161,41 @@ def _colors(runs: Sequence[RunRecord]) -> list[str]:
     return data.run_colors([r.norm for r in runs])
 
 
+def _groups(runs: Sequence[RunRecord]) -> tuple[list[data.SeedGroup], list[str]]:
+    """The plot's entries (:func:`data.seed_groups`) and one colour each: a seed group
+    takes its variant's colour, so single runs keep the colours they had."""
+    groups = data.seed_groups(runs)
+    return groups, data.run_colors([g.norm for g in groups])
+
+
+def _members(groups: Sequence[data.SeedGroup], colors: Sequence[str]) -> tuple[list[RunRecord], list[str]]:
+    """Every run with its group's colour (each diverged seed keeps its own marker)."""
+    pairs = [(run, color) for group, color in zip(groups, colors) for run in group.records]
+    return [run for run, _ in pairs], [color for _, color in pairs]
+
+
+def _seed_traces(
+    group: data.SeedGroup, metric: str, name: str, color: str, quantity: str, **kwargs: object
+) -> list[go.Scatter]:
+    """A seed group's scalar ``metric``: min-max band over seeds under the mean line; the
+    band shares the line's legend entry. ``kwargs`` go to the line (and its legendgroup,
+    visibility to the band)."""
+    series = [run.series[metric] for run in group.records if metric in run.series]
+    steps, mean, lo, hi = data.seed_stats(series)
+    seeds = f"over {len(series)} seeds"
+    legendgroup = kwargs.pop("legendgroup", text(name))
+    keep = np.isfinite(lo) & np.isfinite(hi)
+    shared = {k: kwargs[k] for k in ("visible",) if k in kwargs}
+    band = _band_traces(steps[keep], lo[keep], hi[keep], name, color, f"{quantity} {seeds}", alpha=SEED_ALPHA,
+                        edge_width=0.5, showlegend=False, legendgroup=legendgroup, **shared)
+    line = _line(steps, mean, name, color, f"mean {quantity} {seeds}", legendgroup=legendgroup, **kwargs)
+    return [*band, line]
+
+
 def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
-    """Training and test loss (log) and accuracy over steps, runs overlaid."""
-    colors = _colors(runs)
+    """Training and test loss (log) and accuracy over steps, runs overlaid; a seed group
+    is its mean line over a min-max band over seeds."""
+    groups, colors = _groups(runs)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
     curves = (
         ("train/loss", "train loss", dict(width=2)),
@@ -160,21 +203,25 @@ def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
         ("train/acc", "train accuracy", dict(width=2)),
         ("test/acc", "test accuracy", dict(width=2, dash="dash")),
     )
-    for run, color in zip(runs, colors):
+    for group, color in zip(groups, colors):
         for name, kind, style in curves:
-            if name not in run.series:
+            if not any(name in run.series for run in group.records):
                 continue
             col = 2 if name.endswith("/acc") else 1
-            trace = _line(
-                *run.series[name],
-                name=f"{run.label} — {kind}",
+            common = dict(
+                name=f"{group.label} — {kind}",
                 color=color,
                 quantity=name,
-                legendgroup=text(run.label),
-                legendgrouptitle_text=text(run.label),
+                legendgroup=text(group.label),
+                legendgrouptitle_text=text(group.label),
                 **style,
             )
-            fig.add_trace(trace, row=1, col=col)
+            if group.seeded:
+                traces = _seed_traces(group, name, **common)
+            else:
+                traces = [_line(*group.records[0].series[name], **common)]
+            for trace in traces:
+                fig.add_trace(trace, row=1, col=col)
     if not fig.data:
         return go.Figure()
     fig.update_layout(
@@ -183,25 +230,47 @@ def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
     fig.update_yaxes(type="log", title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=2)
     fig.update_xaxes(title_text="step")
-    mark_divergence(fig, runs, colors, subplots=True)
+    mark_divergence(fig, *_members(groups, colors), subplots=True)
     return fig
 
 
 def _plot_bands(
     runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool | None
 ) -> go.Figure:
-    """``log_y=None``: a log axis where the values span decades (:func:`data.spans_decades`)."""
-    colors = _colors(runs)
-    bands = [data.band_of(run, metric, f"{metric}_min", f"{metric}_max") for run in runs]
+    """``log_y=None``: a log axis where the values span decades (:func:`data.spans_decades`).
+
+    A seed group draws two bands: the darker one spans the mean over seeds of each
+    step's min and of its max over step sizes; the lighter one the min of the minima
+    to the max of the maxima over seeds (the band over step sizes pooled over seeds).
+    """
+    groups, colors = _groups(runs)
+    bands = {id(run): data.band_of(run, metric, f"{metric}_min", f"{metric}_max") for run in runs}
     if log_y is None:
-        log_y = data.spans_decades([b for _, lo, hi in bands for b in (lo, hi)])
+        log_y = data.spans_decades([b for _, lo, hi in bands.values() for b in (lo, hi)])
     fig = _figure(title, xaxis_title="step", yaxis_title=quantity, yaxis_type="log" if log_y else "linear")
-    for run, color, (steps, lo, hi) in zip(runs, colors, bands):
-        if len(steps):
-            fig.add_traces(_band_traces(steps, lo, hi, run.label, color, quantity))
+    for group, color in zip(groups, colors):
+        if not group.seeded:
+            steps, lo, hi = bands[id(group.records[0])]
+            if len(steps):
+                fig.add_traces(_band_traces(steps, lo, hi, group.label, color, quantity))
+            continue
+        per_seed = [bands[id(run)] for run in group.records if len(bands[id(run)][0])]
+        if not per_seed:
+            continue
+        steps, mean_lo, pooled_lo, _ = data.seed_stats([(s, lo) for s, lo, _ in per_seed])
+        _, mean_hi, _, pooled_hi = data.seed_stats([(s, hi) for s, _, hi in per_seed])
+        keep = np.isfinite(mean_lo) & np.isfinite(mean_hi)
+        if not keep.any():
+            continue
+        seeds = len(per_seed)
+        fig.add_traces(_band_traces(steps[keep], pooled_lo[keep], pooled_hi[keep], group.label, color,
+                                    f"{quantity} over {seeds} seeds", alpha=SEED_ALPHA, edge_width=0.5,
+                                    showlegend=False))
+        fig.add_traces(_band_traces(steps[keep], mean_lo[keep], mean_hi[keep], group.label, color,
+                                    f"{quantity}, mean over {seeds} seeds"))
     if not fig.data:
         return go.Figure()
-    mark_divergence(fig, runs, colors)
+    mark_divergence(fig, *_members(groups, colors))
     return fig
 
 
@@ -234,21 +303,34 @@ def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 4c: effective beta-smoothness per run, with the 2/eta line of each training
     lr, and (dotted) the curvature along the gradient g^T H g / ||g||^2 where the
     probe recorded it: gradient descent at step size eta is unstable along g once it
-    exceeds 2/eta. The log axis leaves out curvature <= 0."""
-    colors = _colors(runs)
+    exceeds 2/eta. The log axis leaves out curvature <= 0.
+
+    A seed group draws beta's mean over seeds over its min-max band over seeds, and the
+    curvature's mean over seeds only (a second band would hide beta's)."""
+    groups, colors = _groups(runs)
     fig = _figure("Effective β-smoothness and curvature along the gradient", xaxis_title="step",
                   yaxis_title="β, gᵀHg / ‖g‖²", yaxis_type="log")
     lrs = set()
-    for run, color in zip(runs, colors):
-        if "probe/beta" in run.series:
-            fig.add_trace(_line(*run.series["probe/beta"], name=f"{run.label} — β", color=color, quantity="β"))
-            if run.lr is not None:
-                lrs.add(run.lr)
-        if "probe/curvature" in run.series:
-            steps, values = run.series["probe/curvature"]
+    for group, color in zip(groups, colors):
+        with_beta = [run for run in group.records if "probe/beta" in run.series]
+        if with_beta:
+            name = f"{group.label} — β"
+            if group.seeded:
+                fig.add_traces(_seed_traces(group, "probe/beta", name=name, color=color, quantity="β"))
+            else:
+                fig.add_trace(_line(*with_beta[0].series["probe/beta"], name=name, color=color, quantity="β"))
+            lrs.update(run.lr for run in with_beta if run.lr is not None)
+        with_curvature = [run.series["probe/curvature"] for run in group.records if "probe/curvature" in run.series]
+        if with_curvature:
+            quantity = "gᵀHg / ‖g‖²"
+            if group.seeded:
+                steps, values, _, _ = data.seed_stats(with_curvature)
+                quantity = f"mean {quantity} over {len(with_curvature)} seeds"
+            else:
+                steps, values = with_curvature[0]
             positive = np.where(np.asarray(values, dtype=float) > 0, values, np.nan)
-            fig.add_trace(_line(steps, positive, name=f"{run.label} — curvature", color=color,
-                                quantity="gᵀHg / ‖g‖²", dash="dot", width=1.5))
+            fig.add_trace(_line(steps, positive, name=f"{group.label} — curvature", color=color,
+                                quantity=quantity, dash="dot", width=1.5))
     if not fig.data:
         return go.Figure()
     for lr in sorted(lrs):
@@ -266,7 +348,7 @@ def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
             showarrow=False,
             font=dict(size=11, color="#444"),
         )
-    mark_divergence(fig, runs, colors)
+    mark_divergence(fig, *_members(groups, colors))
     return fig
 
 
@@ -300,8 +382,9 @@ def _step_size_curves(run: RunRecord) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def plot_gradient_vs_step_size(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 11: gradient change against step size at selected training steps, coloured by
-    step on one scale shared by all runs; one panel per run, side by side."""
-    curves = [(run, c) for run in runs if (c := _step_size_curves(run)) is not None]
+    step on one scale shared by all runs; one panel per run, side by side. Of several
+    seeds only the lowest is drawn (panel "VARIANT (seed S of N)", :func:`data.first_seeds`)."""
+    curves = [(run, c) for run in data.first_seeds(runs) if (c := _step_size_curves(run)) is not None]
     if not curves:
         return go.Figure()
     first = min(int(c[1][0]) for _, c in curves)
@@ -371,8 +454,9 @@ def _layer_menu(layers: Sequence[str], trace_layers: Sequence[str], shown: Seque
 
 def plot_ics(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 3: internal covariate shift per layer over steps (l2 on a log axis, cosine),
-    one layer at a time through a dropdown."""
-    colors = _colors(runs)
+    one layer at a time through a dropdown; a seed group is, per layer and measure, its
+    mean over seeds over a min-max band over seeds."""
+    groups, colors = _groups(runs)
     families: dict[str, set[str]] = {}
     for run in runs:
         for family, layers in data.metric_families(run.series, "ics").items():
@@ -393,25 +477,26 @@ def plot_ics(runs: Sequence[RunRecord]) -> go.Figure:
     in_legend: set[tuple[str, str]] = set()
     for layer in layers:
         for row, measure in enumerate(measures, start=1):
-            for run, color in zip(runs, colors):
+            for group, color in zip(groups, colors):
                 name = f"ics/{measure}/{layer}"
-                if name not in run.series:
+                if not any(name in run.series for run in group.records):
                     continue
-                fig.add_trace(
-                    _line(
-                        *run.series[name],
-                        name=f"{run.label} — {layer}",
-                        color=color,
-                        quantity=f"{template_text(measure)} {template_text(layer)}",
-                        legendgroup=text(f"{run.label} — {layer}"),
-                        showlegend=(run.label, layer) not in in_legend,
-                        visible=layer in shown,
-                    ),
-                    row=row,
-                    col=1,
+                common = dict(
+                    name=f"{group.label} — {layer}",
+                    color=color,
+                    quantity=f"{template_text(measure)} {template_text(layer)}",
+                    legendgroup=text(f"{group.label} — {layer}"),
+                    showlegend=(group.label, layer) not in in_legend,
+                    visible=layer in shown,
                 )
-                in_legend.add((run.label, layer))
-                trace_layers.append(layer)
+                if group.seeded:
+                    traces = _seed_traces(group, name, **common)
+                else:
+                    traces = [_line(*group.records[0].series[name], **common)]
+                for trace in traces:
+                    fig.add_trace(trace, row=row, col=1)
+                    trace_layers.append(layer)
+                in_legend.add((group.label, layer))
     for row, measure in enumerate(measures, start=1):
         fig.update_yaxes(title_text=text(measure), type="log" if measure in ICS_LOG else "linear", row=row, col=1)
     fig.update_xaxes(title_text="step", row=len(measures), col=1)
@@ -421,14 +506,15 @@ def plot_ics(runs: Sequence[RunRecord]) -> go.Figure:
         title=dict(text="Internal covariate shift per layer"),
         updatemenus=_layer_menu(layers, trace_layers, shown),
     )
-    mark_divergence(fig, runs, colors, subplots=True)
+    mark_divergence(fig, *_members(groups, colors), subplots=True)
     return fig
 
 
 def plot_histograms(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 2: a layer's input histogram over steps as a heatmap (step x value), one panel
-    per run on one colour scale; the layer is picked in a dropdown."""
-    with_hist = [r for r in runs if data.metric_families(r.series, "dist").get("hist")]
+    per run on one colour scale; the layer is picked in a dropdown. Of several seeds only
+    the lowest is drawn (panel "VARIANT (seed S of N)", :func:`data.first_seeds`)."""
+    with_hist = [r for r in data.first_seeds(runs) if data.metric_families(r.series, "dist").get("hist")]
     if not with_hist:
         return go.Figure()
     layers = sorted(
@@ -494,7 +580,9 @@ def _moment_traces(run: RunRecord, name: str, label: str, color: str, quantity: 
 def plot_moments(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 8: per-channel moment statistics of the layer inputs over steps, one panel per
     statistic (a new ``dist/<family>`` adds a panel): min-max band over channels and the
-    channel mean, per run; the layer is picked in a dropdown."""
+    channel mean, per run; the layer is picked in a dropdown. Of several seeds only the
+    lowest is drawn (legend "VARIANT (seed S of N)", :func:`data.first_seeds`)."""
+    runs = data.first_seeds(runs)
     families = distribution_families(runs)
     if not families:
         return go.Figure()
