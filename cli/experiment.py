@@ -95,8 +95,11 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
         run(configs, exp_dir, kind, progress, report, layout)
 
 
-def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto") -> None:
-    """Train every variant, write the report (also after Ctrl-C), print the outcome."""
+def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto",
+        paper_steps: int | None = None) -> list:
+    """Train every variant, write the report (also after Ctrl-C), print the outcome;
+    ``paper_steps``: the paper's length of these runs for the short-run rule (default:
+    the model family's protocol). Returns the runs' results."""
     from landscape import distributed
     from landscape.experiments import choose_layout, run_experiment
 
@@ -117,7 +120,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
         )
     finally:
         if distributed.is_main():
-            verdicts = write_claims(exp_dir, kind, configs[0])
+            verdicts = write_claims(exp_dir, kind, configs[0], paper_steps)
             if report:
                 path = write_report(exp_dir)
                 if path is not None:
@@ -131,9 +134,10 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
             echo_result(result)
     if any(r is not None and r.status == "interrupted" for r in results):
         click.echo(f"continue with: landscape {kind} --resume {exp_dir}")
+    return results
 
 
-def write_claims(exp_dir: Path, kind: str, config) -> str | None:
+def write_claims(exp_dir: Path, kind: str, config, paper_steps: int | None = None) -> str | None:
     """The paper's claims on the experiment's runs: ``claims.json`` beside them and the
     printed table (None when no run was created)."""
     from landscape.paper import paper_config, total_steps
@@ -144,7 +148,8 @@ def write_claims(exp_dir: Path, kind: str, config) -> str | None:
         records = data.load_runs([exp_dir])
     except StoreError:  # interrupted before any run was created
         return None
-    paper_steps = total_steps(paper_config(config.model.name, "train"))  # the paper's length for this model
+    if paper_steps is None:  # the paper's length for this model
+        paper_steps = total_steps(paper_config(config.model.name, "train"))
     found = claims.experiment_claims(records, kind, paper_steps)
     write_json_atomic(exp_dir / CLAIMS, [c.to_dict() for c in found])
     return "claims (see README, 'Claims and verdicts'):\n" + claims.table(found)

@@ -61,6 +61,7 @@ def _register() -> None:
     from landscape_cli.ics_cmd import ics, ics_noise
     from landscape_cli.probe_cmd import probe
     from landscape_cli.report_cmd import report
+    from landscape_cli.reproduce_cmd import reproduce
     from landscape_cli.runs_cmd import runs
     from landscape_cli.train_cmd import train
 
@@ -69,6 +70,7 @@ def _register() -> None:
     cli.add_command(ics_noise)
     cli.add_command(ics)
     cli.add_command(report)
+    cli.add_command(reproduce)
     cli.add_command(runs)
 
 

@@ -36,13 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from landscape.report.data import RunRecord
+from landscape.report import data
+from landscape.report.data import RunRecord, split_seed  # split_seed: re-exported
 
 RATIO = 1.25  # a ratio counts in a direction when it is at least this (or at most 1/this)
 ACCURACY_MARGIN = 0.01  # a test-accuracy difference counts when it is at least one point
 MIN_FRACTION = 0.25  # runs shorter than this fraction of the paper's steps are inconclusive
 VERDICTS = ("supports", "contradicts", "inconclusive")
-_SEED = re.compile(r"^(?P<variant>.+)/seed(?P<seed>-?\d+)$")
+LP_VARIANTS = ("l1", "l2", "linf")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,6 @@ class Claim:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def split_seed(label: str) -> tuple[str, int | None]:
-    """``"bn/seed3"`` -> ``("bn", 3)``; a name without a seed -> ``(name, None)``."""
-    match = _SEED.match(label)
-    return (match["variant"], int(match["seed"])) if match else (label, None)
 
 
 def by_variant(records: Sequence[RunRecord]) -> dict[str, dict[int | None, RunRecord]]:
@@ -248,7 +243,7 @@ def _accuracy_claims(groups, first: str, second: str, figure: str, what: str, to
 def _like_bn_claims(groups, too_short: str) -> list[Claim]:
     """Fig. 5, 6: l_p (and noisy) normalizations behave like BN (loss-band width within RATIO)."""
     claims = []
-    for other in ("l1", "l2", "linf", "noisy_bn"):
+    for other in (*LP_VARIANTS, "noisy_bn"):
         def measure(record: RunRecord) -> dict[str, float]:
             return {"median loss-band width": _quantile(band_width(record), 0.5)}
 
@@ -318,6 +313,271 @@ def _noise_claims(groups, too_short: str) -> list[Claim]:
     return claims
 
 
+TRAIN_TARGET = 0.5  # Fig. 1's speed: steps until the training accuracy first reaches this
+FAILED_ACCURACY = 0.2  # Fig. 1 at lr 0.5: a run whose final training accuracy stays below this failed
+_SMOOTHING = 5  # logged training accuracies averaged before reading a threshold off them
+
+
+def train_accuracy(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Logged steps and the batch training accuracy, averaged over ``_SMOOTHING`` logs."""
+    if "train/acc" not in record.series:
+        return np.empty(0), np.empty(0)
+    steps, values = (np.asarray(a, dtype=float).ravel() for a in record.series["train/acc"])
+    if values.size >= _SMOOTHING:
+        values = np.convolve(values, np.ones(_SMOOTHING) / _SMOOTHING, mode="valid")
+        steps = steps[_SMOOTHING - 1:]
+    return steps, values
+
+
+def final_train_accuracy(record: RunRecord) -> float:
+    """Mean training accuracy over the last tenth of the logged steps (0 for a
+    diverged run: it stopped training)."""
+    if record.status == "diverged":
+        return 0.0
+    _, values = train_accuracy(record)
+    values = _finite(values)
+    return float(values[-max(1, values.size // 10):].mean()) if values.size else math.nan
+
+
+def steps_to(record: RunRecord, target: float = TRAIN_TARGET) -> float:
+    """The first logged step whose smoothed training accuracy reaches ``target``
+    (inf when it never does)."""
+    steps, values = train_accuracy(record)
+    reached = np.flatnonzero(np.nan_to_num(values) >= target)
+    return float(steps[reached[0]]) if reached.size else math.inf
+
+
+def _speed_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    """Fig. 1: BN reaches the training-accuracy target in fewer steps."""
+    def measure(record: RunRecord) -> dict[str, float]:
+        return {f"steps to {TRAIN_TARGET:.0%} train accuracy": steps_to(record)}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        (none,), (bn,) = a.values(), b.values()
+        if math.isinf(bn):
+            return {"steps ratio none/bn": math.nan}, "contradicts" if not math.isinf(none) else "inconclusive"
+        ratio = none / max(bn, 1.0)
+        return {"steps ratio none/bn": ratio}, _ratio_verdict([ratio])
+
+    return _paired_claims(groups, "none", "bn", figure=figure, claim="BN trains faster",
+                          statistic=f"steps until the training accuracy (mean of {_SMOOTHING} logs) first reaches "
+                                    f"{TRAIN_TARGET:.0%}, without / with BN (inf: never)",
+                          measure=measure, judge=judge, too_short=too_short)
+
+
+def _high_lr_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    """Fig. 1 at a large lr: the standard network fails to train and BN does not."""
+    def measure(record: RunRecord) -> dict[str, float]:
+        return {"final train accuracy": final_train_accuracy(record)}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        none_failed, bn_failed = (x["final train accuracy"] < FAILED_ACCURACY for x in (a, b))
+        verdict = "contradicts" if not none_failed else "inconclusive" if bn_failed else "supports"
+        return {"final train accuracy none - bn": a["final train accuracy"] - b["final train accuracy"]}, verdict
+
+    found = _paired_claims(groups, "none", "bn", figure=figure,
+                           claim="at the large learning rate the standard network fails to train and BN does not",
+                           statistic=f"final training accuracy (last tenth of the run; diverged: 0); failed: "
+                                     f"below {FAILED_ACCURACY:.0%}", measure=measure, judge=judge,
+                           too_short=too_short)
+    return found
+
+
+def _lp_accuracy_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 5: every l_p normalization trains about as well as BN (test accuracy no
+    more than ACCURACY_MARGIN below BN's)."""
+    claims = []
+    for other in LP_VARIANTS:
+        def measure(record: RunRecord) -> dict[str, float]:
+            return {"final test accuracy": final(record, "test/acc")}
+
+        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
+            difference = a["final test accuracy"] - b["final test accuracy"]
+            verdict = ("inconclusive" if math.isnan(difference)
+                       else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
+            return {f"{other} - bn": difference}, verdict
+
+        claims += _paired_claims(groups, other, "bn", figure="Fig. 5", claim=f"{other} trains as well as BN",
+                                 statistic=f"final test accuracy, {other} minus bn (at least -{ACCURACY_MARGIN})",
+                                 measure=measure, judge=judge, too_short=too_short)
+    return claims
+
+
+def _lp_drift_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 6: the l_p normalizations' layer inputs drift more than BN's."""
+    claims = []
+    for other in LP_VARIANTS:
+        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
+            ratios = {f"{k} ratio {other}/bn": a[k] / b[k] for k in ("mean_drift", "var_drift")}
+            return ratios, _ratio_verdict(list(ratios.values()))
+
+        claims += _paired_claims(groups, other, "bn", figure="Fig. 6",
+                                 claim=f"{other}'s layer inputs drift more than BN's (more distributional shift)",
+                                 statistic=f"mean |drift| of the layer inputs' per-channel mean and variance, "
+                                           f"{other} / bn", measure=_drift, judge=judge, too_short=too_short)
+    return claims
+
+
+def _change(record: RunRecord) -> dict[str, float]:
+    """Mean over layers, channels and steps of the moments' change between successive
+    measurements."""
+    out = {}
+    for kind in ("mean_change", "var_change"):
+        values = [_finite(v) for name, (_, v) in record.series.items() if name.startswith(f"dist/{kind}/")]
+        out[kind] = float(np.mean(np.concatenate(values))) if values else math.nan
+    return out
+
+
+def _moment_change_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 8: noisy BN's moments change more between successive steps than the standard's."""
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        ratios = {f"{k} ratio noisy_bn/none": a[k] / b[k] for k in ("mean_change", "var_change")}
+        return ratios, _ratio_verdict(list(ratios.values()))
+
+    return _paired_claims(groups, "noisy_bn", "none", figure="Fig. 8",
+                          claim="noisy BN's layer-input moments change more between measurements than the "
+                                "standard network's",
+                          statistic="mean |change| of the per-channel mean and variance between successive "
+                                    "measurements, noisy_bn / none", measure=_change, judge=judge,
+                          too_short=too_short)
+
+
+def _noisy_like_bn_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 2: noisy BN trains about as well as BN."""
+    def measure(record: RunRecord) -> dict[str, float]:
+        return {"final test accuracy": final(record, "test/acc")}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        difference = a["final test accuracy"] - b["final test accuracy"]
+        verdict = ("inconclusive" if math.isnan(difference)
+                   else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
+        return {"noisy_bn - bn": difference}, verdict
+
+    return _paired_claims(groups, "noisy_bn", "bn", figure="Fig. 2",
+                          claim="noisy BN trains about as well as BN, despite its unstable layer inputs",
+                          statistic=f"final test accuracy, noisy_bn minus bn (at least -{ACCURACY_MARGIN})",
+                          measure=measure, judge=judge, too_short=too_short)
+
+
+_LAYER = re.compile(r"#(\d+)")
+
+
+def layer_sigma(record: RunRecord) -> dict[int, float]:
+    """Per recorded layer (1-based site): the median over steps of the channels' mean
+    standard deviation of the layer input."""
+    out = {}
+    for name, (_, values) in record.series.items():
+        match = _LAYER.search(name) if name.startswith("dist/var/") else None
+        if match:
+            sigma = np.sqrt(np.abs(np.asarray(values, dtype=float)))
+            out[int(match[1])] = _quantile(sigma.mean(axis=-1) if sigma.ndim > 1 else sigma, 0.5)
+    return dict(sorted(out.items()))
+
+
+def _depth_claims(groups, too_short: str) -> list[Claim]:
+    """Fig. 9: in the standard deep linear network the layer inputs' scale grows with
+    depth (the deepest recorded layer's sigma against the shallowest's)."""
+    if "none" not in groups:
+        return []
+    per_seed, values = {}, {}
+    for seed, record in groups["none"].items():
+        sigma = layer_sigma(record)
+        if len(sigma) < 2:
+            continue
+        (first, s_first), (last, s_last) = next(iter(sigma.items())), list(sigma.items())[-1]
+        ratio = s_last / s_first
+        key = "0" if seed is None else str(seed)
+        values[f"seed {key}: sigma #{last} / sigma #{first}"] = ratio
+        per_seed[key] = _ratio_verdict([ratio])
+    if not per_seed:
+        return []
+    verdict, reason = _combine(per_seed, too_short)
+    return [Claim("Fig. 9", "in the standard DLN the scale (sigma) of the layer inputs grows with depth",
+                  "median over steps of the layer input's standard deviation (channel mean), deepest / shallowest "
+                  "recorded layer, without BN", values, verdict, reason, per_seed if len(per_seed) > 1 else {})]
+
+
+def _step_size_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    """Fig. 11: at every probe step size the gradient changes less with BN."""
+    def measure(record: RunRecord) -> dict[str, float]:
+        if "probe/grad_diff" not in record.series:
+            return {}
+        values = np.asarray(record.series["probe/grad_diff"][1], dtype=float)
+        sizes = data.absolute_step_sizes(record.config)
+        labels = [f"{s:.3g}" for s in sizes] if sizes is not None and len(sizes) == values.shape[1] else \
+            [str(i) for i in range(values.shape[1])]
+        return {f"median grad change at step {k}": _quantile(values[:, i], 0.5) for i, k in enumerate(labels)}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        ratios = {k.replace("median grad change at step", "ratio none/bn at step"): a[k] / b[k] for k in a if k in b}
+        return ratios, _ratio_verdict(list(ratios.values()))
+
+    return _paired_claims(groups, "none", "bn", figure=figure,
+                          claim="at every step size the gradient changes less with BN",
+                          statistic="median over the probe steps of ||grad L(w - eta g) - g|| per step size eta, "
+                                    "without / with BN", measure=measure, judge=judge, too_short=too_short)
+
+
+def _lp_smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
+    """Fig. 12, 13: the l_p normalizations smooth the landscape against the standard network."""
+    claims = []
+    for other in LP_VARIANTS:
+        def measure(record: RunRecord) -> dict[str, float]:
+            values = band_width(record)
+            return {"median": _quantile(values, 0.5), "p90": _quantile(values, 0.9)}
+
+        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
+            ratios = {f"median ratio none/{other}": a["median"] / b["median"],
+                      f"p90 ratio none/{other}": a["p90"] / b["p90"]}
+            return ratios, _ratio_verdict(list(ratios.values()))
+
+        claims += _paired_claims(groups, "none", other, figure=figure,
+                                 claim=f"{other} narrows the loss along the gradient, as BN does",
+                                 statistic=f"loss-band width: median and p90 over the probe steps, none / {other}",
+                                 measure=measure, judge=judge, too_short=too_short)
+    return claims
+
+
+CHECKS = ("smoothness", "stability", "accuracy", "like-bn", "ics", "noise", "speed", "high-lr", "lp-accuracy",
+          "lp-drift", "moment-change", "noisy-like-bn", "depth", "step-size", "lp-smoothness")
+
+
+def checked_claims(checks: Sequence[str], records: Sequence[RunRecord], figure: str,
+                   paper_steps: int | None = None) -> list[Claim]:
+    """The claims named by ``checks`` (:data:`CHECKS`) on ``records``, for the figure
+    ``figure`` (the label of the claims whose figure depends on where they are drawn).
+
+    Raises:
+        ValueError: an unknown check.
+    """
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown claim check {unknown[0]!r}; choose from {', '.join(CHECKS)}")
+    too_short = _gate(records, paper_steps)
+    groups = by_variant(records)
+    out: list[Claim] = []
+    for check in checks:
+        out += {
+            "smoothness": lambda: _smoothness_claims(groups, figure, too_short),
+            "stability": lambda: _stability_claims(groups, figure, too_short),
+            "accuracy": lambda: _accuracy_claims(groups, "bn", "none", figure, "BN raises the test accuracy",
+                                                 too_short),
+            "like-bn": lambda: _like_bn_claims(groups, too_short),
+            "ics": lambda: _ics_claims(records, too_short),
+            "noise": lambda: _noise_claims(groups, too_short),
+            "speed": lambda: _speed_claims(groups, figure, too_short),
+            "high-lr": lambda: _high_lr_claims(groups, figure, too_short),
+            "lp-accuracy": lambda: _lp_accuracy_claims(groups, too_short),
+            "lp-drift": lambda: _lp_drift_claims(groups, too_short),
+            "moment-change": lambda: _moment_change_claims(groups, too_short),
+            "noisy-like-bn": lambda: _noisy_like_bn_claims(groups, too_short),
+            "depth": lambda: _depth_claims(groups, too_short),
+            "step-size": lambda: _step_size_claims(groups, figure, too_short),
+            "lp-smoothness": lambda: _lp_smoothness_claims(groups, figure, too_short),
+        }[check]()
+    return out
+
+
 def _gate(records: Sequence[RunRecord], paper_steps: int | None) -> str:
     """Why no verdict can be given whatever the numbers: runs not complete, or too
     short against the paper's; empty when verdicts may be given."""
@@ -340,7 +600,7 @@ def experiment_claims(records: Sequence[RunRecord], kind: str, paper_steps: int 
     Args:
         records: the runs (names as the commands give them: ``bn``, ``bn/seed1``,
             ``none-lr0.1``, ...).
-        kind: ``probe``, ``ics`` or ``ics-noise``.
+        kind: ``probe``, ``ics``, ``ics-noise`` or ``train`` (the test-accuracy gain alone).
         paper_steps: the paper's optimizer steps for this model (for the
             short-run rule); None: no such rule. Runs that are not complete
             (running, interrupted) make every verdict inconclusive.
@@ -349,6 +609,9 @@ def experiment_claims(records: Sequence[RunRecord], kind: str, paper_steps: int 
         The claims that the variants present allow, in the paper's figure order.
     """
     too_short = _gate(records, paper_steps)
+    if kind == "train":
+        return _accuracy_claims(by_variant(records), "bn", "none", "seed review", "BN raises the test accuracy",
+                                too_short)
     if kind == "ics":
         return _ics_claims(records, too_short)
     groups = by_variant(records)

@@ -1,0 +1,157 @@
+"""``landscape reproduce FIGURE``: one figure of Santurkar et al. 2018 (or ``all``)
+with the paper's protocol or its CPU-scale reduction, its claims and a report laid
+out like the figure (see :mod:`landscape.reproduce`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from landscape_cli import experiment
+from landscape_cli.errors import InputError, friendly_errors
+from landscape_cli.options import parse_seeds
+
+
+def _default_scale() -> str:
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def _listing(scale: str, seeds: int) -> str:
+    from landscape.reproduce import FIGURES, figure_seconds
+
+    rows = [("figure", "command", "estimate", "what")]
+    done: set[str] = set()
+    total = 0.0
+    for name, fig in FIGURES.items():
+        seconds = figure_seconds(name, scale, seeds, done)
+        total += seconds
+        done |= set(fig.all_experiments)
+        shared = " (shares runs)" if seconds == 0 else ""
+        rows.append((name, f"landscape reproduce {name} --scale {scale}",
+                     experiment.duration(seconds) + shared, f"{fig.label}: {fig.title}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
+    where = "a 2-core CPU" if scale == "cpu" else "one H200"
+    lines.append(f"all: landscape reproduce all --scale {scale}: about {experiment.duration(total)} on {where} "
+                 f"(estimates from passes x measured seconds per pass; each experiment runs once)")
+    return "\n".join(lines)
+
+
+def _label(records, key: str, collide: set[str]):
+    return [dataclasses.replace(r, label=f"{key}: {r.label}") if r.label.split("/")[0] in collide else r
+            for r in records]
+
+
+def figure_records(fig, out: Path):
+    """The figure's runs, labelled by experiment where two experiments name a variant alike."""
+    from landscape.report import data
+
+    loaded = {k: data.load_runs([out / k]) for k in fig.all_experiments if (out / k).is_dir()}
+    names: dict[str, int] = {}
+    for records in loaded.values():
+        for variant in {r.label.split("/")[0] for r in records}:
+            names[variant] = names.get(variant, 0) + 1
+    collide = {n for n, count in names.items() if count > 1}
+    return [r for key, records in loaded.items() for r in _label(records, key, collide)]
+
+
+def _where(device: str) -> str:
+    import os
+
+    from landscape.distributed import resolve_device
+
+    d = resolve_device(device)
+    if d.type == "cuda":
+        import torch
+
+        return f"{d} ({torch.cuda.get_device_name(d)})"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto") -> str:
+    """The figure's claims (claims.json, figure.json) and report; returns the table."""
+    from landscape.report import claims, data
+    from landscape.report.html import write_page
+    from landscape.reproduce import paper_steps
+    from landscape.runs import write_json_atomic
+
+    found = []
+    for check in fig.checks:
+        records = data.load_runs([out / k for k in check.experiments if (out / k).is_dir()])
+        found += claims.checked_claims([check.name], records, fig.label, paper_steps(check.experiments[0]))
+    fig_dir = out / fig.name
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
+    command = f"landscape reproduce {fig.name} --scale {scale}" + (f" --seeds {','.join(map(str, seeds))}"
+                                                                    if seeds else "")
+    write_json_atomic(fig_dir / "figure.json", {
+        "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
+        "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
+        "where": _where(device),
+    })
+    write_page(figure_records(fig, out), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
+               [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")
+    return claims.table(found)
+
+
+@click.command()
+@click.argument("figure", required=False)
+@click.option("--scale", type=click.Choice(["paper", "cpu"]), default=None,
+              help="paper: the paper's protocol (GPU work); cpu: the documented reduction for a 2-core CPU "
+                   "[default: paper when CUDA is available, else cpu].")
+@click.option("--seeds", default=None, help="Run every variant once per seed: a count N (0..N-1) or a comma list.")
+@click.option("--list", "list_", is_flag=True, help="Print every figure with its command and estimated time, then exit.")
+@click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
+              help="Folder holding cifar-10-batches-py [default: ./data].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory [default: runs/reproduce/<scale>, or <scale>-seeds<list> with --seeds]; "
+                   "run again to continue an interrupted figure.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@friendly_errors
+def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: bool, data_dir: str | None,
+              out: Path | None, device: str, progress: bool) -> None:
+    """Regenerate FIGURE of the paper (fig1 ... fig13, seed-vgg11, seed-resnet50, or
+    all): train its experiments with the paper's protocol (--scale paper) or the CPU
+    reduction (--scale cpu), check the paper's claims on them and write
+    OUT/FIGURE/claims.json and OUT/FIGURE/report.html. Experiments that figures share
+    run once; a second call continues where an interrupted one stopped."""
+    from landscape.reproduce import EXPERIMENTS, FIGURES, experiment_configs, paper_steps
+
+    scale = scale or _default_scale()
+    seed_list = parse_seeds(seeds, 0)
+    if list_:
+        click.echo(_listing(scale, len(seed_list or (0,))))
+        return
+    if figure is None:
+        raise InputError("give a FIGURE (fig1 ... fig13, seed-vgg11, seed-resnet50, all) or --list")
+    if figure != "all" and figure not in FIGURES:
+        raise InputError(f"unknown figure {figure!r}; choose from {', '.join(FIGURES)} or all (see --list)")
+    names = list(FIGURES) if figure == "all" else [figure]
+    out = out or Path("runs") / "reproduce" / (scale + (f"-seeds{'-'.join(map(str, seed_list))}" if seed_list else ""))
+    click.echo(f"reproduce: {', '.join(names)} at {scale} scale into {out}")
+    done: set[str] = set()
+    for name in names:
+        fig = FIGURES[name]
+        click.echo(f"== {name}: {fig.label}: {fig.title}")
+        for key in fig.all_experiments:
+            if key in done:
+                continue
+            configs = experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list)
+            click.echo(f"-- experiment {key} ({EXPERIMENTS[key].kind}, {len(configs)} runs)")
+            click.echo(experiment.plan(configs))
+            results = experiment.run(configs, out / key, EXPERIMENTS[key].kind, progress, report=True,
+                                     paper_steps=paper_steps(key))
+            if len(results) < len(configs) or any(r is not None and r.status == "interrupted" for r in results):
+                click.echo(f"interrupted; continue with the same command (landscape reproduce {figure} ...)")
+                raise click.exceptions.Exit(130)
+            done.add(key)
+        click.echo(f"claims of {name} ({fig.label}; the paper: {fig.reading}):")
+        click.echo(finish_figure(fig, out, scale, seed_list, device))
+        click.echo(f"report: {out / name / 'report.html'}")
+    if len(names) > 1:
+        click.echo(f"all figures written; summarize them with: python scripts/reproduction.py {out}")
