@@ -24,6 +24,8 @@ _EXPORTS = {
     "activation_sites": "landscape.distributions",
     "train": "landscape.train",
     "paper_config": "landscape.paper",
+    "loss_surface": "landscape.surface",
+    "Surface": "landscape.surface",
     "RunConfig": "landscape.config",
     "ModelConfig": "landscape.config",
     "DataConfig": "landscape.config",

@@ -49,8 +49,13 @@ class PointEvaluator:
         self.d: list[torch.Tensor] = []
         self.d_flat: torch.Tensor | None = None
 
-    def set_direction(self, d: list[torch.Tensor], d_flat: torch.Tensor) -> None:
+    def set_direction(self, d: list[torch.Tensor], d_flat: torch.Tensor | None) -> None:
         self.d, self.d_flat = d, d_flat
+
+    def loss_at(self, step_size: float) -> torch.Tensor:
+        """L(w - eta d), forward only (the caller holds ``torch.no_grad``); at eta = 0
+        the working parameters are a copy of w, so this is L(w) exactly."""
+        return self._forward(step_size)
 
     def _forward(self, step_size: float) -> torch.Tensor:
         self.space.move_to(self.d, self.d_flat, step_size)

@@ -196,7 +196,7 @@ def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tenso
     return out
 
 
-def _gaussian(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
+def gaussian_draw(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
     def draw(p: torch.Tensor) -> torch.Tensor:
         device = p.device if generator is None else generator.device
         return torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype).to(p.device)
@@ -204,7 +204,7 @@ def _gaussian(params: dict[str, torch.Tensor], generator: torch.Generator | None
     return [draw(p) for p in params.values()]
 
 
-def _direction(
+def make_direction(
     kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], draw: list[torch.Tensor] | None
 ) -> list[torch.Tensor]:
     """d from g and a Gaussian ``draw`` (one tensor per parameter)."""
@@ -316,14 +316,14 @@ def probe_gradient(
         g = _grad_list(grad, named) if reuse else None
         # A random direction is drawn before the replay state is taken, so the evaluations'
         # draws (dropout masks) do not reuse the direction's random numbers.
-        draw = None if direction == "gradient" else _gaussian(named, generator)
+        draw = None if direction == "gradient" else gaussian_draw(named, generator)
         if reduce is not None and base_loss is not None:
             local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
             base_loss = reduce([local.detach().reshape(1)])[0]
         with replay_rng(sources) as rewind:
             evaluator = PointEvaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
             base = _at_w(evaluator, g, reuse=reuse, base_loss=base_loss, curvature=curvature)
-            d = _direction(direction, named, base.g, draw)
+            d = make_direction(direction, named, base.g, draw)
             g_flat = flatten(base.g)  # one flat vector: a few reductions per point instead of a few per tensor
             d_flat = g_flat if d is base.g else flatten(d)
             evaluator.set_direction(d, d_flat)

@@ -1,0 +1,230 @@
+"""Loss surfaces around the weights along one or two directions (Li et al. 2018,
+Visualizing the Loss Landscape of Neural Nets, Sec. 3-4).
+
+For trainable parameters w, directions d1 (and d2) and a batch B (or the mean over
+several batches), on a symmetric grid of coefficients a, b in [-span, span]:
+
+    1-D    f(a)    = L(w + a d1; B)
+    2-D    f(a, b) = L(w + a d1 + b d2; B)
+
+Li et al.'s directions are Gaussian and filter-normalized: every filter of a weight
+(slice along dim 0: a conv's output channel, a linear layer's output row) is rescaled,
+d_ij <- d_ij / ||d_ij|| * ||w_ij||, so that the scale invariance of ReLU networks with
+normalization does not distort the picture and surfaces of different networks compare.
+
+The surface is a pure function, built on the probe's machinery
+(:mod:`landscape.probes`): every point is written into one working set of parameters
+and buffers installed in the model (:class:`landscape.state.Workspace`) and evaluated
+by :class:`landscape.points.PointEvaluator`, so a point costs one forward under
+``torch.no_grad`` and no copy of the model; random draws happen inside
+:func:`landscape.state.fork_rng`. Afterwards parameters, buffers, ``.grad`` fields,
+``requires_grad``, training flags and all RNGs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from landscape.config import BN_MODES
+from landscape.points import LossFn, PointEvaluator
+from landscape.probes import gaussian_draw, make_direction, norm_layers_mode
+from landscape.state import Workspace, flatten, fork_rng, replay_rng, rng_sources, trainable_params
+
+SURFACE_DIRECTIONS = ("filter", "random")
+
+Direction = list[torch.Tensor]  # one tensor per trainable parameter
+
+
+@dataclass(frozen=True)
+class Surface:
+    """The loss on a grid around w; ``losses[i, j] = L(w + coords[0][i] d1 + coords[1][j] d2)``."""
+
+    coords: tuple[torch.Tensor, ...]  # one (steps,) float64 grid per direction, symmetric, exact 0 in the middle
+    losses: torch.Tensor  # (steps,) * dims, float64 on the CPU; the mean over the batches
+    base_loss: float  # L(w): the loss at the centre, evaluated at w itself
+    directions: list[Direction]  # d1 (, d2), aligned with the trainable parameters
+    center_index: tuple[int, ...]  # (steps // 2,) * dims: where the coefficients are all 0
+
+
+def loss_surface(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor | None,
+    targets: torch.Tensor | None,
+    *,
+    directions: str | Sequence[Sequence[torch.Tensor]] = "filter",
+    steps: int = 21,
+    span: float = 1.0,
+    dims: int = 2,
+    bn_mode: str = "train",
+    include_bias_and_bn: bool = False,
+    generator: torch.Generator | None = None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    max_batches: int | None = None,
+) -> Surface:
+    """Loss on a 1-D or 2-D grid around the weights (Li et al. 2018).
+
+    Cost: ``steps ** dims`` forward passes per batch under ``torch.no_grad``, each
+    preceded by a few passes over the parameters to write the point; no backward and
+    no copy of the model. The centre is evaluated at w itself (a copy of the
+    weights, no ``w + 0 * d``), so ``base_loss`` is L(w) bit for bit. Every point of a
+    batch sees the same random draw (dropout masks, BN noise) and fresh clones of
+    the buffers. Only normalization layers are switched to ``bn_mode``; other layers
+    (dropout) keep their training flag.
+
+    Args:
+        model: Any ``nn.Module``; its trainable parameters are w.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        inputs: The batch inputs; None when ``batches`` is given.
+        targets: The batch targets; None when ``batches`` is given.
+        directions: ``"filter"`` (Li et al.: Gaussian, each filter scaled to the norm
+            of the matching filter of w), ``"random"`` (Gaussian scaled to ||w||), or
+            ``dims`` explicit directions (e.g. the top Hessian eigenvectors), each a
+            sequence of tensors aligned with the trainable parameters in
+            ``named_parameters()`` order, used as given.
+        steps: Grid points per direction; odd, so the grid contains the centre.
+        span: The grid runs over [-span, span] in every direction.
+        dims: 1 (a line along d1) or 2 (a plane along d1, d2).
+        bn_mode: ``"train"`` (batch statistics: the objective SGD minimises, the
+            paper's) or ``"eval"`` (running statistics, as Li et al.).
+        include_bias_and_bn: For generated directions: False (Li et al.'s default)
+            leaves 1-D parameters (biases, BN scales and shifts) out, their
+            direction zero; True includes them: ``"filter"`` then uses d = w for them,
+            as Li et al.'s code does (a 1-D parameter has one number per filter), and
+            ``"random"`` draws them too. ``"random"`` is scaled to the norm of the
+            included parameters of w. Explicit directions ignore it.
+        generator: Source of the Gaussian draws (d1 first, then d2); None draws from
+            the global RNG inside a fork, so the global RNG is untouched either way.
+        batches: ``(inputs, targets)`` pairs, read once; the surface is the mean
+            of their surfaces.
+        max_batches: Use at most this many of ``batches``.
+
+    Returns:
+        The :class:`Surface`.
+
+    Raises:
+        ValueError: Even ``steps`` or fewer than 3, ``dims`` not 1 or 2, ``span`` not
+            a positive finite number, an unknown option, explicit directions that do
+            not match the trainable parameters, a model without trainable
+            parameters (or, for generated directions without 1-D parameters, without
+            a parameter of 2 or more dimensions), no batch, or both a batch and
+            ``batches`` (one-line messages).
+    """
+    _check_arguments(steps, span, dims, bn_mode, directions, inputs, targets, batches, max_batches)
+    modules, real = trainable_params(model)
+    if not real:
+        raise ValueError("the model has no trainable parameters")
+    if isinstance(directions, str):
+        if not include_bias_and_bn and all(p.dim() <= 1 for p in real.values()):
+            raise ValueError("every trainable parameter is 1-D, so the direction would be zero; "
+                             "pass include_bias_and_bn=True")
+        explicit = None
+    else:
+        explicit = _explicit(directions, real, dims)
+    pairs = [(inputs, targets)] if batches is None else itertools.islice(batches, max_batches)
+    workspace = Workspace(modules, list(real.values()))
+    named = dict(zip(real, workspace.params))  # detached: they share storage with the real ones
+    sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
+    k = steps // 2
+    grid = torch.arange(-k, k + 1, dtype=torch.float64) / k  # exact -1, 0 and 1, and symmetric
+    coords = tuple(grid * span for _ in range(dims))
+    points = list(itertools.product(*(c.tolist() for c in coords)))  # row-major, as the losses
+    total: torch.Tensor | float = 0.0
+    count = 0
+    with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed(), torch.no_grad():
+        # Drawn before any replay state is taken, so the evaluations' random draws
+        # (dropout masks) do not reuse the directions' random numbers.
+        chosen = explicit if explicit is not None else [
+            _generated(directions, named, include_bias_and_bn, generator) for _ in range(dims)
+        ]
+        for x, y in pairs:
+            with replay_rng(sources) as rewind:  # per batch: each batch gets its own draw, every point the same
+                evaluator = PointEvaluator(model, loss_fn, x, y, workspace, list(real), rewind)
+                losses = torch.stack([_loss_at(evaluator, workspace, chosen, p) for p in points])  # (steps ** dims,)
+            total = total + losses.double()
+            count += 1
+    if count == 0:
+        raise ValueError("batches yielded no batch")
+    mean = (total / count).cpu().reshape((steps,) * dims)
+    center = (k,) * dims
+    return Surface(coords=coords, losses=mean, base_loss=float(mean[center]), directions=chosen, center_index=center)
+
+
+def _check_arguments(
+    steps: int, span: float, dims: int, bn_mode: str, directions: str | Sequence[Sequence[torch.Tensor]],
+    inputs: torch.Tensor | None, targets: torch.Tensor | None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, max_batches: int | None,
+) -> None:
+    if steps < 3 or steps % 2 == 0:
+        raise ValueError(f"steps must be an odd number >= 3 (the grid contains its centre), got {steps}")
+    if not (math.isfinite(span) and span > 0):
+        raise ValueError(f"span must be a positive finite number, got {span}")
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 or 2, got {dims}")
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
+    if directions == "eigen":
+        raise ValueError("directions='eigen': pass the top Hessian eigenvectors as a list of direction lists")
+    if isinstance(directions, str) and directions not in SURFACE_DIRECTIONS:
+        raise ValueError(f"unknown directions {directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)} "
+                         "or pass a list of direction lists")
+    if batches is None and (inputs is None or targets is None):
+        raise ValueError("pass inputs and targets, or batches")
+    if batches is not None and (inputs is not None or targets is not None):
+        raise ValueError("pass either inputs and targets or batches, not both")
+    if max_batches is not None and (batches is None or max_batches <= 0):
+        raise ValueError("max_batches must be positive and comes with batches")
+
+
+def _explicit(
+    directions: Sequence[Sequence[torch.Tensor]], params: dict[str, nn.Parameter], dims: int
+) -> list[Direction]:
+    """The caller's directions, checked against the parameters and detached."""
+    if len(directions) != dims:
+        raise ValueError(f"dims={dims} needs {dims} directions, got {len(directions)}")
+    out = []
+    for k, direction in enumerate(directions):
+        if len(direction) != len(params):
+            raise ValueError(f"direction {k} has {len(direction)} tensors for {len(params)} trainable parameters")
+        for (name, p), t in zip(params.items(), direction):
+            if t.shape != p.shape:
+                raise ValueError(f"direction {k}[{name!r}] has shape {tuple(t.shape)}, parameter has {tuple(p.shape)}")
+        out.append([t.detach().to(device=p.device, dtype=p.dtype) for p, t in zip(params.values(), direction)])
+    return out
+
+
+def _generated(
+    kind: str, params: dict[str, torch.Tensor], include_bias_and_bn: bool, generator: torch.Generator | None
+) -> Direction:
+    """One Gaussian direction, filter-normalized or scaled to ||w|| (the probe's
+    :func:`landscape.probes.make_direction`), with 1-D parameters left out or included."""
+    w = list(params.values())
+    draw = gaussian_draw(params, generator)
+    if kind == "filter":
+        d = make_direction("filter", params, w, draw)  # zero for 1-D parameters
+        return [wi.clone() if include_bias_and_bn and wi.dim() <= 1 else di for wi, di in zip(w, d)]
+    if not include_bias_and_bn:  # left out of the draw and of the norm it is scaled to
+        draw = [torch.zeros_like(z) if z.dim() <= 1 else z for z in draw]
+        w = [torch.zeros_like(wi) if wi.dim() <= 1 else wi for wi in w]
+    return make_direction("random", params, w, draw)  # draw * ||w|| / ||draw||
+
+
+def _loss_at(
+    evaluator: PointEvaluator, workspace: Workspace, directions: list[Direction], point: tuple[float, ...]
+) -> torch.Tensor:
+    """L(w + sum_k point[k] d_k); where every coefficient is 0, L(w) at w itself."""
+    if not any(point):
+        return evaluator.loss_at(0.0)  # the working parameters are a copy of w: L(w) exactly
+    offset = torch._foreach_mul(directions[0], point[0])
+    for d, c in zip(directions[1:], point[1:]):
+        torch._foreach_add_(offset, d, alpha=c)
+    # The workspace writes w - step_size * d: in one kernel from the flat offset when the
+    # working parameters are one flat vector, else per tensor from the list.
+    evaluator.set_direction(offset, flatten(offset) if workspace.flat_w is not None else None)
+    return evaluator.loss_at(-1.0)  # w - (-1) offset = w + offset
