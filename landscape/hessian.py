@@ -1,0 +1,514 @@
+"""Spectrum of the loss Hessian: extreme eigenvalues, trace and eigenvalue density.
+
+H = nabla^2_w L(w; B) for the trainable parameters w (or a block of them) and a
+mini-batch B; over several batches, the mean of the per-batch Hessians. In
+``bn_mode="train"`` the norm layers use batch statistics (the objective SGD
+optimises, whose smoothness Santurkar et al. 2018 study), in ``"eval"`` their
+running statistics. H is never formed: it is applied by double
+backward (Pearlmutter 1994), H v = grad_w (grad_w L . v), on a gradient graph
+built once per batch.
+
+    extreme eigenvalues  Lanczos with full reorthogonalization; a Ritz pair
+                         (theta, y = Q s) of m steps has ||H y - theta y|| = |beta_m s_m|,
+                         and some eigenvalue of H lies within that of theta
+    trace                Hutchinson: tr H = E[z^T H z], z Rademacher; Hutch++ (Meyer et
+                         al. 2021): tr H = tr(Q^T H Q) + tr(P H P), Q an orthonormal
+                         basis of H S for a Rademacher sketch S, P = I - Q Q^T, the
+                         second term by Hutchinson
+    density              stochastic Lanczos quadrature (Lin et al. 2016; Ghorbani et al.
+                         2019): phi(t) = 1/n sum_i delta(t - lambda_i), estimated by the
+                         mean over runs of sum_j w_j N(t; theta_j, sigma^2), theta_j the
+                         Ritz values of m steps from a unit start v, w_j = (e_1^T s_j)^2
+
+The model is evaluated as the gradient-direction probe evaluates it
+(:mod:`landscape.probes`): on a :class:`landscape.state.Workspace` of working
+parameters and cloned buffers, with the norm layers in ``bn_mode``, inside
+:func:`landscape.state.fork_rng`. Parameters, buffers, ``.grad`` fields,
+``requires_grad`` and training flags and every RNG are bit-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from landscape.config import BN_MODES
+from landscape.points import LossFn
+from landscape.probes import norm_layers_mode
+from landscape.state import Workspace, flatten, fork_rng, rng_sources, trainable_params
+
+Block = str | Callable[[str, nn.Parameter], bool]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+WHICH = ("largest", "magnitude")
+TRACE_METHODS = ("hutch++", "hutchinson")
+MIN_SAMPLES = 10  # fewer samples give too rough a standard error to stop on
+_ROUNDOFF = 100.0  # a residual below this many eps * ||H|| is rounding: exact
+
+
+@dataclass(frozen=True)
+class EigResult:
+    """Extreme eigenvalues of H from :func:`hessian_eigs`.
+
+    Each eigenvalue lies within its residual of an eigenvalue of H; ``converged``
+    says whether every residual met ``tol`` (relative), never more.
+    """
+
+    eigenvalues: torch.Tensor  # (k,) float64, largest first (algebraically or in magnitude)
+    residuals: torch.Tensor  # (k,) ||H y - theta y|| of the unit Ritz vectors y
+    hvps: int  # products with H (each one backward per batch)
+    converged: bool
+    error_bound: float  # max residual: a bound on |theta - nearest eigenvalue| for all k
+    eigenvectors: list[dict[str, torch.Tensor]] | None  # unit Ritz vectors by parameter name
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """tr H from :func:`hessian_trace`; ``stderr`` is the Monte-Carlo standard error
+    (for Hutch++, of the Hutchinson remainder: the sketch part is exact)."""
+
+    trace: float
+    stderr: float
+    hvps: int
+    converged: bool  # stderr <= rtol * |trace| after at least MIN_SAMPLES samples
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Eigenvalue density of H from :func:`hessian_density`."""
+
+    grid: torch.Tensor  # (G,) float64
+    density: torch.Tensor  # (G,) integrates to 1 over grid (trapezoid)
+    nodes: list[torch.Tensor]  # per run: Ritz values (quadrature nodes)
+    weights: list[torch.Tensor]  # per run: quadrature weights, summing to 1
+    hvps: int
+
+    @property
+    def mean(self) -> float:
+        """Mean of the quadrature measures over the runs: an estimate of tr H / n."""
+        return sum(float(t @ w) for t, w in zip(self.nodes, self.weights)) / len(self.nodes)
+
+
+class _HessianOperator:
+    """v -> H v for flat vectors over the selected parameters (mean over the batches),
+    each product one backward through every batch's gradient graph."""
+
+    def __init__(self, names: list[str], leaves: list[nn.Parameter], grads: list[list[torch.Tensor] | None]) -> None:
+        self.names, self.leaves, self.grads = names, leaves, grads
+        self.sizes = [p.numel() for p in leaves]
+        self.n = sum(self.sizes)
+        self.dtype = functools.reduce(torch.promote_types, [p.dtype for p in leaves])
+        self.device = leaves[0].device
+        self.hvps = 0
+
+    def split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return [c.view_as(p).to(p.dtype) for c, p in zip(v.split(self.sizes), self.leaves)]
+
+    def named(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.split(v)))
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.hvps += 1
+        pieces = self.split(v)
+        total = torch.zeros_like(v)
+        for grads in self.grads:
+            if grads is None:  # the gradient does not depend on w: H = 0
+                continue
+            dot = torch.stack([torch.vdot(g.reshape(-1), u.reshape(-1)) for g, u in zip(grads, pieces)]).sum()
+            hv = torch.autograd.grad(dot, self.leaves, retain_graph=True, allow_unused=True)
+            hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.leaves, hv)]
+            total += flatten([h.to(self.dtype) for h in hv])
+        return total / len(self.grads)
+
+    def random(self, kind: str, generator: torch.Generator | None) -> torch.Tensor:
+        """A Rademacher or Gaussian vector, drawn on the generator's device."""
+        device = self.device if generator is None else generator.device
+        if kind == "rademacher":
+            z = torch.randint(0, 2, (self.n,), generator=generator, device=device).to(self.dtype).mul_(2).sub_(1)
+        else:
+            z = torch.randn(self.n, generator=generator, device=device, dtype=self.dtype)
+        return z.to(self.device)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What H is: the parameters (all trainable ones, and the names of those whose
+    block is used), the batches whose Hessians are averaged, and the BN mode."""
+
+    modules: list[nn.Module]  # each once
+    params: dict[str, nn.Parameter]
+    names: list[str]
+    batches: list[Batch]
+    bn_mode: str
+
+    @property
+    def n(self) -> int:
+        return sum(self.params[name].numel() for name in self.names)
+
+
+def _problem(
+    model: nn.Module,
+    inputs: torch.Tensor | None,
+    targets: torch.Tensor | None,
+    bn_mode: str,
+    block: Block | None,
+    batches: Iterable[Batch] | None,
+    max_batches: int | None,
+) -> _Problem:
+    """The checked arguments every function shares (see :func:`hessian_eigs`)."""
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
+    modules, params = trainable_params(model)
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if block is None:
+        names = list(params)
+    elif callable(block):
+        names = [name for name, p in params.items() if block(name, p)]
+    elif block not in dict(model.named_modules()):
+        raise ValueError(f"unknown block {block!r}: the model has no module of that name")
+    else:
+        names = [name for name in params if not block or name.startswith(f"{block}.")]
+    if not names:
+        raise ValueError(f"block {block!r} selects no trainable parameters")
+    if batches is None:
+        if inputs is None or targets is None:
+            raise ValueError("pass inputs and targets, or batches")
+        return _Problem(modules, params, names, [(inputs, targets)], bn_mode)
+    if inputs is not None or targets is not None:
+        raise ValueError("pass inputs and targets, or batches, not both")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError("max_batches must be at least 1")
+    chosen = [(x, y) for x, y in itertools.islice(batches, max_batches)]
+    if not chosen:
+        raise ValueError("batches is empty")
+    return _Problem(modules, params, names, chosen, bn_mode)
+
+
+@contextlib.contextmanager
+def _hessian(model: nn.Module, loss_fn: LossFn, problem: _Problem) -> Iterator[_HessianOperator]:
+    """The Hessian operator, valid inside the block (random draws there are forked off
+    the global RNG too)."""
+    workspace = Workspace(problem.modules, list(problem.params.values()))
+    working = dict(zip(problem.params, workspace.leaves))
+    leaves = [working[name] for name in problem.names]
+    devices = {t.device for t in [*workspace.params, *workspace.buffers]}
+    sources = rng_sources(model, problem.modules, devices=devices)
+    with (
+        fork_rng(sources),
+        norm_layers_mode(model, problem.bn_mode, problem.modules),
+        workspace.installed(),
+        torch.enable_grad(),
+    ):
+        workspace.move_to([], None, 0.0)  # working parameters := w, working buffers := the real ones
+        graphs: list[list[torch.Tensor] | None] = []
+        for x, y in problem.batches:
+            loss = loss_fn(model(x), y)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+            graphs.append(grads if any(g.requires_grad for g in grads) else None)
+        yield _HessianOperator(problem.names, leaves, graphs)
+
+
+@dataclass(frozen=True)
+class _Krylov:
+    """m Lanczos steps: orthonormal rows Q, and T's diagonal and off-diagonal, the last
+    beta being the norm of the residual after the m-th step (zero where a breakdown
+    was restarted)."""
+
+    basis: torch.Tensor  # (m, n)
+    alphas: list[float]
+    betas: list[float]
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending) and T's eigenvectors (columns), in float64."""
+        alphas = torch.tensor(self.alphas, dtype=torch.float64)
+        off = torch.tensor(self.betas[:-1], dtype=torch.float64)
+        return torch.linalg.eigh(torch.diag(alphas) + torch.diag(off, 1) + torch.diag(off, -1))
+
+    def roundoff(self) -> float:
+        """A residual at rounding level: ||T|| estimate times a small multiple of eps."""
+        scale = max(max(map(abs, self.alphas)), max(self.betas))
+        return _ROUNDOFF * torch.finfo(self.basis.dtype).eps * scale
+
+
+def _lanczos(
+    op: _HessianOperator,
+    start: torch.Tensor,
+    steps: int,
+    stop: Callable[[_Krylov], bool] | None = None,
+    restart: Callable[[], torch.Tensor] | None = None,
+) -> _Krylov:
+    """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice: twice is
+    enough, Kahan-Parlett), for at most ``steps`` products or until ``stop``. On a
+    breakdown (an invariant subspace found) it goes on from ``restart()``, made
+    orthogonal to the basis, or stops when ``restart`` is None."""
+    basis = start.new_zeros(steps, op.n)
+    alphas: list[float] = []
+    betas: list[float] = []
+    q = start / torch.linalg.vector_norm(start)
+    for j in range(steps):
+        basis[j] = q
+        w = op(q)
+        alphas.append(float(torch.dot(q, w)))
+        done = basis[: j + 1]
+        for _ in range(2):  # removes alpha q_j and beta q_{j-1} too
+            w -= done.T @ (done @ w)
+        betas.append(float(torch.linalg.vector_norm(w)))
+        krylov = _Krylov(done, alphas, betas)
+        breakdown = betas[-1] <= krylov.roundoff()
+        if j + 1 == steps or (stop is not None and stop(krylov)) or (breakdown and restart is None):
+            break
+        if breakdown:
+            w = restart()
+            for _ in range(2):
+                w -= done.T @ (done @ w)
+            betas[-1] = 0.0  # T splits into blocks: the new vector is not coupled to the old ones
+        q = w / torch.linalg.vector_norm(w)
+    return krylov
+
+
+@dataclass(frozen=True)
+class _Ritz:
+    """The k wanted Ritz pairs of a Krylov basis, largest first."""
+
+    values: torch.Tensor  # (k,)
+    coefficients: torch.Tensor  # (m, k): Ritz vector i is basis.T @ coefficients[:, i]
+    residuals: torch.Tensor  # (k,) |beta_m s_m|
+    converged: bool  # every residual <= tol * |value|, or at rounding level
+
+
+def _ritz(krylov: _Krylov, k: int, which: str, tol: float) -> _Ritz:
+    theta, s = krylov.ritz()
+    wanted = torch.argsort(theta if which == "largest" else theta.abs(), descending=True)[:k]
+    residuals = (krylov.betas[-1] * s[-1, wanted]).abs()
+    bound = torch.clamp(tol * theta[wanted].abs(), min=krylov.roundoff())
+    return _Ritz(theta[wanted], s[:, wanted], residuals, bool((residuals <= bound).all()))
+
+
+def hessian_eigs(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    *,
+    k: int = 1,
+    which: str = "largest",
+    bn_mode: str = "train",
+    tol: float = 1e-3,
+    max_hvps: int = 100,
+    return_eigenvectors: bool = False,
+    block: Block | None = None,
+    batches: Iterable[Batch] | None = None,
+    max_batches: int | None = None,
+    generator: torch.Generator | None = None,
+) -> EigResult:
+    """The k extreme eigenvalues of H by Lanczos with full reorthogonalization.
+
+    Cost: one forward and one graph-keeping backward per batch, then one Hessian-vector
+    product (one backward through the gradient graph, per batch) per Lanczos step; the
+    gradient graphs stay in memory throughout. It stops once every wanted Ritz value
+    theta has ||H y - theta y|| <= tol * |theta| (or a residual at rounding level),
+    or after ``max_hvps`` products (or n, where the Krylov space is everything).
+    A breakdown (an invariant subspace, e.g. repeated eigenvalues) before k values
+    have converged goes on from a fresh random vector. Like every single-vector
+    Krylov method it may report a repeated eigenvalue fewer times than its
+    multiplicity: each value is within its residual of some eigenvalue of H.
+
+    Args:
+        model: Any ``nn.Module``; its trainable parameters are w.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        inputs: The mini-batch inputs B (or use ``batches``).
+        targets: The mini-batch targets.
+        k: How many eigenvalues.
+        which: ``"largest"`` (algebraically) or ``"magnitude"`` (largest |lambda|).
+        bn_mode: ``"train"`` (batch statistics, the paper's) or ``"eval"`` (running statistics).
+        tol: Relative tolerance on the Ritz residuals.
+        max_hvps: At most this many Hessian-vector products.
+        return_eigenvectors: Also return the unit Ritz vectors.
+        block: Restrict H to the parameters of the module of this name (e.g.
+            ``"features.0"``), or to those for which ``block(name, param)`` is True.
+        batches: Instead of ``inputs``/``targets``: (inputs, targets) pairs; H is the
+            mean of their Hessians (one gradient graph each).
+        max_batches: Use at most this many of ``batches``.
+        generator: Source of the start vector; None draws from the global RNG inside
+            a fork, so its stream is untouched either way.
+
+    Returns:
+        The :class:`EigResult`.
+
+    Raises:
+        ValueError: Unknown ``which``/``bn_mode``/block, no trainable (selected)
+            parameters, k outside [1, n), ``max_hvps < k``, ``tol <= 0`` or bad batches.
+    """
+    if which not in WHICH:
+        raise ValueError(f"unknown which {which!r}; choose from {', '.join(WHICH)}")
+    if not tol > 0:
+        raise ValueError("tol must be positive")
+    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches)
+    if not 1 <= k < problem.n:
+        raise ValueError(f"k must be at least 1 and smaller than the number of parameters ({problem.n}), got {k}")
+    if max_hvps < k:
+        raise ValueError(f"max_hvps ({max_hvps}) must be at least k ({k})")
+
+    def stop(krylov: _Krylov) -> bool:
+        return len(krylov.alphas) >= k and _ritz(krylov, k, which, tol).converged
+
+    with _hessian(model, loss_fn, problem) as op:
+        start = op.random("gaussian", generator)
+        krylov = _lanczos(op, start, min(max_hvps, op.n), stop, restart=lambda: op.random("gaussian", generator))
+        ritz = _ritz(krylov, k, which, tol)
+        vectors = None
+        if return_eigenvectors:
+            ritz_vectors = krylov.basis.T @ ritz.coefficients.to(krylov.basis)  # (n, k)
+            vectors = [op.named(y.detach().clone()) for y in ritz_vectors.T]
+        hvps = op.hvps
+    return EigResult(
+        eigenvalues=ritz.values,
+        residuals=ritz.residuals,
+        hvps=hvps,
+        converged=ritz.converged,
+        error_bound=float(ritz.residuals.max()),
+        eigenvectors=vectors,
+    )
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    *,
+    method: str = "hutch++",
+    bn_mode: str = "train",
+    rtol: float = 0.05,
+    max_hvps: int = 200,
+    block: Block | None = None,
+    batches: Iterable[Batch] | None = None,
+    max_batches: int | None = None,
+    generator: torch.Generator | None = None,
+) -> TraceResult:
+    """tr H by Hutchinson's estimator or Hutch++.
+
+    Hutch++ first spends 2 r products, r = min(max_hvps // 3, n), on a sketch:
+    Q = orth(H S) and tr(Q^T H Q) exactly (so ``max_hvps >= 3 n`` gives the exact
+    trace); the remainder tr(P H P) is estimated with Rademacher samples, like all
+    of tr H by ``"hutchinson"``. Sampling stops once at least :data:`MIN_SAMPLES`
+    samples give a standard error <= ``rtol * |trace|``, or at ``max_hvps``.
+
+    Args:
+        model, loss_fn, inputs, targets, bn_mode, block, batches, max_batches: As for
+            :func:`hessian_eigs`.
+        method: ``"hutch++"`` or ``"hutchinson"``.
+        rtol: Target standard error relative to |trace|.
+        max_hvps: At most this many Hessian-vector products (at least 2).
+        generator: Source of the random vectors; None forks the global RNG.
+
+    Returns:
+        The :class:`TraceResult`; ``stderr`` is inf with fewer than 2 samples.
+
+    Raises:
+        ValueError: Unknown ``method``/``bn_mode``/block, no trainable (selected)
+            parameters, ``rtol <= 0``, ``max_hvps < 2`` or bad batches.
+    """
+    if method not in TRACE_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(TRACE_METHODS)}")
+    if not rtol > 0:
+        raise ValueError("rtol must be positive")
+    if max_hvps < 2:
+        raise ValueError("max_hvps must be at least 2")
+    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches)
+    with _hessian(model, loss_fn, problem) as op:
+        rank = 0 if method == "hutchinson" else min(max_hvps // 3, op.n)
+        q, exact = None, 0.0
+        if rank:
+            sketch = [op(op.random("rademacher", generator)) for _ in range(rank)]
+            q = torch.linalg.qr(torch.stack(sketch, dim=1)).Q  # (n, r) orthonormal even when H S is rank-deficient
+            exact = sum(float(torch.dot(qi, op(qi))) for qi in q.T)
+        samples: list[float] = []
+        stderr, converged = math.inf, False
+        while op.hvps < max_hvps and not converged:
+            z = op.random("rademacher", generator)
+            if q is not None:
+                z -= q @ (q.T @ z)
+            samples.append(float(torch.dot(z, op(z))))
+            if len(samples) >= 2:
+                stderr = float(torch.tensor(samples, dtype=torch.float64).std() / math.sqrt(len(samples)))
+            converged = len(samples) >= MIN_SAMPLES and stderr <= rtol * abs(exact + sum(samples) / len(samples))
+        hvps = op.hvps
+    return TraceResult(trace=exact + sum(samples) / len(samples), stderr=stderr, hvps=hvps, converged=converged)
+
+
+def hessian_density(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    *,
+    runs: int = 5,
+    steps: int = 80,
+    grid_size: int = 1000,
+    sigma: float | None = None,
+    bn_mode: str = "train",
+    block: Block | None = None,
+    batches: Iterable[Batch] | None = None,
+    max_batches: int | None = None,
+    generator: torch.Generator | None = None,
+) -> DensityResult:
+    """Eigenvalue density of H by stochastic Lanczos quadrature.
+
+    Each run takes min(steps, n) Lanczos steps (fewer where the start vector's
+    Krylov space is invariant: its quadrature is then exact) from a normalized
+    Rademacher vector v; its nodes and weights form a quadrature of the measure
+    sum_i (u_i^T v)^2 delta(t - lambda_i), whose mean is v^T H v, so the runs' mean
+    estimates tr H / n. Cost: ``runs * min(steps, n)`` Hessian-vector products.
+
+    Args:
+        model, loss_fn, inputs, targets, bn_mode, block, batches, max_batches: As for
+            :func:`hessian_eigs`.
+        runs: Number of start vectors.
+        steps: Lanczos steps per run.
+        grid_size: Points of the grid, which spans the nodes plus 6 sigma on each side.
+        sigma: Width of the Gaussian put on each node; None: 1% of the nodes'
+            range (or of their largest magnitude, or 1 when all are 0). The grid
+            resolves sigma only when it is not much below range / grid_size.
+        generator: Source of the start vectors; None forks the global RNG.
+
+    Returns:
+        The :class:`DensityResult`.
+
+    Raises:
+        ValueError: Unknown ``bn_mode``/block, no trainable (selected) parameters,
+            ``runs``/``steps`` < 1, ``grid_size`` < 2, ``sigma <= 0`` or bad batches.
+    """
+    if runs < 1 or steps < 1:
+        raise ValueError("runs and steps must be at least 1")
+    if grid_size < 2:
+        raise ValueError("grid_size must be at least 2")
+    if sigma is not None and not sigma > 0:
+        raise ValueError("sigma must be positive")
+    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches)
+    nodes, weights = [], []
+    with _hessian(model, loss_fn, problem) as op:
+        for _ in range(runs):
+            theta, s = _lanczos(op, op.random("rademacher", generator), min(steps, op.n)).ritz()
+            nodes.append(theta)
+            weights.append(s[0] ** 2)
+        hvps = op.hvps
+    every = torch.cat(nodes)
+    low, high = float(every.min()), float(every.max())
+    if sigma is None:
+        scale = max(high - low, abs(low), abs(high))
+        sigma = 0.01 * scale if scale > 0 else 1.0
+    grid = torch.linspace(low - 6 * sigma, high + 6 * sigma, grid_size, dtype=torch.float64)
+    gauss = torch.exp(-0.5 * ((grid[:, None] - every[None, :]) / sigma) ** 2)  # (G, runs * m)
+    density = gauss @ torch.cat(weights)
+    density = density / torch.trapezoid(density, grid)
+    return DensityResult(grid=grid, density=density, nodes=nodes, weights=weights, hvps=hvps)
