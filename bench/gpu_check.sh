@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# The prepared GPU check for a session lent a device (15 minutes in all): one call,
-# about 10 minutes on an H200. What it measures goes to reports/benchmarks.md.
+# The prepared GPU check for a session lent a device (15 minutes in all, start-up
+# included): one call. What it measures goes to reports/.
 #
-#   1. bench/probe_bench.py on the GPU: probe against its floor and the naive deepcopy probe;
-#   2. the paper-scale ResNet-50 probe command, timed: 7,800 steps per variant (= 20 epochs
-#      of CIFAR-10's 50,000 images at batch 128, the paper's ResNet-50 setting), none and bn;
-#      a CIFAR-10 subset stands in for the full set (transfers are limited to 64 MiB; the
-#      cost per step does not depend on which images);
-#   3. bench/paper_projection.py 300: the training step alone, to split the wall time into
-#      training and probing.
+#   CHECK=reproduce (default, ~9 min on an H200):
+#     1. bench/probe_bench.py on the GPU, short: probe against its floor;
+#     2. `landscape reproduce` at paper scale for the figures that fit: fig10, fig13, fig9 (the DLN,
+#        10k full-batch steps) and fig4 (VGG-16, 15k steps at batch 128, probes on the paper's
+#        schedule), on a CIFAR-10 subset (transfers are limited to 64 MiB; the steps are the
+#        paper's, the images the first 8,000); each figure's claims.json, figure.json and
+#        report.html come back under $OUT/reproduce-paper/, for
+#        `python scripts/reproduction.py runs/reproduce/cpu <fetched>/reproduce-paper`.
+#   CHECK=bench (~10 min): the earlier check: probe_bench, the paper-scale ResNet-50 probe
+#     command timed (7,800 steps per variant), bench/paper_projection.py 300.
 #
 # Here, once:   python ../shared/data/make_subset.py .gpu-data --train 8000 --test 2000   (43 MB)
 #               pip download --no-deps -d .whl plotly narwhals   (the GPU image lacks them)
 # Then:         device run: bash bench/gpu_check.sh, carrying .gpu-data and .whl
 set -u
 OUT=${OUT:-/tmp/gpu-check}
+CHECK=${CHECK:-reproduce}
 mkdir -p "$OUT"
 if ! python3 -c "import plotly" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
@@ -22,6 +26,26 @@ fi
 mkdir -p /tmp/shim && ln -sfn "$PWD/cli" /tmp/shim/landscape_cli  # the package, without installing it
 export PYTHONPATH="$PWD:/tmp/shim:/tmp/site" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+
+if [ "$CHECK" = "reproduce" ]; then
+    timeout 60 python3 bench/probe_bench.py --device cuda --repeats 10 --cases vgg16_bn:4,dln:4 2>&1 \
+        | tee "$OUT/probe_bench.md"
+    start=$(date +%s)
+    for fig in fig10 fig13 fig9 fig4; do
+        left=$(( 480 - ($(date +%s) - start) ))
+        [ "$left" -gt 30 ] || { echo "no time left for $fig" | tee -a "$OUT/reproduce.txt"; break; }
+        timeout "$left" python3 -m landscape_cli reproduce "$fig" --scale paper --device cuda \
+            --data-dir .gpu-data --subset 8000 --out /tmp/reproduce-paper --no-progress 2>&1 | tee -a "$OUT/reproduce.txt"
+        echo "$fig wall_s $(( $(date +%s) - start ))" | tee -a "$OUT/reproduce.txt"
+    done
+    for dir in /tmp/reproduce-paper/fig* /tmp/reproduce-paper/seed-*; do
+        [ -f "$dir/claims.json" ] || continue
+        mkdir -p "$OUT/reproduce-paper/$(basename "$dir")"
+        cp "$dir"/claims.json "$dir"/figure.json "$dir"/report.html "$OUT/reproduce-paper/$(basename "$dir")/"
+    done
+    exit 0
+fi
+
 timeout 150 python3 bench/probe_bench.py --device cuda --repeats 20 \
     --cases vgg16_bn:4,vgg16_bn:8,dln:4,dln:8,dln_bn:8 2>&1 | tee "$OUT/probe_bench.md"
 start=$(date +%s)

@@ -96,7 +96,7 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
 
 
 def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto",
-        paper_steps: int | None = None) -> list:
+        paper_steps: int | None = None, echo_claims: bool = True) -> list:
     """Train every variant, write the report (also after Ctrl-C), print the outcome;
     ``paper_steps``: the paper's length of these runs for the short-run rule (default:
     the model family's protocol). Returns the runs' results."""
@@ -125,7 +125,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
                 path = write_report(exp_dir)
                 if path is not None:
                     click.echo(f"report: {path}")
-    if verdicts is not None:
+    if verdicts is not None and echo_claims:
         click.echo(verdicts)
     for config, result in zip(configs, results):
         if result is None:

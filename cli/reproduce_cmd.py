@@ -24,15 +24,16 @@ def _listing(scale: str, seeds: int) -> str:
     from landscape.reproduce import FIGURES, figure_seconds
 
     rows = [("figure", "command", "estimate", "what")]
-    done: set[str] = set()
+    owner: dict[str, str] = {}  # experiment -> the first figure that runs it
     total = 0.0
     for name, fig in FIGURES.items():
-        seconds = figure_seconds(name, scale, seeds, done)
+        seconds = figure_seconds(name, scale, seeds, set(owner))
         total += seconds
-        done |= set(fig.all_experiments)
-        shared = " (shares runs)" if seconds == 0 else ""
+        shared = sorted({owner[k] for k in fig.all_experiments if k in owner})
+        note = f" + runs of {', '.join(shared)}" if shared else ""
+        owner.update({k: name for k in fig.all_experiments if k not in owner})
         rows.append((name, f"landscape reproduce {name} --scale {scale}",
-                     experiment.duration(seconds) + shared, f"{fig.label}: {fig.title}"))
+                     experiment.duration(seconds) + note, f"{fig.label}: {fig.title}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
     where = "a 2-core CPU" if scale == "cpu" else "one H200"
@@ -72,7 +73,7 @@ def _where(device: str) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto") -> str:
+def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subset: int | None = None) -> str:
     """The figure's claims (claims.json, figure.json) and report; returns the table."""
     from landscape.report import claims, data
     from landscape.report.html import write_page
@@ -88,10 +89,11 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto") -> st
     write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
     command = f"landscape reproduce {fig.name} --scale {scale}" + (f" --seeds {','.join(map(str, seeds))}"
                                                                     if seeds else "")
+    command += f" --subset {subset}" if subset else ""
     write_json_atomic(fig_dir / "figure.json", {
         "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
         "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
-        "where": _where(device),
+        "where": _where(device), "subset": subset,
     })
     write_page(figure_records(fig, out), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
                [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")
@@ -111,10 +113,13 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto") -> st
               help="Output directory [default: runs/reproduce/<scale>, or <scale>-seeds<list> with --seeds]; "
                    "run again to continue an interrupted figure.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--subset", type=click.IntRange(min=1), default=None,
+              help="Keep the first N CIFAR-10 training images (a machine with part of the data set only); "
+                   "recorded in each figure's command.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @friendly_errors
 def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: bool, data_dir: str | None,
-              out: Path | None, device: str, progress: bool) -> None:
+              out: Path | None, device: str, subset: int | None, progress: bool) -> None:
     """Regenerate FIGURE of the paper (fig1 ... fig13, seed-vgg11, seed-resnet50, or
     all): train its experiments with the paper's protocol (--scale paper) or the CPU
     reduction (--scale cpu), check the paper's claims on them and write
@@ -141,17 +146,18 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
         for key in fig.all_experiments:
             if key in done:
                 continue
-            configs = experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list)
+            configs = experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list,
+                                         subset=subset)
             click.echo(f"-- experiment {key} ({EXPERIMENTS[key].kind}, {len(configs)} runs)")
             click.echo(experiment.plan(configs))
             results = experiment.run(configs, out / key, EXPERIMENTS[key].kind, progress, report=True,
-                                     paper_steps=paper_steps(key))
+                                     paper_steps=paper_steps(key), echo_claims=False)
             if len(results) < len(configs) or any(r is not None and r.status == "interrupted" for r in results):
                 click.echo(f"interrupted; continue with the same command (landscape reproduce {figure} ...)")
                 raise click.exceptions.Exit(130)
             done.add(key)
         click.echo(f"claims of {name} ({fig.label}; the paper: {fig.reading}):")
-        click.echo(finish_figure(fig, out, scale, seed_list, device))
+        click.echo(finish_figure(fig, out, scale, seed_list, device, subset))
         click.echo(f"report: {out / name / 'report.html'}")
     if len(names) > 1:
         click.echo(f"all figures written; summarize them with: python scripts/reproduction.py {out}")

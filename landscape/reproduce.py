@@ -208,8 +208,10 @@ def paper_steps(key: str) -> int:
 
 
 def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, device: str = "auto",
-                       seeds: Sequence[int] | None = None) -> list[RunConfig]:
-    """The runs of experiment ``key`` at ``scale`` (named as the commands name them).
+                       seeds: Sequence[int] | None = None, subset: int | None = None) -> list[RunConfig]:
+    """The runs of experiment ``key`` at ``scale`` (named as the commands name them);
+    ``subset``: keep the first N training images (a machine that holds part of
+    CIFAR-10 only; the steps stay the scale's).
 
     Raises:
         ValueError: an unknown experiment or scale.
@@ -232,6 +234,11 @@ def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, dev
             train = dataclasses.replace(train, steps=steps, epochs=None)
         train = dataclasses.replace(train, eval_samples=r.eval_samples)
     data = dataclasses.replace(data, data_dir=data_dir)
+    if subset is not None and data.name == "cifar10":
+        if train.epochs is not None:  # keep the scale's steps, not its epochs of fewer images
+            steps = total_steps(dataclasses.replace(config, data=data, train=train))
+            train = dataclasses.replace(train, steps=steps, epochs=None)
+        data = dataclasses.replace(data, subset=min(subset, data.subset or subset))
     train = dataclasses.replace(train, device=device)
     config = dataclasses.replace(config, model=model, data=data, train=train)
     kind = exp.kind

@@ -99,3 +99,13 @@ def test_a_figure_end_to_end_writes_claims_figure_json_and_its_report_and_resume
     written = tmp_path / "REPRODUCTION.md"
     assert reproduction_script.main([str(tmp_path), "-o", str(written)]) == 0 and written.read_text() == text
     assert reproduction_script.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_a_subset_keeps_the_scales_steps_even_for_runs_given_in_epochs():
+    for key in ("seed-resnet50", "vgg-probe"):
+        full = reproduce.experiment_configs(key, "paper")
+        part = reproduce.experiment_configs(key, "paper", subset=8000)
+        assert [paper.total_steps(c) for c in part] == [paper.total_steps(c) for c in full]
+        assert all(c.data.subset == 8000 for c in part)
+    dln = reproduce.experiment_configs("dln-probe", "paper", subset=8000)  # not CIFAR: untouched
+    assert all(c.data.subset is None for c in dln)
