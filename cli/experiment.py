@@ -65,6 +65,8 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     if configs[0].probe is not None:
         what += f" + {first['probes']} probes x {len(configs[0].probe.step_sizes)} step sizes"
         what += " + curvature" if configs[0].probe.curvature else ""
+    if configs[0].hessian is not None:
+        what += f" + Hessian eigenvalues every {configs[0].hessian.schedule.every} steps"
     what += f" + {first['eval_passes']} passes' worth of evaluation" if first["eval_passes"] else ""
     lines = [f"plan: {len(configs)} runs x ({what}) = about {total:.0f} forward+backward passes"]
     per_pass = time_one_pass(configs[0])

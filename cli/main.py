@@ -41,7 +41,7 @@ class _EchoHandler(logging.Handler):
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(package_name="landscape")
+@click.version_option(package_name="torch-landscape")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Loss-landscape analysis for PyTorch: gradient-direction probes, internal
@@ -58,11 +58,13 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
+    from landscape_cli.hessian_cmd import hessian
     from landscape_cli.ics_cmd import ics, ics_noise
     from landscape_cli.probe_cmd import probe
     from landscape_cli.report_cmd import report
     from landscape_cli.reproduce_cmd import reproduce
     from landscape_cli.runs_cmd import runs
+    from landscape_cli.surface_cmd import surface
     from landscape_cli.train_cmd import train
 
     cli.add_command(train)
@@ -72,6 +74,8 @@ def _register() -> None:
     cli.add_command(report)
     cli.add_command(reproduce)
     cli.add_command(runs)
+    cli.add_command(surface)
+    cli.add_command(hessian)
 
 
 _register()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from landscape.config import NORMS, NoiseConfig, RunConfig
+from landscape.config import NORMS, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
 
 def _options(*decorators: Callable) -> Callable:
     def apply(fn: Callable) -> Callable:
@@ -85,10 +85,33 @@ def train_options() -> Callable:
                      help="Write (and check) the per-step train loss every N steps."),
         click.option("--checkpoint-every", type=int, default=1000, show_default=True,
                      help="Checkpoint every N steps (and at the end, and on Ctrl-C)."),
+        click.option("--keep-checkpoints/--no-keep-checkpoints", default=False, show_default=True,
+                     help="Also keep the weights of every checkpoint (checkpoints/weights-STEP.pt), not just the "
+                          "last: what `landscape surface --trajectory` projects."),
         click.option("--sync-bn/--no-sync-bn", default=False, show_default=True,
                      help="Several processes: BatchNorm statistics over the global batch (SyncBatchNorm); "
                           "without it each process normalizes over its own shard."),
     )
+
+
+def hessian_options() -> Callable:
+    """Tracking the Hessian's top eigenvalues during training (``landscape train``, ``probe``)."""
+    return _options(
+        click.option("--hessian-every", type=click.IntRange(min=0), default=None,
+                     help="Record the largest Hessian eigenvalue(s) of the training batch's loss every N steps "
+                          "(Lanczos, exact Hessian-vector products; 0 or unset: off)."),
+        click.option("--hessian-k", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="How many of the largest Hessian eigenvalues to track."),
+    )
+
+
+def with_hessian(config: RunConfig, every: int | None, k: int = 1) -> RunConfig:
+    """``config`` tracking the top ``k`` Hessian eigenvalues every ``every`` steps
+    (unchanged when ``every`` is 0 or None)."""
+    if not every:
+        return config
+    schedule = ScheduleConfig(every=every, dense_until=0)
+    return dataclasses.replace(config, hessian=HessianConfig(schedule=schedule, k=k))
 
 
 def experiment_options(kind: str) -> Callable:
@@ -133,13 +156,14 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
         config.train, steps=steps, epochs=epochs, batch_size=o["batch_size"], momentum=o["momentum"],
         weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
         eval_samples=o["eval_samples"], log_every=o["log_every"], checkpoint_every=o["checkpoint_every"],
-        sync_bn=o.get("sync_bn", False), full_batch=config.train.full_batch or dataset == "gaussian-linear", **given,
+        sync_bn=o.get("sync_bn", False), keep_checkpoints=o.get("keep_checkpoints", False),
+        full_batch=config.train.full_batch or dataset == "gaussian-linear", **given,
     )
     noise = NoiseConfig(seed=o["seed"] if o.get("noise_seed") is None else o["noise_seed"])
     config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)
     if o["eval_every"] is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
-    return config
+    return with_hessian(config, o.get("hessian_every"), o.get("hessian_k", 1))
 
 
 def parse_seeds(text: str | None, first: int) -> tuple[int, ...] | None:

@@ -12,7 +12,8 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, model_options, parse_seeds, split_norms, train_options,
+    build_run_config, data_options, experiment_options, hessian_options, model_options, parse_seeds, split_norms,
+    train_options,
 )
 
 
@@ -41,6 +42,7 @@ from landscape_cli.options import (
                    "K times the activation memory); auto: vmap on CUDA for models under 1M parameters.")
 @click.option("--probe-chunk-size", type=int, default=None,
               help="vmap: step sizes per vmapped call, to bound memory [default: all at once].")
+@hessian_options()
 @experiment_options("probe")
 @nproc_option()
 @friendly_errors

@@ -8,7 +8,7 @@ import click
 
 from landscape_cli.errors import friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
-from landscape_cli.options import build_run_config, data_options, model_options, train_options
+from landscape_cli.options import build_run_config, data_options, hessian_options, model_options, train_options
 from landscape_cli.progress import progress_bar
 
 
@@ -28,6 +28,7 @@ def echo_result(result) -> None:
 @model_options()
 @data_options()
 @train_options()
+@hessian_options()
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: runs/<model>-<norm>-<time>].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # written from git by setuptools-scm when the package is installed or built
+    from landscape._version import __version__
+except ImportError:  # a source tree on sys.path that was never installed or built
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("torch-landscape")
+    except PackageNotFoundError:
+        __version__ = "0+unknown"
 
 _EXPORTS = {
     "build_model": "landscape.models",
@@ -20,6 +28,8 @@ _EXPORTS = {
     "training_grads": "landscape.probes",
     "measure_ics": "landscape.ics",
     "ICSHook": "landscape.hooks",
+    "HessianHook": "landscape.hooks",
+    "checkpoint_spectrum": "landscape.spectrum",
     "LayerInputDistributions": "landscape.distributions",
     "activation_sites": "landscape.distributions",
     "train": "landscape.train",
@@ -37,6 +47,7 @@ _EXPORTS = {
     "DataConfig": "landscape.config",
     "TrainConfig": "landscape.config",
     "ProbeConfig": "landscape.config",
+    "HessianConfig": "landscape.config",
     "NoiseConfig": "landscape.config",
     "Event": "landscape.hooks",
     "every": "landscape.hooks",

@@ -24,7 +24,7 @@ from landscape import distributed
 from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
 from landscape.data import check_fits_data
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
-from landscape.hooks import DenseEarly, Hook, ICSHook, ProbeHook, Scheduled
+from landscape.hooks import DenseEarly, HessianHook, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
 from landscape.probes import choose_method
 
@@ -82,7 +82,7 @@ def default_distribution_layers(model: nn.Module) -> tuple[int, ...]:
 
 def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     """The measurement hooks a run's config asks for (probes, ICS, layer-input
-    distributions), so a resumed run gets them back."""
+    distributions, Hessian eigenvalues), so a resumed run gets them back."""
     hooks: list[Hook] = []
     ddp = distributed.world_size() > 1  # measure on the global batch: every rank holds a shard
     reduce = distributed.all_reduce_mean if ddp else None
@@ -106,6 +106,11 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
                                        global_batch=ddp)
         dist.resolve(model)  # a layer that does not exist is bad input: fail before training
         hooks.append(_scheduled(d.schedule, dist))
+    h = config.hessian
+    if h is not None:
+        hessian = HessianHook(k=h.k, trace=h.trace, bn_mode=h.bn_mode, tol=h.tol, max_hvps=h.max_hvps,
+                              seed=config.train.seed, reduce=reduce)
+        hooks.append(_scheduled(h.schedule, hessian))
     return hooks
 
 

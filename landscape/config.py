@@ -21,6 +21,9 @@ DTYPES = ("float32", "float64")
 LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
 DIRECTIONS = ("gradient", "random", "filter")
 PROBE_METHODS = ("loop", "vmap", "auto")
+# A run's loss surface: Li et al.'s filter-normalized or plain Gaussian directions, or
+# the top Hessian eigenvectors.
+SURFACE_DIRECTIONS = ("filter", "random", "eigen")
 
 
 class ConfigError(ValueError):
@@ -118,6 +121,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     full_batch: bool = False  # one batch = the whole training set (the DLN task)
     sync_bn: bool = False  # multi-process runs: BatchNorm statistics over the global batch
+    keep_checkpoints: bool = False  # also keep every checkpoint's weights (checkpoints/weights-STEP.pt)
 
     def __post_init__(self) -> None:
         _require(self.steps is None or self.steps > 0, "--steps must be positive")
@@ -152,6 +156,40 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         _require(self.every > 0 and self.dense_every > 0 and self.dense_until >= 0, "schedules must be positive")
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    """A loss surface of a recorded run (``landscape surface``, :mod:`landscape.surface_run`):
+    Li et al. 2018's grid around one checkpoint's weights, on the run's first
+    ``batches`` training batches; with ``trajectory``, over the two PCA directions of
+    the run's kept checkpoints."""
+
+    checkpoint: str = "last"  # "last" (checkpoints/last.pt) or the step of a kept checkpoint
+    directions: str = "filter"  # see SURFACE_DIRECTIONS
+    steps: int = 21  # grid points per direction (odd: the grid holds the centre)
+    span: float = 1.0  # coefficients in [-span, span]; with trajectory, times the path's extent with a margin
+    dims: int = 2
+    bn_mode: str = "train"
+    include_bias_and_bn: bool = False
+    batches: int = 4
+    seed: int = 0  # the Gaussian directions' draw, or the Lanczos start vector
+    trajectory: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.checkpoint == "last" or self.checkpoint.isdigit(),
+                 f"--checkpoint must be 'last' or a step number, got {self.checkpoint!r}")
+        _require(self.directions in SURFACE_DIRECTIONS,
+                 f"unknown directions {self.directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)}")
+        _require(self.steps >= 3 and self.steps % 2 == 1,
+                 f"--steps must be an odd number >= 3 (the grid holds its centre), got {self.steps}")
+        _require(math.isfinite(self.span) and self.span > 0, "--span must be a positive finite number")
+        _require(self.dims in (1, 2), f"--dims must be 1 or 2, got {self.dims}")
+        _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
+        _require(self.batches > 0, "--batches must be positive")
+        _require(not self.trajectory or self.dims == 2, "--trajectory draws a 2-D surface; it needs --dims 2")
+        _require(not self.trajectory or self.directions == "filter",
+                 "--trajectory uses the PCA directions of the checkpoints; leave --directions out")
 
 
 @dataclass(frozen=True)
@@ -208,6 +246,27 @@ class DistributionConfig:
 
 
 @dataclass(frozen=True)
+class HessianConfig:
+    """Hessian spectrum of the training batch's loss on a schedule
+    (:mod:`landscape.hessian`): the ``k`` largest eigenvalues by Lanczos, stopping
+    at relative residual ``tol`` or after ``max_hvps`` Hessian-vector products, and
+    with ``trace`` also tr H by Hutch++ (at most ``max_hvps`` products too)."""
+
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    k: int = 1
+    trace: bool = False
+    bn_mode: str = "train"
+    tol: float = 1e-3
+    max_hvps: int = 20
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, "--hessian-k must be at least 1")
+        _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
+        _require(math.isfinite(self.tol) and self.tol > 0, "hessian tol must be a positive finite number")
+        _require(self.max_hvps >= max(self.k, 2), "hessian max_hvps must be at least k and at least 2")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs; saved as ``config.json`` next to its metrics."""
 
@@ -218,6 +277,7 @@ class RunConfig:
     probe: ProbeConfig | None = None
     ics: ICSConfig | None = None
     distributions: DistributionConfig | None = None
+    hessian: HessianConfig | None = None
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +300,9 @@ class RunConfig:
                 schedule=ScheduleConfig(**dist["schedule"]), layers=tuple(dist.get("layers", ())),
                 channels=dist["channels"], bins=dist["bins"],
             )
+        hessian = d.get("hessian")  # absent from older config.json files: off
+        if hessian is not None:
+            hessian = HessianConfig(**dict(hessian, schedule=ScheduleConfig(**hessian["schedule"])))
         return cls(
             model=ModelConfig(**d.get("model", {})),
             data=DataConfig(**d.get("data", {})),
@@ -248,5 +311,6 @@ class RunConfig:
             probe=probe,
             ics=ics,
             distributions=dist,
+            hessian=hessian,
             name=d.get("name", ""),
         )

@@ -90,8 +90,10 @@ def passes_per_probe(p: ProbeConfig) -> int:
 def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
     """Forward+backward passes of one run: training steps, probes (K per probe,
     +2 for the curvature Hessian-vector product), ICS measurements (one per
-    weighted layer, +1), layer-input distributions (one forward, ~1/3 pass) and
-    test evaluations (forward passes over the test set, ~1/3 pass per batch)."""
+    weighted layer, +1), layer-input distributions (one forward, ~1/3 pass), Hessian
+    eigenvalues (at most: a gradient graph, ~1 pass, then ``max_hvps`` products of
+    ~2 passes; as many again for the trace) and test evaluations (forward passes
+    over the test set, ~1/3 pass per batch)."""
     p = config.probe
     probes = 0 if p is None else count_steps(p.schedule, total_steps)
     extra = 0 if p is None else probes * passes_per_probe(p)
@@ -101,6 +103,9 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
         extra += count_steps(config.ics.schedule, total_steps) * (layers + 1)
     if config.distributions is not None:
         extra += count_steps(config.distributions.schedule, total_steps) // 3
+    h = config.hessian
+    if h is not None:
+        extra += count_steps(h.schedule, total_steps) * (1 + 2 * h.max_hvps) * (2 if h.trace else 1)
     t = config.train
     evaluations = total_steps // t.eval_every + (total_steps % t.eval_every != 0)
     test = min(test_size(config), t.eval_samples or 10**9)

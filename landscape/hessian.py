@@ -8,6 +8,15 @@ running statistics. H is never formed: it is applied by double
 backward (Pearlmutter 1994), H v = grad_w (grad_w L . v), on a gradient graph
 built once per batch.
 
+Over several processes, each holding one equal shard B_r of a global batch B (and a
+mean loss, or one scaled by :func:`landscape.data.objective`'s ``shards``), the
+Hessian of the global batch's loss is the mean of the ranks' Hessians,
+H v = (1/N) sum_r H_r v, so a ``reduce`` callable (e.g.
+:func:`landscape.distributed.all_reduce_mean`) averages every product over the
+ranks. Every rank then holds the same products and takes the same Lanczos steps,
+provided all draw the same random vectors: ``reduce`` needs a ``generator`` seeded
+alike on every rank.
+
     extreme eigenvalues  Lanczos with full reorthogonalization; a Ritz pair
                          (theta, y = Q s) of m steps has ||H y - theta y|| = |beta_m s_m|,
                          and some eigenvalue of H lies within that of theta
@@ -40,7 +49,7 @@ import torch
 from torch import nn
 
 from landscape.config import BN_MODES
-from landscape.points import LossFn
+from landscape.points import LossFn, Reduce
 from landscape.probes import norm_layers_mode
 from landscape.state import Workspace, flatten, fork_rng, rng_sources, trainable_params
 
@@ -98,10 +107,17 @@ class DensityResult:
 
 class _HessianOperator:
     """v -> H v for flat vectors over the selected parameters (mean over the batches),
-    each product one backward through every batch's gradient graph."""
+    each product one backward through every batch's gradient graph, then averaged
+    over the ranks by ``reduce``."""
 
-    def __init__(self, names: list[str], leaves: list[nn.Parameter], grads: list[list[torch.Tensor] | None]) -> None:
-        self.names, self.leaves, self.grads = names, leaves, grads
+    def __init__(
+        self,
+        names: list[str],
+        leaves: list[nn.Parameter],
+        grads: list[list[torch.Tensor] | None],
+        reduce: Reduce | None = None,
+    ) -> None:
+        self.names, self.leaves, self.grads, self.reduce = names, leaves, grads, reduce
         self.sizes = [p.numel() for p in leaves]
         self.n = sum(self.sizes)
         self.dtype = functools.reduce(torch.promote_types, [p.dtype for p in leaves])
@@ -125,7 +141,9 @@ class _HessianOperator:
             hv = torch.autograd.grad(dot, self.leaves, retain_graph=True, allow_unused=True)
             hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.leaves, hv)]
             total += flatten([h.to(self.dtype) for h in hv])
-        return total / len(self.grads)
+        total /= len(self.grads)
+        # Every rank reduces, H = 0 on its shard or not: the collectives must match.
+        return total if self.reduce is None else self.reduce([total])[0]
 
     def random(self, kind: str, generator: torch.Generator | None) -> torch.Tensor:
         """A Rademacher or Gaussian vector, drawn on the generator's device."""
@@ -147,6 +165,7 @@ class _Problem:
     names: list[str]
     batches: list[Batch]
     bn_mode: str
+    reduce: Reduce | None = None
 
     @property
     def n(self) -> int:
@@ -161,8 +180,12 @@ def _problem(
     block: Block | None,
     batches: Iterable[Batch] | None,
     max_batches: int | None,
+    reduce: Reduce | None = None,
+    generator: torch.Generator | None = None,
 ) -> _Problem:
     """The checked arguments every function shares (see :func:`hessian_eigs`)."""
+    if reduce is not None and generator is None:
+        raise ValueError("reduce needs a generator seeded alike on every rank (the ranks must draw the same vectors)")
     if bn_mode not in BN_MODES:
         raise ValueError(f"unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
     modules, params = trainable_params(model)
@@ -181,7 +204,7 @@ def _problem(
     if batches is None:
         if inputs is None or targets is None:
             raise ValueError("pass inputs and targets, or batches")
-        return _Problem(modules, params, names, [(inputs, targets)], bn_mode)
+        return _Problem(modules, params, names, [(inputs, targets)], bn_mode, reduce)
     if inputs is not None or targets is not None:
         raise ValueError("pass inputs and targets, or batches, not both")
     if max_batches is not None and max_batches < 1:
@@ -189,7 +212,7 @@ def _problem(
     chosen = [(x, y) for x, y in itertools.islice(batches, max_batches)]
     if not chosen:
         raise ValueError("batches is empty")
-    return _Problem(modules, params, names, chosen, bn_mode)
+    return _Problem(modules, params, names, chosen, bn_mode, reduce)
 
 
 @contextlib.contextmanager
@@ -214,7 +237,7 @@ def _hessian(model: nn.Module, loss_fn: LossFn, problem: _Problem) -> Iterator[_
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
             graphs.append(grads if any(g.requires_grad for g in grads) else None)
-        yield _HessianOperator(problem.names, leaves, graphs)
+        yield _HessianOperator(problem.names, leaves, graphs, problem.reduce)
 
 
 @dataclass(frozen=True)
@@ -309,6 +332,7 @@ def hessian_eigs(
     batches: Iterable[Batch] | None = None,
     max_batches: int | None = None,
     generator: torch.Generator | None = None,
+    reduce: Reduce | None = None,
 ) -> EigResult:
     """The k extreme eigenvalues of H by Lanczos with full reorthogonalization.
 
@@ -340,19 +364,24 @@ def hessian_eigs(
         max_batches: Use at most this many of ``batches``.
         generator: Source of the start vector; None draws from the global RNG inside
             a fork, so its stream is untouched either way.
+        reduce: For one shard of a global batch per process: averages a list of
+            tensors over the ranks (:func:`landscape.distributed.all_reduce_mean`),
+            applied to every Hessian-vector product, so H is the global batch's.
+            Needs ``generator``, seeded alike on every rank.
 
     Returns:
         The :class:`EigResult`.
 
     Raises:
         ValueError: Unknown ``which``/``bn_mode``/block, no trainable (selected)
-            parameters, k outside [1, n), ``max_hvps < k``, ``tol <= 0`` or bad batches.
+            parameters, k outside [1, n), ``max_hvps < k``, ``tol <= 0``, bad batches,
+            or ``reduce`` without ``generator``.
     """
     if which not in WHICH:
         raise ValueError(f"unknown which {which!r}; choose from {', '.join(WHICH)}")
     if not tol > 0:
         raise ValueError("tol must be positive")
-    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches)
+    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches, reduce, generator)
     if not 1 <= k < problem.n:
         raise ValueError(f"k must be at least 1 and smaller than the number of parameters ({problem.n}), got {k}")
     if max_hvps < k:
@@ -394,6 +423,7 @@ def hessian_trace(
     batches: Iterable[Batch] | None = None,
     max_batches: int | None = None,
     generator: torch.Generator | None = None,
+    reduce: Reduce | None = None,
 ) -> TraceResult:
     """tr H by Hutchinson's estimator or Hutch++.
 
@@ -410,13 +440,15 @@ def hessian_trace(
         rtol: Target standard error relative to |trace|.
         max_hvps: At most this many Hessian-vector products (at least 2).
         generator: Source of the random vectors; None forks the global RNG.
+        reduce: As for :func:`hessian_eigs` (needs ``generator``).
 
     Returns:
         The :class:`TraceResult`; ``stderr`` is inf with fewer than 2 samples.
 
     Raises:
         ValueError: Unknown ``method``/``bn_mode``/block, no trainable (selected)
-            parameters, ``rtol <= 0``, ``max_hvps < 2`` or bad batches.
+            parameters, ``rtol <= 0``, ``max_hvps < 2``, bad batches, or ``reduce``
+            without ``generator``.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(TRACE_METHODS)}")
@@ -424,7 +456,7 @@ def hessian_trace(
         raise ValueError("rtol must be positive")
     if max_hvps < 2:
         raise ValueError("max_hvps must be at least 2")
-    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches)
+    problem = _problem(model, inputs, targets, bn_mode, block, batches, max_batches, reduce, generator)
     with _hessian(model, loss_fn, problem) as op:
         rank = 0 if method == "hutchinson" else min(max_hvps // 3, op.n)
         q, exact = None, 0.0

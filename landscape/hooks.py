@@ -8,8 +8,9 @@ hold the trainer. Wrap a hook in a schedule with :func:`every`,
 :func:`dense_early`, :func:`log_spaced` or :func:`at_steps`.
 
 The measurements' hooks live here too, as thin adapters of the pure functions:
-:class:`ProbeHook` (:func:`landscape.probes.probe_gradient`) and :class:`ICSHook`
-(:func:`landscape.ics.measure_ics`).
+:class:`ProbeHook` (:func:`landscape.probes.probe_gradient`), :class:`ICSHook`
+(:func:`landscape.ics.measure_ics`) and :class:`HessianHook`
+(:func:`landscape.hessian.hessian_eigs` and :func:`~landscape.hessian.hessian_trace`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from landscape.config import ScheduleConfig
+from landscape.hessian import EigResult, TraceResult, hessian_eigs, hessian_trace
 from landscape.ics import measure_ics
 from landscape.points import Reduce
 from landscape.probes import probe_gradient, training_grads
@@ -252,3 +254,64 @@ class ICSHook:
             for position, values in enumerate(result.values(), start=1)
             for key, value in values.items()
         }
+
+
+@dataclass(frozen=True)
+class HessianHook:
+    """Top Hessian eigenvalues (and optionally tr H) of the training batch's loss at
+    ``AFTER_BACKWARD`` (model at w_t, batch B_t), by :func:`hessian_eigs` and
+    :func:`hessian_trace`: exact Hessian-vector products on working copies, so the
+    training run is bit-identical with and without it. Random vectors come from a
+    generator seeded with ``seed + step`` (the same on every rank).
+
+    Args:
+        k: How many of the largest eigenvalues.
+        trace: Also estimate tr H (Hutch++).
+        bn_mode: ``"train"`` (batch statistics) or ``"eval"`` (running statistics).
+        tol: Relative tolerance on the Lanczos residuals.
+        max_hvps: At most this many Hessian-vector products for the eigenvalues (and
+            as many for the trace).
+        seed: Base seed of the random vectors.
+        reduce: Under DDP, averages every product over the ranks: H of the global batch.
+
+    Returns metrics ``hessian/lambda_max``, ``hessian/residual`` (the largest Ritz
+    residual: an error bound), ``hessian/hvps``, ``hessian/converged`` (0 or 1),
+    ``hessian/eigs`` (the k values, largest first, when k > 1), and with ``trace``
+    ``hessian/trace`` and ``hessian/trace_stderr``.
+    """
+
+    k: int = 1
+    trace: bool = False
+    bn_mode: str = "train"
+    tol: float = 1e-3
+    max_hvps: int = 20
+    seed: int = 0
+    reduce: Reduce | None = None  # set under DDP
+    events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+
+    def __call__(self, ctx: Context) -> Metrics | None:
+        if ctx.event is not Event.AFTER_BACKWARD or ctx.batch is None:
+            return None
+        inputs, targets = ctx.batch
+        device = next(ctx.model.parameters()).device
+        common = dict(bn_mode=self.bn_mode, reduce=self.reduce,
+                      generator=torch.Generator(device=device).manual_seed(self.seed + ctx.step))
+        eigs = hessian_eigs(ctx.model, ctx.loss_fn, inputs, targets, k=self.k, tol=self.tol,
+                            max_hvps=self.max_hvps, **common)
+        trace = hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=self.max_hvps,
+                              **common) if self.trace else None
+        return hessian_metrics(eigs, trace)
+
+
+def hessian_metrics(eigs: EigResult, trace: TraceResult | None = None) -> dict[str, float | list[float]]:
+    """The ``hessian/*`` metrics of :class:`HessianHook` from the results."""
+    values = eigs.eigenvalues.tolist()
+    metrics: dict[str, float | list[float]] = {
+        "hessian/lambda_max": values[0], "hessian/residual": eigs.error_bound,
+        "hessian/hvps": float(eigs.hvps), "hessian/converged": float(eigs.converged),
+    }
+    if len(values) > 1:
+        metrics["hessian/eigs"] = values
+    if trace is not None:
+        metrics.update({"hessian/trace": trace.trace, "hessian/trace_stderr": trace.stderr})
+    return metrics

@@ -5,6 +5,7 @@ RUN_DIR/
   config.json        the full RunConfig, seed, versions, git commit, device
   metrics.sqlite     table metrics(step, name, value, array), table meta(key, value)
   checkpoints/last.pt
+  surface/           surface.json and surface.html of `landscape surface` (optional)
 ```
 
 Metrics are keyed by (step, name): a scalar goes in ``value``, a small array
@@ -35,6 +36,8 @@ CONFIG = "config.json"
 METRICS = "metrics.sqlite"
 EXPERIMENT = "experiment.json"
 CLAIMS = "claims.json"  # the paper's claims on an experiment (landscape.report.claims)
+SURFACE_DIR = "surface"  # a run's loss surface (landscape.surface_run): surface.json and surface.html
+SURFACE_JSON = "surface.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 _SCHEMA = """

@@ -228,3 +228,71 @@ def _loss_at(
     # working parameters are one flat vector, else per tensor from the list.
     evaluator.set_direction(offset, flatten(offset) if workspace.flat_w is not None else None)
     return evaluator.loss_at(-1.0)  # w - (-1) offset = w + offset
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Li et al.'s (Sec. 7) two PCA directions of a training path, and the path in them."""
+
+    directions: list[Direction]  # two unit directions (over all included entries), aligned with the weights
+    path: torch.Tensor  # (len(weights) + 1, 2) float64: each w_i - w_final projected, then w_final itself, (0, 0)
+    explained_variance_ratio: torch.Tensor  # (2,) float64: each direction's share of the variance of the w_i
+
+
+def trajectory_directions(
+    weights: Sequence[Sequence[torch.Tensor]], final: Sequence[torch.Tensor], *, include_bias_and_bn: bool = False
+) -> Trajectory:
+    """PCA of a training path around its final weights (Li et al. 2018, Sec. 7).
+
+    The rows m_i = w_i - w_final (the final point left out, as Li et al.) are centered
+    and their two principal directions taken; every point is then projected without
+    centering, <w_i - w_final, d_k>, so w_final lies at (0, 0) exactly. The SVD goes
+    through the n x n Gram matrix in float64, accumulated one parameter at a time, so
+    no (n, P) matrix is formed: d_k = sum_i u_ik m_i / s_k, where u_k is an
+    eigenvector of the centered Gram matrix (orthogonal to the ones vector, so the
+    centering cancels).
+
+    Args:
+        weights: The earlier points w_i, each aligned with ``final``.
+        final: The weights the surface is centred on.
+        include_bias_and_bn: False (Li et al.'s default) leaves 1-D parameters out:
+            their entries of every direction are zero.
+
+    Returns:
+        The :class:`Trajectory`.
+
+    Raises:
+        ValueError: Fewer than 3 earlier points (their centered differences would span
+            fewer than 2 directions), shapes that do not match ``final``, or a path
+            that spans fewer than 2 directions.
+    """
+    if len(weights) < 3:
+        raise ValueError(f"two PCA directions need at least 3 checkpoints before the final one, got {len(weights)}")
+    for i, w in enumerate(weights):
+        if [t.shape for t in w] != [t.shape for t in final]:
+            raise ValueError(f"checkpoint {i} does not match the final weights' shapes")
+    n = len(weights)
+    included = [include_bias_and_bn or f.dim() > 1 for f in final]
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for k, f in enumerate(final):
+        if included[k]:
+            rows = _rows(weights, f, k)  # (n, numel)
+            gram += (rows @ rows.T).cpu()
+    center = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    variances, vectors = torch.linalg.eigh(center @ gram @ center)  # ascending
+    variances, vectors = variances.flip(0).clamp(min=0), vectors.flip(1)
+    if variances[1] <= 1e-12 * variances[0]:
+        raise ValueError("the checkpoints span fewer than 2 directions around the final weights")
+    scales = vectors[:, :2] / variances[:2].sqrt()  # (n, 2): d_k = sum_i scales[i, k] m_i
+    directions = [
+        [(scales[:, j].to(f.device) @ _rows(weights, f, k)).view_as(f).to(f.dtype) if included[k]
+         else torch.zeros_like(f) for k, f in enumerate(final)]
+        for j in range(2)
+    ]
+    path = torch.cat([gram @ scales, torch.zeros(1, 2, dtype=torch.float64)])  # <m_i, d_k>; the final point at 0
+    return Trajectory(directions, path, variances[:2] / variances.sum())
+
+
+def _rows(weights: Sequence[Sequence[torch.Tensor]], final: torch.Tensor, k: int) -> torch.Tensor:
+    """Parameter k of every w_i - w_final, flattened: (n, numel) float64."""
+    return torch.stack([(w[k].double() - final.double()).reshape(-1) for w in weights])

@@ -49,7 +49,7 @@ from landscape import distributed
 from landscape.assembly import (
     build_optimizer, build_run_model, config_hooks, default_run_dir, environment, rank_noise, unscheduled,
 )
-from landscape.checkpoint import load_checkpoint, save_checkpoint
+from landscape.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from landscape.config import RunConfig
 from landscape.data import Dataset, Objective, augment_batch, batches, load_data, objective
 from landscape.hooks import Context, Event, Hook
@@ -101,6 +101,27 @@ def evaluate(
     if not y.is_floating_point():
         result["acc"] = correct / len(x)
     return result
+
+
+def global_batch_size(config: RunConfig, data: Dataset) -> int:
+    """Examples per optimizer step (over every process)."""
+    n = len(data.train_x)
+    return n if config.train.full_batch else min(config.train.batch_size, n)
+
+
+def first_batches(config: RunConfig, data: Dataset, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The global batches of the run's first ``count`` steps, as the loop draws them
+    (epoch 0's order from the run's seed), without augmentation.
+
+    Raises:
+        ValueError: ``count`` exceeds the batches of one epoch.
+    """
+    size = global_batch_size(config, data)
+    per_epoch = max(len(data.train_x) // size, 1)
+    if count > per_epoch:
+        raise ValueError(f"--batches {count} exceeds the {per_epoch} batches of one epoch")
+    order = torch.Generator().manual_seed(config.train.seed)  # the loop's order_gen at step 0
+    return list(itertools.islice(batches(data, size, order), count))
 
 
 class _Interrupt:
@@ -249,7 +270,7 @@ class _Loop:
         self.device, self.hooks, self.progress = device, hooks, progress
         t = config.train
         n = len(data.train_x)
-        self.batch_size = n if t.full_batch else min(t.batch_size, n)
+        self.batch_size = global_batch_size(config, data)
         self.world, self.rank, self.main = distributed.world_size(), distributed.rank(), distributed.is_main()
         if self.batch_size % self.world:
             raise ValueError(f"the global batch of {self.batch_size} does not split evenly over {self.world} processes")
@@ -288,6 +309,8 @@ class _Loop:
         state = self.state()  # on every rank: it may gather
         if self.main:
             save_checkpoint(store.path, state)
+            if self.config.train.keep_checkpoints:
+                save_weights(store.path, state)
 
     def restore(self, ckpt: dict[str, Any], store: RunStore) -> None:
         try:

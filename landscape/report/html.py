@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from landscape import __version__
-from landscape.report import data, plots
+from landscape.report import data, plots, surface_plots
 from landscape.report.data import RunRecord
 from landscape.runs import write_atomic
 
@@ -97,9 +97,11 @@ SECTIONS = (
         "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
         "Dotted: the curvature along the gradient, gᵀHg/‖g‖² (positive values; the log axis cannot show the rest). "
         "Dashed: 2/η for each training step size η, the stability limit of gradient descent. "
-        "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds.",
+        "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds. "
+        "Dash-dot, for runs that tracked the Hessian: its largest eigenvalue λ<sub>max</sub> on the training batch; "
+        "above 2/η gradient descent is unstable along its eigenvector (the edge of stability).",
         lambda runs: [plots.plot_beta_smoothness(runs)],
-        data.expected_probe_series,
+        lambda run: data.expected_probe_series(run) + (["hessian/lambda_max"] if run.config.get("hessian") else []),
     ),
     Section(
         "step-size",
@@ -125,6 +127,15 @@ SECTIONS = (
         "Several seeds: the lowest seed only.",
         lambda runs: [plots.plot_histograms(runs), plots.plot_moments(runs)],
         lambda run: ["dist/hist/", "dist/mean/"] if run.config.get("distributions") else [],
+    ),
+    Section(
+        "surface",
+        "Loss surface",
+        "The loss around a checkpoint's weights on a grid of two (or one) directions (Li et al. 2018), "
+        "from each run's surface/surface.json (written by <code>landscape surface</code>): contours with the "
+        "weights marked at the centre and the same surface in 3-D. With <code>--trajectory</code> the directions "
+        "are the two PCA directions of the kept checkpoints and the training path is drawn over the contours.",
+        surface_plots.plot_run_surfaces,
     ),
 )
 
@@ -297,6 +308,35 @@ def write_page(runs: Sequence[RunRecord], output_path: str | Path, title: str,
     page = render_page(runs, title, claims, sections, intro).encode("utf-8")
     write_atomic(output_path, lambda f: f.write(page), mode=0o644)
     return output_path
+
+
+def write_surface_page(record: Mapping[str, Any], output_path: str | Path, title: str) -> Path:
+    """Write one surface's figures (:func:`surface_plots.surface_figures`) as a
+    self-contained page; atomically."""
+    divs = "".join(f'<div class="figure">{figure_html(fig, f"fig-{i}")}</div>'
+                   for i, fig in enumerate(surface_plots.surface_figures(record), 1))
+    settings = ", ".join(f"{k} {v}" for k, v in record["settings"].items())
+    note = (f"{record['run']} at step {record['checkpoint']['step']}; loss at the centre {record['base_loss']}; "
+            f"{record['data']['order']}; {settings}")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{plotly_js()}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1></header>
+<p class="note">{html.escape(note)}</p>
+{divs}
+<footer>landscape {html.escape(__version__)}</footer>
+</body>
+</html>
+""".encode("utf-8")
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(output_path, lambda f: f.write(page), mode=0o644)
 
 
 def default_output(run_dirs: Sequence[str | Path]) -> Path:

@@ -1,10 +1,10 @@
 """One ``plot_*`` per report section: run records -> ``plotly.graph_objects.Figure``.
 
 Figures of Santurkar et al. (2018): loss landscape and gradient predictiveness
-bands (Fig. 4a, b), effective beta-smoothness against 2/eta (Fig. 4c), gradient
-change against step size (Fig. 11), internal covariate shift per layer (Fig. 3),
-layer-input distributions and their moments (Fig. 2, 8). A plot without data
-returns an empty figure (no traces); the page skips it.
+bands (Fig. 4a, b), effective beta-smoothness and the Hessian's lambda_max against
+2/eta (Fig. 4c), gradient change against step size (Fig. 11), internal covariate
+shift per layer (Fig. 3), layer-input distributions and their moments (Fig. 2, 8).
+A plot without data returns an empty figure (no traces); the page skips it.
 
 Runs of one variant over several seeds (labels ``VARIANT/seedS``, :func:`data.seed_groups`)
 are one legend entry "VARIANT (N seeds)" in the variant's colour: the line is the mean
@@ -299,17 +299,37 @@ def plot_gradient_predictiveness(runs: Sequence[RunRecord]) -> go.Figure:
     )
 
 
+def _positive_mean_line(
+    group: data.SeedGroup, metric: str, name: str, color: str, quantity: str, dash: str
+) -> go.Scatter | None:
+    """A group's ``metric`` (its mean over seeds), values <= 0 left out (a log axis);
+    None where no run recorded it."""
+    series = [run.series[metric] for run in group.records if metric in run.series]
+    if not series:
+        return None
+    if group.seeded:
+        steps, values, _, _ = data.seed_stats(series)
+        quantity = f"mean {quantity} over {len(series)} seeds"
+    else:
+        steps, values = series[0]
+    positive = np.where(np.asarray(values, dtype=float) > 0, values, np.nan)
+    return _line(steps, positive, name=name, color=color, quantity=quantity, dash=dash, width=1.5)
+
+
 def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
     """Fig. 4c: effective beta-smoothness per run, with the 2/eta line of each training
-    lr, and (dotted) the curvature along the gradient g^T H g / ||g||^2 where the
-    probe recorded it: gradient descent at step size eta is unstable along g once it
-    exceeds 2/eta. The log axis leaves out curvature <= 0.
+    lr, (dotted) the curvature along the gradient g^T H g / ||g||^2 where the probe
+    recorded it, and (dash-dot) the Hessian's largest eigenvalue lambda_max where the
+    run tracked it: gradient descent at step size eta is unstable along g once the
+    curvature exceeds 2/eta, and somewhere once lambda_max does (the edge of
+    stability). The log axis leaves out values <= 0.
 
     A seed group draws beta's mean over seeds over its min-max band over seeds, and the
-    curvature's mean over seeds only (a second band would hide beta's)."""
+    curvature's and lambda_max's means over seeds only (a second band would hide beta's)."""
     groups, colors = _groups(runs)
+    tracked = any("hessian/lambda_max" in run.series for run in runs)
     fig = _figure("Effective β-smoothness and curvature along the gradient", xaxis_title="step",
-                  yaxis_title="β, gᵀHg / ‖g‖²", yaxis_type="log")
+                  yaxis_title="β, gᵀHg / ‖g‖²" + (", λ_max" if tracked else ""), yaxis_type="log")
     lrs = set()
     for group, color in zip(groups, colors):
         with_beta = [run for run in group.records if "probe/beta" in run.series]
@@ -320,17 +340,13 @@ def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
             else:
                 fig.add_trace(_line(*with_beta[0].series["probe/beta"], name=name, color=color, quantity="β"))
             lrs.update(run.lr for run in with_beta if run.lr is not None)
-        with_curvature = [run.series["probe/curvature"] for run in group.records if "probe/curvature" in run.series]
-        if with_curvature:
-            quantity = "gᵀHg / ‖g‖²"
-            if group.seeded:
-                steps, values, _, _ = data.seed_stats(with_curvature)
-                quantity = f"mean {quantity} over {len(with_curvature)} seeds"
-            else:
-                steps, values = with_curvature[0]
-            positive = np.where(np.asarray(values, dtype=float) > 0, values, np.nan)
-            fig.add_trace(_line(steps, positive, name=f"{group.label} — curvature", color=color,
-                                quantity=quantity, dash="dot", width=1.5))
+        curvature = _positive_mean_line(group, "probe/curvature", f"{group.label} — curvature", color,
+                                        "gᵀHg / ‖g‖²", "dot")
+        lambda_max = _positive_mean_line(group, "hessian/lambda_max", f"{group.label} — λ_max", color,
+                                         "λ_max", "dashdot")
+        fig.add_traces([t for t in (curvature, lambda_max) if t is not None])
+        if lambda_max is not None:
+            lrs.update(run.lr for run in group.records if "hessian/lambda_max" in run.series and run.lr is not None)
     if not fig.data:
         return go.Figure()
     for lr in sorted(lrs):

@@ -1,0 +1,193 @@
+"""Tracking the Hessian's top eigenvalues during training (HessianHook, --hessian-every),
+after training (landscape hessian RUN), and in the report's beta-smoothness plot."""
+
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from landscape.assembly import build_run_model
+from landscape.config import ConfigError, HessianConfig, RunConfig, ScheduleConfig
+from landscape.data import batches, load_data, objective
+from landscape.hessian import hessian_eigs
+from landscape.hooks import Event, at_steps, hook
+from landscape.report.data import load_runs
+from landscape.report.plots import plot_beta_smoothness
+from landscape.runs import RunStore
+from landscape.train import train
+from landscape_cli.main import cli
+
+from conftest import tiny_config
+
+TRACKED = HessianConfig(schedule=ScheduleConfig(every=4, dense_until=0), k=2, trace=True)
+PROBE = ["probe", "--model", "tiny", "--dataset", "synthetic", "--steps", "20", "--hessian-every", "10",
+         "--norm", "bn", "--batch-size", "16", "--subset", "64", "--eval-samples", "32", "--device", "cpu",
+         "--no-progress"]
+
+
+def rows(run_dir, skip=("hessian/",)):
+    with RunStore(run_dir, readonly=True) as store:
+        return [r for r in store.rows() if not r[1].startswith(skip)]
+
+
+def final_weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    exp = tmp_path_factory.mktemp("probe") / "exp"
+    result = CliRunner().invoke(cli, [*PROBE, "--run-dir", str(exp)])
+    assert result.exit_code == 0, result.output
+    return exp
+
+
+def test_hook_measures_what_hessian_eigs_measures_at_that_step(tmp_path):
+    config = dataclasses.replace(tiny_config(), hessian=TRACKED)
+
+    @hook(Event.AFTER_BACKWARD)
+    def direct(ctx):
+        generator = torch.Generator().manual_seed(config.train.seed + ctx.step)
+        eigs = hessian_eigs(ctx.model, ctx.loss_fn, *ctx.batch, k=2, max_hvps=20, generator=generator)
+        return {"direct/eigs": eigs.eigenvalues.tolist()}
+
+    result = train(config, run_dir=tmp_path / "r", hooks=[at_steps([4, 8], direct)])
+    with RunStore(result.run_dir, readonly=True) as store:
+        steps, lambda_max = store.series("hessian/lambda_max")
+        assert steps.tolist() == [0, 4, 8]
+        _, eigs = store.series("hessian/eigs")
+        _, direct_eigs = store.series("direct/eigs")
+        assert eigs[1:].tolist() == direct_eigs.tolist()
+        assert lambda_max.tolist() == eigs[:, 0].tolist() and (eigs[:, 0] >= eigs[:, 1]).all()
+        assert set(store.series("hessian/converged")[1]) <= {0.0, 1.0}
+        trace, stderr = store.series("hessian/trace")[1], store.series("hessian/trace_stderr")[1]
+        assert torch.isfinite(torch.as_tensor(trace)).all() and (stderr > 0).all()
+
+
+def test_training_is_bit_identical_with_and_without_the_hook(tmp_path):
+    plain = train(tiny_config(), run_dir=tmp_path / "plain")
+    tracked = train(dataclasses.replace(tiny_config(), hessian=TRACKED), run_dir=tmp_path / "tracked")
+    assert rows(plain.run_dir) == rows(tracked.run_dir)
+    assert len(rows(tracked.run_dir, skip=())) > len(rows(plain.run_dir))
+    a, b = final_weights(plain.run_dir), final_weights(tracked.run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_probe_records_lambda_max_on_schedule_and_reports_it(probed):
+    with RunStore(probed / "bn", readonly=True) as store:
+        steps, values = store.series("hessian/lambda_max")
+        assert store.config["hessian"]["schedule"]["every"] == 10
+    assert steps.tolist() == [0, 10] and (values > 0).all()
+    traces = {t.name: t for t in plot_beta_smoothness(load_runs([probed / "bn"])).data}
+    assert traces["bn — λ_max"].line.dash == "dashdot" and list(traces["bn — λ_max"].x) == [0, 10]
+    page = (probed / "report.html").read_text()
+    assert '"name":"bn \\u2014 \\u03bb_max"' in page and "λ<sub>max</sub>" in page
+
+
+def test_hessian_command_matches_hessian_eigs_on_the_checkpoint(probed, tmp_path):
+    run_dir = probed / "bn"
+    out = tmp_path / "h.json"
+    result = CliRunner().invoke(cli, ["hessian", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    printed = float(re.search(r"step 20: lambda_max (\S+)", result.output)[1])
+
+    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    model = build_run_model(config)
+    model.load_state_dict(final_weights(run_dir))
+    data = load_data(config.data)
+    first = list(batches(data, config.train.batch_size, torch.Generator().manual_seed(config.train.seed)))[:4]
+    expected = hessian_eigs(model, objective(data), batches=first, max_hvps=100,
+                            generator=torch.Generator().manual_seed(config.train.seed))
+    [written] = json.loads(out.read_text())
+    assert written["step"] == 20 and written["batches"] == 4
+    assert written["lambda_max"] == float(expected.eigenvalues[0])
+    assert math.isclose(printed, written["lambda_max"], rel_tol=1e-5)
+
+
+def test_hessian_command_measures_every_kept_checkpoint(tmp_path):
+    train_args = ["train", "--model", "tiny", "--dataset", "synthetic", "--steps", "8", "--checkpoint-every", "4",
+                  "--keep-checkpoints", "--batch-size", "16", "--subset", "64", "--eval-samples", "32",
+                  "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path / "r")]
+    assert CliRunner().invoke(cli, train_args).exit_code == 0
+    out = tmp_path / "all.json"
+    result = CliRunner().invoke(cli, ["hessian", str(tmp_path / "r"), "--checkpoint", "all", "--k", "2", "--trace",
+                                      "--batches", "2", "--max-hvps", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert [w["step"] for w in written] == [0, 4, 8] and all(w["batches"] == 2 for w in written)
+    assert all(len(w["eigenvalues"]) == 2 and math.isfinite(w["trace"]) for w in written)
+    assert result.output.count("lambda_max") == 3
+
+
+def test_hessian_command_bad_input_is_one_line_exit_2(probed, tmp_path):
+    assert_one_line_error(CliRunner().invoke(cli, ["hessian", str(tmp_path / "nope")]), "not a run directory")
+    assert_one_line_error(CliRunner().invoke(cli, ["hessian", str(probed)]), "not a run directory")
+    broken = tmp_path / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "metrics.sqlite"):
+        (broken / name).write_bytes((probed / "bn" / name).read_bytes())
+    assert_one_line_error(CliRunner().invoke(cli, ["hessian", str(broken)]), "no checkpoint")
+    (broken / "checkpoints" / "last.pt").write_bytes(b"\x00garbage" * 10)
+    assert_one_line_error(CliRunner().invoke(cli, ["hessian", str(broken)]), "unreadable checkpoint")
+
+
+def test_hessian_command_batches_beyond_one_epoch_is_one_line_exit_2(probed):
+    # 64 examples in batches of 16: one epoch has 4 batches, as `landscape surface` checks
+    result = CliRunner().invoke(cli, ["hessian", str(probed / "bn"), "--batches", "5"])
+    assert_one_line_error(result, "--batches 5 exceeds the 4 batches of one epoch")
+
+
+def test_old_config_without_hessian_loads_and_new_one_round_trips():
+    old = tiny_config().to_dict()
+    del old["hessian"]
+    assert RunConfig.from_dict(old).hessian is None
+    config = dataclasses.replace(tiny_config(), hessian=TRACKED)
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(max_hvps=1)])
+def test_bad_hessian_config_is_a_config_error(changes):
+    with pytest.raises(ConfigError):
+        HessianConfig(**changes)
+
+
+def test_reduce_needs_a_generator():
+    model = build_run_model(tiny_config())
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="generator"):
+        hessian_eigs(model, torch.nn.functional.cross_entropy, x, y, reduce=lambda ts: ts)
+
+
+@pytest.mark.slow
+def test_two_ranks_measure_the_global_batch_hessian(tmp_path):
+    args = ["train", "--model", "dln", "--depth", "4", "--norm", "none", "--steps", "3", "--lr", "1e-4",
+            "--hessian-every", "2", "--eval-every", "3", "--device", "cpu", "--no-progress"]
+    one = CliRunner().invoke(cli, [*args, "--run-dir", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    env = dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "landscape_cli", *args, "--run-dir", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    series = []
+    for name in ("one", "two"):
+        with RunStore(tmp_path / name, readonly=True) as store:
+            series.append(store.series("hessian/lambda_max"))
+    (steps_1, values_1), (steps_2, values_2) = series
+    assert steps_1.tolist() == steps_2.tolist() == [0, 2]
+    assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(values_1, values_2)), (values_1, values_2)
