@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from landscape.train import Progress
+if TYPE_CHECKING:  # the command line starts (and completes words) without importing torch
+    from landscape.train import Progress
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Progress]:
+def progress_bar(description: str, enabled: bool = True) -> Iterator["Progress"]:
     bar: tqdm | None = None
 
     def update(step: int, total: int, postfix: dict[str, float] | None) -> None:

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from landscape.report import default_output, write_report
-from landscape.runs import StoreError
 from landscape_cli.errors import InputError
 
 
@@ -30,6 +28,9 @@ def report(run_dirs: tuple[Path, ...], output: Path | None, open_browser: bool, 
     still training. By default it is written beside the data, as FIRST_DIR/report.html.
     Prints the path of the written file.
     """
+    from landscape.report import default_output, write_report
+    from landscape.runs import StoreError
+
     target = output if output is not None else default_output(run_dirs)
     try:
         path = write_report(run_dirs, target, title=title)

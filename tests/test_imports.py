@@ -52,3 +52,11 @@ def test_the_report_never_imports_torch():
     code = "import sys, landscape.report, landscape.report.plots, landscape.runs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_command_line_starts_without_torch():
+    """Shell completion runs `landscape` on every Tab: the command group must load in
+    a fraction of a second, so no command module imports torch or plotly at load time."""
+    code = "import sys, landscape_cli.main; print('torch' in sys.modules, 'plotly' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
