@@ -22,8 +22,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from landscape.config import ConfigError
     from landscape.data import DataError
     from landscape.runs import StoreError
+    from landscape.tensorboard import TensorBoardMissing
 
-    return (ConfigError, DataError, StoreError, ValueError)
+    return (ConfigError, DataError, StoreError, TensorBoardMissing, ValueError)
 
 
 def friendly_errors(fn: F) -> F:

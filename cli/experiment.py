@@ -81,10 +81,12 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
 
 
 def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, progress: bool,
-            report: bool, layout: str, seeds: tuple[int, ...] | None = None) -> None:
+            report: bool, layout: str, seeds: tuple[int, ...] | None = None,
+            tensorboard: Path | None = None) -> None:
     """What every experiment command does once its options are read: take the variants
     from ``--resume``'s experiment.json or from ``build()`` (once per seed with
-    ``seeds``), print the plan and its timed estimate, and (unless ``--dry-run``) run them."""
+    ``seeds``), print the plan and its timed estimate, and (unless ``--dry-run``) run them;
+    ``tensorboard``: mirror each run's records into ``tensorboard/<run name>``."""
     if resume_dir is not None:
         configs, exp_dir = resume_configs(resume_dir, kind), resume_dir
     else:
@@ -92,13 +94,17 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
 
         configs = build() if seeds is None else with_seeds(build(), seeds)
         exp_dir = new_experiment_dir(run_dir, kind, configs[0].model.name)
+    if tensorboard is not None:
+        from landscape.tensorboard import summary_writer_class
+
+        summary_writer_class()  # a missing tensorboard fails before the plan's benchmark
     click.echo(plan(configs))
     if not dry_run:
-        run(configs, exp_dir, kind, progress, report, layout)
+        run(configs, exp_dir, kind, progress, report, layout, tensorboard=tensorboard)
 
 
 def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto",
-        paper_steps: int | None = None, echo_claims: bool = True) -> list:
+        paper_steps: int | None = None, echo_claims: bool = True, tensorboard: Path | None = None) -> list:
     """Train every variant, write the report (also after Ctrl-C), print the outcome;
     ``paper_steps``: the paper's length of these runs for the short-run rule (default:
     the model family's protocol). Returns the runs' results."""
@@ -118,7 +124,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
         results = run_experiment(
             configs, exp_dir, kind=kind,
             progress_for=lambda c: progress_bar(f"{c.model.name} {c.name}", show_progress),
-            extra={"configs": [c.to_dict() for c in configs]}, layout=layout,
+            extra={"configs": [c.to_dict() for c in configs]}, layout=layout, tensorboard=tensorboard,
         )
     finally:
         if distributed.is_main():
@@ -127,6 +133,8 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
                 path = write_report(exp_dir)
                 if path is not None:
                     click.echo(f"report: {path}")
+    if tensorboard is not None:
+        click.echo(f"tensorboard: tensorboard --logdir {tensorboard}")
     if verdicts is not None and echo_claims:
         click.echo(verdicts)
     for config, result in zip(configs, results):

@@ -42,7 +42,8 @@ def _layers(text: str | None) -> tuple[str, ...]:
 @friendly_errors
 def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, channels: int, bins: int,
               dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool,
-              seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
+              seeds: str | None, report: bool, progress: bool, layout: str, tensorboard: Path | None,
+              **options) -> None:
     """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
     record train/test accuracy and the distributions of layer inputs.
@@ -61,7 +62,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
 
     experiment.execute("ics-noise", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
                        seeds=parse_seeds(seeds, options["seed"]),
-                       progress=progress, report=report, layout=layout)
+                       progress=progress, report=report, layout=layout, tensorboard=tensorboard)
 
 
 @click.command("ics")
@@ -78,7 +79,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
 @friendly_errors
 def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, run_dir: Path | None,
         resume_dir: Path | None, dry_run: bool, seeds: str | None, report: bool, progress: bool, layout: str,
-        **options) -> None:
+        tensorboard: Path | None, **options) -> None:
     """Internal covariate shift (Definition 2.1, Fig. 3): for every layer, the change
     of its gradient when the earlier layers take their optimizer step first, as l2
     distance and cosine; with and without BN, at two learning rates.
@@ -108,4 +109,4 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
 
     experiment.execute("ics", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
                        seeds=parse_seeds(seeds, options["seed"]), progress=progress,
-                       report=report, layout=layout)
+                       report=report, layout=layout, tensorboard=tensorboard)

@@ -114,6 +114,13 @@ def with_hessian(config: RunConfig, every: int | None, k: int = 1) -> RunConfig:
     return dataclasses.replace(config, hessian=HessianConfig(schedule=schedule, k=k))
 
 
+def tensorboard_option() -> Callable:
+    return click.option(
+        "--tensorboard", "tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Also write every record to TensorBoard event files in this directory as it is recorded "
+             "(an experiment: one folder per run; needs the tensorboard extra). View: tensorboard --logdir DIR.")
+
+
 def experiment_options(kind: str) -> Callable:
     """Options every experiment command (probe, ics-noise, ics) takes."""
     return _options(
@@ -132,6 +139,7 @@ def experiment_options(kind: str) -> Callable:
                           "over the global batch; 'spread' gives run i to process i mod N, alone (results equal "
                           "a single-process run's; no per-step communication, so faster for small models); "
                           "'auto' spreads when the runs divide evenly over the processes, else ddp."),
+        tensorboard_option(),
     )
 
 

@@ -49,7 +49,8 @@ from landscape_cli.options import (
 def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, bn_mode: str, probe_every: int | None,
           dense_until: int | None, dense_every: int | None, curvature: bool, probe_method: str,
           probe_chunk_size: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool,
-          seeds: str | None, report: bool, progress: bool, layout: str, **options) -> None:
+          seeds: str | None, report: bool, progress: bool, layout: str, tensorboard: Path | None,
+          **options) -> None:
     """Train MODEL once per normalization (default: without and with BatchNorm) from
     the same seed, initial weights and data order, and at scheduled steps measure
     along the gradient, for each step size eta: the loss L(w - eta g), the gradient
@@ -84,4 +85,4 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
 
     experiment.execute("probe", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
                        seeds=parse_seeds(seeds, options["seed"]), progress=progress,
-                       report=report, layout=layout)
+                       report=report, layout=layout, tensorboard=tensorboard)

@@ -8,7 +8,9 @@ import click
 
 from landscape_cli.errors import friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
-from landscape_cli.options import build_run_config, data_options, hessian_options, model_options, train_options
+from landscape_cli.options import (
+    build_run_config, data_options, hessian_options, model_options, tensorboard_option, train_options,
+)
 from landscape_cli.progress import progress_bar
 
 
@@ -34,9 +36,11 @@ def echo_result(result) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (other options are ignored).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@tensorboard_option()
 @nproc_option()
 @friendly_errors
-def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, progress: bool, **options) -> None:
+def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, progress: bool, tensorboard: Path | None,
+          **options) -> None:
     """Train one model with the paper's protocol (plain SGD, batch 128, constant lr)
     and record train/test loss and accuracy in a run directory (DDP over the global
     batch under torchrun or with --nproc)."""
@@ -45,9 +49,9 @@ def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, prog
 
     if resume_dir is not None:
         with progress_bar(f"resume {resume_dir.name}", progress) as bar:
-            result = train_run(run_dir=resume_dir, resume=True, progress=bar)
+            result = train_run(run_dir=resume_dir, resume=True, progress=bar, tensorboard=tensorboard)
     else:
         config = build_run_config("train", **options)
         with progress_bar(f"{config.model.name} {config.model.norm}", progress) as bar:
-            result = train_run(config, run_dir=run_dir, progress=bar)
+            result = train_run(config, run_dir=run_dir, progress=bar, tensorboard=tensorboard)
     echo_result(result)

@@ -175,6 +175,7 @@ def run_experiment(
     progress_for: Callable[[RunConfig], Any] | None = None,
     extra: dict[str, Any] | None = None,
     layout: str = "ddp",
+    tensorboard: str | Path | None = None,
 ) -> list[TrainResult | None]:
     """Train every variant into ``exp_dir/<name>``; a directory that already holds
     the experiment is resumed: finished or diverged runs are kept, interrupted ones
@@ -190,6 +191,8 @@ def run_experiment(
         layout: under torchrun, ``ddp`` (the variants one after another with all
             ranks together) or ``spread`` (variant i on rank i mod N, alone); see
             :func:`choose_layout`. Ignored in a single process.
+        tensorboard: also write each run's records to TensorBoard event files in
+            ``tensorboard/<name>`` as they are recorded (TensorBoard shows one run per folder).
 
     Returns:
         One result per variant in order (None for a run that was already complete),
@@ -216,6 +219,7 @@ def run_experiment(
             done[i] = _run_variant(
                 config, exp_dir / config.name, hooks_for, progress_for,
                 {"experiment": str(exp_dir), "kind": kind, **placement},
+                None if tensorboard is None else Path(tensorboard) / config.name,
             )
         if done[i] is not None and done[i].status == "interrupted":
             break
@@ -243,6 +247,7 @@ def _run_variant(
     hooks_for: Callable[[RunConfig], list[Hook]] | None,
     progress_for: Callable[[RunConfig], Any] | None,
     extra_config: dict[str, Any],
+    tensorboard: Path | None = None,
 ) -> TrainResult | None:
     """Start, resume or skip (None: already complete) one variant's run."""
     resume = distributed.on_main(lambda: _start_or_resume(run_dir))
@@ -251,7 +256,7 @@ def _run_variant(
     hooks = hooks_for(config) if hooks_for else []
     with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
         return train(None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
-                     extra_config=extra_config)
+                     extra_config=extra_config, tensorboard=tensorboard)
 
 
 def _start_or_resume(run_dir: Path) -> bool | None:

@@ -158,6 +158,7 @@ def train(
     progress: Progress | None = None,
     init: Callable[[nn.Module], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> TrainResult:
     """Train one run into ``run_dir`` (a new directory, or an existing run with ``resume``).
 
@@ -171,6 +172,8 @@ def train(
         init: called on the freshly built model before training (e.g. to copy
             initial weights from another variant); not called on resume.
         extra_config: more keys for config.json (e.g. the experiment's name).
+        tensorboard: also write every record to TensorBoard event files in this
+            directory as it is recorded (rank 0; :class:`landscape.tensorboard.TensorBoardMirror`).
 
     Returns:
         The outcome; a diverged run is a result (status ``diverged``), not an error.
@@ -180,6 +183,10 @@ def train(
     """
     ddp = distributed.world_size() > 1
     main = distributed.is_main()
+    if tensorboard is not None and main:
+        from landscape.tensorboard import summary_writer_class
+
+        summary_writer_class()  # a missing tensorboard fails before anything is written
     if resume:
         if run_dir is None:
             raise ValueError("resume needs a run directory")
@@ -202,7 +209,7 @@ def train(
                  progress if main else None)
     if resume:
         checkpoint = load_checkpoint(run_dir, map_location=device)  # before anything is written
-        store = RunStore(run_dir) if main else _NoStore(run_dir)
+        store = _open_store(run_dir, main, tensorboard)
         try:
             loop.restore(checkpoint, store)
         except BaseException:
@@ -220,11 +227,23 @@ def train(
             return path
 
         run_dir = distributed.on_main(create)
-        store = RunStore(run_dir) if main else _NoStore(run_dir)
+        store = _open_store(run_dir, main, tensorboard)
     try:
         return loop.run(store)
     finally:
         store.close()
+
+
+def _open_store(run_dir: str | Path, main: bool, tensorboard: str | Path | None) -> RunStore:
+    """Rank 0's store (mirrored to TensorBoard when asked); the other ranks write nothing."""
+    if not main:
+        return _NoStore(run_dir)
+    store = RunStore(run_dir)
+    if tensorboard is None:
+        return store
+    from landscape.tensorboard import TensorBoardMirror
+
+    return TensorBoardMirror(store, tensorboard)
 
 
 class _NoStore:

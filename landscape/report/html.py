@@ -206,6 +206,50 @@ def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
     return f'<table class="runs claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def select_sections(anchors: Sequence[str] | None = None) -> tuple[Section, ...]:
+    """The sections with these anchors, in this order (default: all of :data:`SECTIONS`).
+
+    Raises:
+        ValueError: an unknown anchor.
+    """
+    if anchors is None:
+        return SECTIONS
+    by_anchor = {s.anchor: s for s in SECTIONS}
+    unknown = [a for a in anchors if a not in by_anchor]
+    if unknown:
+        raise ValueError(f"unknown report section {unknown[0]!r}; choose from {', '.join(by_anchor)}")
+    return tuple(by_anchor[a] for a in anchors)
+
+
+def section_figures(runs: Sequence[RunRecord],
+                    sections: Sequence[Section] = SECTIONS) -> list[tuple[Section, list[go.Figure], list[str]]]:
+    """(section, its non-empty figures, its missing-series lines) for every section that
+    has either, in order."""
+    out = []
+    for section in sections:
+        figures = [f for f in section.figures(runs) if f.data]
+        missing = data.missing_series(runs, section.expects)
+        if figures or missing:
+            out.append((section, figures, missing))
+    return out
+
+
+def sections_html(runs: Sequence[RunRecord], sections: Sequence[Section] = SECTIONS,
+                  id_prefix: str = "fig") -> list[tuple[Section, str]]:
+    """(section, its ``<section>`` element) for every section with data; figure divs are
+    numbered ``<id_prefix>-1``, ``-2``, ... (unique ids when several fragments share a page)."""
+    parts = []
+    count = 0
+    for section, figures, missing in section_figures(runs, sections):
+        divs = [f'<p class="missing">{html.escape(line)}</p>' for line in missing]
+        for fig in figures:
+            count += 1
+            divs.append(f'<div class="figure">{figure_html(fig, f"{id_prefix}-{count}")}</div>')
+        parts.append((section, f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
+                               f'<p class="note">{section.note}</p>{"".join(divs)}</section>'))
+    return parts
+
+
 def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[str, Any]] = (),
                 sections: Sequence[str] | None = None, intro: str = "") -> str:
     """The whole page as a string; ``claims`` (from claims.json) make its first section.
@@ -213,14 +257,7 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
     ``sections``: the anchors of the sections to show, in this order (a figure's
     panels; default: every section with data, in :data:`SECTIONS` order); ``intro``: a
     paragraph under the title (plain text)."""
-    chosen = SECTIONS
-    if sections is not None:
-        by_anchor = {s.anchor: s for s in SECTIONS}
-        unknown = [a for a in sections if a not in by_anchor]
-        if unknown:
-            raise ValueError(f"unknown report section {unknown[0]!r}; choose from {', '.join(by_anchor)}")
-        chosen = tuple(by_anchor[a] for a in sections)
-    parts = []
+    chosen = select_sections(sections)
     nav = ['<a href="#runs">Runs</a>']
     first = ""
     if claims:
@@ -230,21 +267,9 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
             "runs, with its verdict (thresholds in the README, 'Claims and verdicts').</p>"
             f"{claims_table(claims)}</section>"
         )
-    count = 0
-    for section in chosen:
-        figures = [f for f in section.figures(runs) if f.data]
-        missing = data.missing_series(runs, section.expects)
-        if not figures and not missing:
-            continue
-        divs = [f'<p class="missing">{html.escape(line)}</p>' for line in missing]
-        for fig in figures:
-            count += 1
-            divs.append(f'<div class="figure">{figure_html(fig, f"fig-{count}")}</div>')
-        nav.append(f'<a href="#{section.anchor}">{html.escape(section.title)}</a>')
-        parts.append(
-            f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
-            f'<p class="note">{section.note}</p>{"".join(divs)}</section>'
-        )
+    rendered = sections_html(runs, chosen)
+    nav += [f'<a href="#{section.anchor}">{html.escape(section.title)}</a>' for section, _ in rendered]
+    parts = [part for _, part in rendered]
     intro_html = f'<p class="intro">{html.escape(intro)}</p>' if intro else ""
     generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""<!DOCTYPE html>

@@ -1,0 +1,325 @@
+"""Lightning callback: the gradient-direction probe (Santurkar et al. 2018, Sec. 3.1),
+ICS (Definition 2.1) and Hessian eigenvalues on a LightningModule's own training steps.
+
+At training step t (``trainer.global_step``: optimizer steps done so far) Lightning
+calls ``on_before_optimizer_step`` after the backward and before the step, when
+``.grad`` holds g = grad L(w_t; B_t). There the callback runs the hooks that
+``landscape train`` runs at ``Event.AFTER_BACKWARD`` (:class:`~landscape.hooks.ProbeHook`,
+:class:`~landscape.hooks.ICSHook`, :class:`~landscape.hooks.HessianHook`) on the
+training batch B_t (taken at ``on_train_batch_start``), reusing g and the training
+loss (from ``on_before_backward``), so a probe costs K passes and leaves the
+weights, buffers, ``.grad``, optimizer state and every RNG bit-identical: the run
+is the same with and without the callback.
+
+Values go to the trainer's loggers at step t (``landscape/probe_loss_<eta>``,
+``landscape/grad_diff_<eta>``, ``landscape/beta``, ... with eta the absolute step
+size), every probe whatever ``log_every_n_steps`` says; with ``run_dir`` also into a
+landscape run store that ``landscape report RUN_DIR`` renders (``train/loss`` every
+step, the ``probe/*``, ``ics/*`` and ``hessian/*`` metrics at their steps).
+
+Under DDP every value is the global batch's: the probe's losses and gradients are
+all-reduced over the ranks (:func:`landscape.distributed.all_reduce_mean`) and rank 0
+alone writes. Refused, with a one-line error at ``fit``: manual optimization (the
+callback cannot know which gradient a step uses: call
+:func:`landscape.probe_gradient` in your ``training_step`` after
+``manual_backward``) and ``accumulate_grad_batches > 1`` (the accumulated gradient
+is that of several batches, which the probe would have to evaluate together).
+Gradient clipping runs after the hook: the probe sees the unclipped gradient. Under
+mixed precision the probe recomputes g in full precision (``reuse_grad``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+try:  # first: without the optional extra, fail before importing anything heavy
+    import lightning
+    import lightning.pytorch as pl
+except ImportError as e:
+    raise ImportError(
+        "landscape.integrations.lightning needs Lightning: pip install 'torch-landscape[lightning]'"
+    ) from e
+import torch
+from torch import nn
+
+from landscape import distributed
+from landscape.assembly import environment
+from landscape.config import BN_MODES
+from landscape.hooks import Context, Event, EveryN, HessianHook, ICSHook, ProbeHook
+from landscape.noise import NORM_LAYER_TYPES
+from landscape.runs import RunStore, is_run
+
+Batch = Any
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# trainer.precision values whose training gradient is that of the full-precision loss
+FULL_PRECISION = ("32-true", "64-true", "32", "64")
+FLUSH_EVERY = 50  # train/loss is written to the store in batches of this many steps
+
+
+def split_pair(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default ``split_batch``: a batch ``(inputs, targets)`` (a tuple or list of two)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError("LandscapeCallback: the batch is not (inputs, targets); pass split_batch=fn(batch) -> "
+                     "(inputs, targets)")
+
+
+def logger_metrics(metrics: Mapping[str, float | Sequence[float]], step_sizes: Sequence[float]) -> dict[str, float]:
+    """The hooks' metrics under the logger's names: ``landscape/`` + the name without
+    ``probe/``; a per-step-size list gets one key per absolute step size eta
+    (``probe/loss`` -> ``landscape/probe_loss_<eta>``, ``probe/grad_diff`` ->
+    ``landscape/grad_diff_<eta>``), any other list one key per index (``_<i>``)."""
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        short = name.removeprefix("probe/")
+        if isinstance(value, (int, float)):
+            out[f"landscape/{short}"] = float(value)
+            continue
+        values = list(value)
+        per_size = name.startswith("probe/") and len(values) == len(step_sizes)
+        labels = [f"{s:g}" for s in step_sizes] if per_size else [str(i) for i in range(len(values))]
+        base = "probe_loss" if name == "probe/loss" else short
+        out.update({f"landscape/{base}_{label}": float(v) for label, v in zip(labels, values)})
+    return out
+
+
+def model_norm(model: nn.Module) -> str:
+    """``"bn"`` for a model with a norm layer, else ``"none"``: the report's colour."""
+    return "bn" if any(isinstance(m, NORM_LAYER_TYPES) for m in model.modules()) else "none"
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value <= 0):
+        raise ValueError(f"LandscapeCallback: {name} must be a positive integer or None, got {value!r}")
+
+
+class LandscapeCallback(pl.Callback):
+    """Probe the loss landscape along the gradient during ``Trainer.fit``.
+
+    Args:
+        run_dir: Also write a landscape run store here (rank 0), for ``landscape report``;
+            a new directory, or the existing one when the trainer resumes from a checkpoint.
+        probe_every: Probe every N optimizer steps (step 0 included); None: no probe.
+        step_sizes: The probe's step sizes eta: multiples of the optimizer's current lr
+            (``param_groups[0]["lr"]``), or absolute with ``relative=False``. config.json
+            records the lr at the start, so under an lr schedule the report labels
+            relative step sizes by that lr: use absolute ones there.
+        relative: Whether ``step_sizes`` are multiples of the lr.
+        ics_every: Measure ICS every N steps (the optimizer's update dry-run); None: never.
+        hessian_every: Top Hessian eigenvalues every N steps; None: never.
+        hessian_k: How many eigenvalues.
+        bn_mode: ``"train"`` (batch statistics, what SGD optimises) or ``"eval"``.
+        curvature: Also record g^T H g / ||g||^2 (one Hessian-vector product).
+        loss_fn: ``loss_fn(pl_module(inputs), targets) -> scalar``, the loss your
+            ``training_step`` returns; default: the module's ``loss_fn`` attribute.
+        split_batch: ``fn(batch) -> (inputs, targets)``; default: a batch of two.
+        reuse_grad: Reuse the training gradient and loss (K passes per probe); default:
+            yes in full precision. Set False when ``training_step`` returns more than
+            ``loss_fn`` (a regulariser), so the probe recomputes g of ``loss_fn``.
+        name: The run's name in the report; default: the module's class name.
+        norm: The run's normalization in the report (its colour); default ``"bn"``
+            when the model has a norm layer, else ``"none"``.
+        seed: Base seed of the Hessian's random vectors.
+
+    Raises:
+        ValueError: A bad argument; at ``fit``, manual optimization,
+            ``accumulate_grad_batches > 1`` or no loss function.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path | None = None,
+        probe_every: int | None = 100,
+        step_sizes: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+        *,
+        relative: bool = True,
+        ics_every: int | None = None,
+        hessian_every: int | None = None,
+        hessian_k: int = 1,
+        bn_mode: str = "train",
+        curvature: bool = True,
+        loss_fn: LossFn | None = None,
+        split_batch: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        reuse_grad: bool | None = None,
+        name: str | None = None,
+        norm: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        for option, value in (("probe_every", probe_every), ("ics_every", ics_every),
+                              ("hessian_every", hessian_every), ("hessian_k", hessian_k)):
+            _positive(option, value)
+        step_sizes = tuple(float(s) for s in step_sizes)
+        if not step_sizes or not all(math.isfinite(s) and s > 0 for s in step_sizes):
+            raise ValueError("LandscapeCallback: step_sizes must be positive finite numbers")
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"LandscapeCallback: unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.probe_every, self.ics_every, self.hessian_every = probe_every, ics_every, hessian_every
+        self.step_sizes, self.relative, self.hessian_k = step_sizes, relative, hessian_k
+        self.bn_mode, self.curvature, self.seed = bn_mode, curvature, seed
+        self.loss_fn, self.split_batch, self.reuse_grad = loss_fn, split_batch or split_pair, reuse_grad
+        self.name, self.norm = name, norm
+        self._batch: Batch = None
+        self._loss: torch.Tensor | None = None
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, training loss) not yet written
+        self._store: RunStore | None = None
+        self._reduce: Callable | None = None
+        self._reuse = True
+        self._lr0 = math.nan
+
+    # -- set-up ---------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not pl_module.automatic_optimization:
+            raise ValueError("LandscapeCallback: manual optimization is not supported (which gradient a step uses "
+                             "is up to your training_step): call landscape.probe_gradient there after manual_backward")
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(f"LandscapeCallback: accumulate_grad_batches={trainer.accumulate_grad_batches} is not "
+                             "supported: the accumulated gradient is not that of the one batch the probe evaluates")
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"LandscapeCallback: needs exactly one optimizer, got {len(trainer.optimizers)}")
+        if self.loss_fn is None and not callable(getattr(pl_module, "loss_fn", None)):
+            raise ValueError("LandscapeCallback: pass loss_fn=... (or give the LightningModule a loss_fn "
+                             "attribute): the probe evaluates loss_fn(pl_module(inputs), targets)")
+        self._reduce = distributed.all_reduce_mean if distributed.world_size() > 1 else None
+        precise = str(trainer.precision) in FULL_PRECISION
+        self._reuse = precise if self.reuse_grad is None else self.reuse_grad
+        self._lr0 = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, not at fit start: a resumed trainer has restored global_step by now.
+        if self.run_dir is None:
+            return
+        path, step = self.run_dir, trainer.global_step
+        config = self.run_config(trainer, pl_module)
+
+        def open_store() -> None:
+            if trainer.ckpt_path is not None and is_run(path):
+                with RunStore(path) as store:
+                    store.truncate_after(step - 1)  # the steps from here on are recorded again
+            else:
+                RunStore.create(path, config).close()
+
+        distributed.on_main(open_store)  # rank 0 decides; its error is raised on every rank
+        if distributed.is_main():
+            self._store = RunStore(path)
+            self._store.set_status("running")
+
+    def run_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """config.json: what ``landscape report`` reads (name, model name and norm, the
+        lr for 2/eta, the probe's step sizes) and the environment."""
+        device = next(pl_module.parameters()).device
+        optimizer = trainer.optimizers[0]
+        train: dict[str, Any] = {"lr": self._lr0, "optimizer": type(optimizer).__name__,
+                                 "momentum": optimizer.param_groups[0].get("momentum")}
+        if trainer.max_steps and trainer.max_steps > 0:
+            train["steps"] = trainer.max_steps
+        else:
+            train["epochs"] = trainer.max_epochs
+        if "PL_GLOBAL_SEED" in os.environ:
+            train["seed"] = int(os.environ["PL_GLOBAL_SEED"])
+        config: dict[str, Any] = {
+            "name": self.name or type(pl_module).__name__,
+            "kind": "lightning",
+            "model": {"name": type(pl_module).__name__, "norm": self.norm or model_norm(pl_module)},
+            "train": train,
+            **environment(device),
+        }
+        config["versions"]["lightning"] = lightning.__version__
+        if self.probe_every is not None:
+            config["probe"] = {"step_sizes": list(self.step_sizes), "relative": self.relative,
+                               "direction": "gradient", "bn_mode": self.bn_mode, "curvature": self.curvature,
+                               "schedule": {"every": self.probe_every}}
+        if self.ics_every is not None:
+            config["ics"] = {"schedule": {"every": self.ics_every}}
+        if self.hessian_every is not None:
+            config["hessian"] = {"k": self.hessian_k, "schedule": {"every": self.hessian_every}}
+        if distributed.world_size() > 1:
+            config["distributed"] = {"world_size": distributed.world_size()}
+        if trainer.max_steps and trainer.max_steps > 0:
+            config["total_steps"] = trainer.max_steps
+        return config
+
+    # -- every step -------------------------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Batch,
+                             batch_idx: int) -> None:
+        self._batch = batch  # already on the module's device
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self._loss = loss.detach()  # L(w_t; B_t): accumulate_grad_batches is 1, so not rescaled
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        step = trainer.global_step
+        if self._loss is not None:
+            self._pending.append((step, self._loss))
+        with torch.enable_grad():
+            metrics, sizes = self.measure(step, pl_module, optimizer)
+        if metrics:
+            values = logger_metrics(metrics, sizes)
+            for logger in trainer.loggers:  # rank 0 only: log_metrics is rank_zero_only
+                logger.log_metrics(values, step=step)
+            if self._store is not None:
+                self._store.log(step, metrics)
+        if step % FLUSH_EVERY == 0:
+            self.flush()
+        self._loss = None
+
+    def measure(self, step: int, pl_module: pl.LightningModule,
+                optimizer: torch.optim.Optimizer) -> tuple[dict[str, float | list[float]], tuple[float, ...]]:
+        """The metrics of the hooks due at ``step`` and the probe's absolute step sizes."""
+        lr = float(optimizer.param_groups[0]["lr"])
+        sizes = tuple(s * lr for s in self.step_sizes) if self.relative else self.step_sizes
+        due = [
+            (self.probe_every, lambda: ProbeHook(sizes, bn_mode=self.bn_mode, curvature=self.curvature,
+                                                 reduce=self._reduce, reuse_grad=self._reuse)),
+            (self.ics_every, lambda: ICSHook(reduce=self._reduce)),
+            (self.hessian_every, lambda: HessianHook(k=self.hessian_k, bn_mode=self.bn_mode, seed=self.seed,
+                                                     reduce=self._reduce)),
+        ]
+        hooks = [make() for every, make in due if every is not None and EveryN(every)(step)]
+        if not hooks:
+            return {}, sizes
+        loss_fn = self.loss_fn or pl_module.loss_fn
+        ctx = Context(Event.AFTER_BACKWARD, step, pl_module, loss_fn, optimizer, lr,
+                      self.split_batch(self._batch), self._loss if self._reuse else None)
+        metrics: dict[str, float | list[float]] = {}
+        for hook in hooks:
+            metrics.update(hook(ctx) or {})
+        return metrics, sizes
+
+    def flush(self, reduce: bool = True) -> None:
+        """Write the pending training losses (the global batch's under DDP: one
+        collective, on every rank at the same steps)."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        losses = torch.stack([loss.float().reshape(()) for _, loss in self._pending])
+        if reduce and self._reduce is not None:
+            losses = self._reduce([losses])[0]
+        self._pending.clear()
+        if self._store is not None:
+            self._store.log_many([(s, {"train/loss": v}) for s, v in zip(steps, losses.tolist())])
+
+    # -- the end ------------------------------------------------------------------
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush()
+        if self._store is not None:
+            self._store.set_status("finished", steps=trainer.global_step)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.flush(reduce=False)  # the other ranks may not get here: no collective
+        if self._store is not None:
+            status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+            self._store.set_status(status, steps=trainer.global_step, message=f"{type(exception).__name__}: "
+                                   f"{str(exception).strip().splitlines()[0] if str(exception).strip() else ''}")
+        self.teardown(trainer, pl_module, "fit")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
