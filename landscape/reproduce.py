@@ -16,7 +16,7 @@ Two scales:
   run that :data:`landscape.report.claims.MIN_FRACTION` still gives verdicts for),
   test accuracy on 2,000 test images; the DLN unchanged for a quarter of its
   steps; ICS measured 50 times per run. ResNet-50 cannot reach a quarter of its
-  paper steps on a CPU: its CPU scale is a 2-epoch run on 2,560 images whose
+  paper steps on a CPU (one step of batch 128 takes 20-45 s here): its CPU scale is a 2-epoch run on 512 images (8 steps) whose
   verdicts are inconclusive by the short-run rule, a smoke test of the pipeline.
 
 Layout of the output directory (default ``runs/reproduce/<scale>``)::
@@ -172,14 +172,16 @@ CPU_SCALE: dict[str, Reduction] = {
     "vgg16": Reduction(model="vgg11", width_mult=0.125, eval_samples=2000),
     "vgg11": Reduction(width_mult=0.125, eval_samples=2000),
     "dln": Reduction(),
-    "resnet50": Reduction(subset=2560, epochs=2, eval_samples=1000),
+    "resnet50": Reduction(subset=512, epochs=2, eval_samples=500),
 }
 
-# Seconds per forward+backward pass for --list's estimate, measured with
-# `landscape probe --dry-run` (CPU: this 2-core machine; paper: an H200, from
-# reports/benchmarks.md's VGG-16 training rate).
+# Seconds per forward+backward pass for --list's estimate. CPU: this 2-core machine
+# with the CPU to itself (the VGG-11/8 probe runs, the DLN probe runs, ResNet-50's
+# smoke steps); with other work on the machine the runs took 2-4x longer (the times
+# in reports/REPRODUCTION.md). Paper: an H200, from reports/benchmarks.md's VGG-16
+# training rate; not yet measured for these figures.
 SECONDS_PER_PASS = {
-    ("cpu", "vgg16"): 0.032, ("cpu", "vgg11"): 0.032, ("cpu", "dln"): 0.0015, ("cpu", "resnet50"): 3.0,
+    ("cpu", "vgg16"): 0.035, ("cpu", "vgg11"): 0.035, ("cpu", "dln"): 0.006, ("cpu", "resnet50"): 20.0,
     ("paper", "vgg16"): 0.005, ("paper", "vgg11"): 0.004, ("paper", "dln"): 0.0015, ("paper", "resnet50"): 0.03,
 }
 

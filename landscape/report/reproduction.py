@@ -25,6 +25,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _minutes(seconds: float | None) -> str:
+    return "time unknown" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -44,8 +48,29 @@ def load_figures(out_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             meta = json.loads(meta_path.read_text())
             meta["claims"] = json.loads(claims_path.read_text())
             meta["dir"] = str(meta_path.parent)
+            meta["seconds"] = train_seconds(out, meta.get("experiments", []))
             found.append(meta)
     return sorted(found, key=lambda m: (order.get(m.get("figure"), len(order)), m.get("scale", "")))
+
+
+def train_seconds(out_dir: str | Path, experiments: Sequence[str]) -> float | None:
+    """Wall time of the experiments' runs (first record to last, summed over runs;
+    None when a run cannot be read)."""
+    from landscape.report.data import load_runs
+    from landscape.runs import StoreError
+
+    total = 0.0
+    for key in experiments:
+        try:
+            records = load_runs([Path(out_dir) / key])
+        except StoreError:
+            return None
+        for r in records:
+            created, updated = r.meta.get("created"), r.meta.get("updated")
+            if not isinstance(created, (int, float)) or not isinstance(updated, (int, float)):
+                return None
+            total += updated - created
+    return total
 
 
 def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santurkar et al. (2018)") -> str:
@@ -84,7 +109,9 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
             "",
             f"- Command: `{f.get('command')}`",
             f"- Seeds: {', '.join(map(str, f.get('seeds', [0])))}; machine: {f.get('where', '?')}",
-            f"- Experiments: {', '.join(f.get('experiments', []))}; report: `{f['dir']}/report.html`",
+            f"- Experiments: {', '.join(f.get('experiments', []))} ({_minutes(f.get('seconds'))} of training and "
+            f"measurement, shared experiments counted in every figure that reads them); report: "
+            f"`{f['dir']}/report.html`",
             f"- The paper: {f.get('reading')}",
             "",
         ]
