@@ -269,10 +269,15 @@ def _lanczos(
     stop: Callable[[_Krylov], bool] | None = None,
     restart: Callable[[], torch.Tensor] | None = None,
 ) -> _Krylov:
-    """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice: twice is
-    enough, Kahan-Parlett), for at most ``steps`` products or until ``stop``. On a
-    breakdown (an invariant subspace found) it goes on from ``restart()``, made
-    orthogonal to the basis, or stops when ``restart`` is None."""
+    """Lanczos with full reorthogonalization, for at most ``steps`` products or until
+    ``stop``. Each step subtracts the three-term recurrence (alpha q_j, beta q_{j-1}),
+    then projects out the basis by classical Gram-Schmidt, a second time only where
+    the first pass removed more than 1 - 1/sqrt(2) of the norm (Daniel-Gragg-Kaufman-
+    Stewart; twice is enough, Kahan-Parlett): after the recurrence the components
+    left along the basis are at rounding level, so one pass over the (j, n) basis
+    usually does, half the cost of two. On a breakdown (an invariant subspace found)
+    it goes on from ``restart()``, made orthogonal to the basis, or stops when
+    ``restart`` is None."""
     basis = start.new_zeros(steps, op.n)
     alphas: list[float] = []
     betas: list[float] = []
@@ -281,21 +286,32 @@ def _lanczos(
         basis[j] = q
         w = op(q)
         alphas.append(float(torch.dot(q, w)))
+        w -= alphas[-1] * q
+        if j > 0 and betas[-1] != 0.0:
+            w -= betas[-1] * basis[j - 1]
         done = basis[: j + 1]
-        for _ in range(2):  # removes alpha q_j and beta q_{j-1} too
-            w -= done.T @ (done @ w)
+        w = _orthogonalized(w, done)
         betas.append(float(torch.linalg.vector_norm(w)))
         krylov = _Krylov(done, alphas, betas)
         breakdown = betas[-1] <= krylov.roundoff()
         if j + 1 == steps or (stop is not None and stop(krylov)) or (breakdown and restart is None):
             break
         if breakdown:
-            w = restart()
-            for _ in range(2):
-                w -= done.T @ (done @ w)
+            w = _orthogonalized(restart(), done)
             betas[-1] = 0.0  # T splits into blocks: the new vector is not coupled to the old ones
         q = w / torch.linalg.vector_norm(w)
     return krylov
+
+
+def _orthogonalized(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """w minus its projection on the orthonormal rows of ``basis``: classical Gram-Schmidt,
+    repeated once where a pass cancelled most of w (the DGKS test, eta = 1/sqrt(2))."""
+    for _ in range(2):
+        before = torch.linalg.vector_norm(w)
+        w = w - basis.T @ (basis @ w)
+        if torch.linalg.vector_norm(w) > before / math.sqrt(2):
+            break
+    return w
 
 
 @dataclass(frozen=True)
