@@ -91,8 +91,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "dln-depth": Experiment("ics-noise", "dln", ("none", "bn"), layers=("2", "6", "12", "18", "24")),
     "dln-probe": Experiment("probe", "dln", ("none", "bn")),
     "dln-lp-probe": Experiment("probe", "dln", LP),
-    "seed-vgg11": Experiment("train", "vgg11", ("none", "bn"), epochs=50, lr=0.01),
-    "seed-resnet50": Experiment("train", "resnet50", ("none", "bn"), epochs=20, lr=0.01),
+    "vgg11-50ep": Experiment("train", "vgg11", ("none", "bn"), epochs=50, lr=0.01),
+    "resnet50-20ep": Experiment("train", "resnet50", ("none", "bn"), epochs=20, lr=0.01),
 }
 
 _TRAINING = ("training",)
@@ -149,9 +149,9 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            (Check("lp-smoothness", ("dln-lp-probe", "dln-probe")), Check("like-bn", ("dln-lp-probe", "dln-probe"))),
            ("landscape", "predictiveness", "smoothness", "training")),
     Figure("seed-vgg11", "seed review", "VGG-11, 50 epochs, SGD lr 0.01: BN against none",
-           "BN raises the test accuracy.", (Check("accuracy", ("seed-vgg11",)),), _TRAINING),
+           "BN raises the test accuracy.", (Check("accuracy", ("vgg11-50ep",)),), _TRAINING),
     Figure("seed-resnet50", "seed review", "ResNet-50, 20 epochs, SGD lr 0.01: BN against none",
-           "BN raises the test accuracy.", (Check("accuracy", ("seed-resnet50",)),), _TRAINING),
+           "BN raises the test accuracy.", (Check("accuracy", ("resnet50-20ep",)),), _TRAINING),
 )}
 
 

@@ -27,6 +27,8 @@ def test_every_figure_of_the_paper_and_both_seed_review_runs_are_covered():
     for fig in reproduce.FIGURES.values():
         assert fig.checks and all(c.name in CHECKS for c in fig.checks)
         assert all(k in reproduce.EXPERIMENTS for k in fig.all_experiments)
+    # A figure writes its claims and report into OUT/FIGURE, an experiment into OUT/KEY.
+    assert not set(reproduce.FIGURES) & set(reproduce.EXPERIMENTS)
 
 
 @pytest.mark.parametrize("key", list(reproduce.EXPERIMENTS))
@@ -94,7 +96,7 @@ def test_a_figure_end_to_end_writes_claims_figure_json_and_its_report_and_resume
     assert again.exit_code == 0 and again.output.count("already complete") == 2
     # REPRODUCTION.md is written from these files alone.
     text = markdown([tmp_path])
-    assert "`landscape reproduce fig10 --scale cpu`" in text and "| [Fig. 10](#fig10-cpu)" in text
+    assert "`landscape reproduce fig10 --scale cpu`" in text and "| [Fig. 10](#fig10-cpu-1seeds)" in text
     assert text.count("**inconclusive** (runs of 100 steps are 1.0% of the paper's 10000") == 4
     written = tmp_path / "REPRODUCTION.md"
     assert reproduction_script.main([str(tmp_path), "-o", str(written)]) == 0 and written.read_text() == text
@@ -102,7 +104,7 @@ def test_a_figure_end_to_end_writes_claims_figure_json_and_its_report_and_resume
 
 
 def test_a_subset_keeps_the_scales_steps_even_for_runs_given_in_epochs():
-    for key in ("seed-resnet50", "vgg-probe"):
+    for key in ("resnet50-20ep", "vgg-probe"):
         full = reproduce.experiment_configs(key, "paper")
         part = reproduce.experiment_configs(key, "paper", subset=8000)
         assert [paper.total_steps(c) for c in part] == [paper.total_steps(c) for c in full]

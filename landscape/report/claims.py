@@ -141,7 +141,7 @@ def _combine(per_seed: dict[str, str], too_short: str) -> tuple[str, str]:
     if len(verdicts) > 1:
         return "inconclusive", "seeds disagree: " + ", ".join(f"seed {s} {v}" for s, v in per_seed.items())
     (verdict,) = verdicts
-    return verdict, "" if verdict != "inconclusive" else "the difference is within the thresholds"
+    return verdict, "" if verdict != "inconclusive" else "the numbers are not all beyond the thresholds in one direction"
 
 
 def _paired_claims(
@@ -240,7 +240,7 @@ def _accuracy_claims(groups, first: str, second: str, figure: str, what: str, to
     return [c for c in found if not math.isnan(c.values[f"{first}: final test accuracy"])]
 
 
-def _like_bn_claims(groups, too_short: str) -> list[Claim]:
+def _like_bn_claims(groups, too_short: str, figure: str = "Fig. 5, 6") -> list[Claim]:
     """Fig. 5, 6: l_p (and noisy) normalizations behave like BN (loss-band width within RATIO)."""
     claims = []
     for other in (*LP_VARIANTS, "noisy_bn"):
@@ -255,7 +255,7 @@ def _like_bn_claims(groups, too_short: str) -> list[Claim]:
                 verdict = "supports" if 1 / RATIO < ratio < RATIO else "contradicts"
             return {f"ratio {other}/bn": ratio}, verdict
 
-        claims += _paired_claims(groups, other, "bn", figure="Fig. 5, 6",
+        claims += _paired_claims(groups, other, "bn", figure=figure,
                                  claim=f"{other} smooths the landscape as BN does",
                                  statistic=f"median loss-band width, {other} / bn (within a factor {RATIO})",
                                  measure=measure, judge=judge, too_short=too_short)
@@ -562,7 +562,7 @@ def checked_claims(checks: Sequence[str], records: Sequence[RunRecord], figure: 
             "stability": lambda: _stability_claims(groups, figure, too_short),
             "accuracy": lambda: _accuracy_claims(groups, "bn", "none", figure, "BN raises the test accuracy",
                                                  too_short),
-            "like-bn": lambda: _like_bn_claims(groups, too_short),
+            "like-bn": lambda: _like_bn_claims(groups, too_short, figure),
             "ics": lambda: _ics_claims(records, too_short),
             "noise": lambda: _noise_claims(groups, too_short),
             "speed": lambda: _speed_claims(groups, figure, too_short),

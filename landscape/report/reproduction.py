@@ -29,6 +29,15 @@ def _minutes(seconds: float | None) -> str:
     return "time unknown" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+def _seeds(figure: dict[str, Any]) -> str:
+    n = len(figure.get("seeds", [0]))
+    return f"{n} seed{'s' if n > 1 else ''}"
+
+
+def _anchor(figure: dict[str, Any]) -> str:
+    return f"{figure.get('figure')}-{figure.get('scale')}-{len(figure.get('seeds', [0]))}seeds"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -88,8 +97,13 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
         f"{MIN_FRACTION:.0%} of the paper's steps are inconclusive whatever their numbers; with several seeds a "
         "verdict needs every seed to agree. The CPU scale is VGG-11 at an eighth of its width for a quarter of "
         "the paper's steps (see `landscape reproduce --list` and `landscape/reproduce.py`): a finding at that "
-        "scale is about that network, not the paper's VGG-16.",
+        "scale is about that network, not the paper's VGG-16. The runs and the reports named below live in the "
+        "output directories (not kept in git); the command of each figure makes them again.",
         "",
+        *([] if any(f.get("scale") == "paper" for f in figures) else [
+            "No figure at paper scale in these directories: it needs a GPU (`bench/gpu_check.sh` runs Fig. 4, 9, 10 "
+            "and 13 at paper scale when a device is lent, and its output directory can be added to the command "
+            "above).", ""]),
         "## Summary",
         "",
         "| figure | scale | seeds | where | supports | contradicts | inconclusive |",
@@ -98,14 +112,14 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
     for f in figures:
         counts = {v: sum(c.get("verdict") == v for c in f["claims"]) for v in ("supports", "contradicts",
                                                                               "inconclusive")}
-        lines.append(f"| [{f.get('label')}](#{f.get('figure')}-{f.get('scale')}) {_cell(f.get('title', ''))} | "
+        lines.append(f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
                      f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
                      f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |")
     for f in figures:
         lines += [
             "",
-            f'<a id="{f.get("figure")}-{f.get("scale")}"></a>',
-            f"## {f.get('label')}: {f.get('title')} ({f.get('scale')} scale)",
+            f'<a id="{_anchor(f)}"></a>',
+            f"## {f.get('label')}: {f.get('title')} ({f.get('scale')} scale, {_seeds(f)})",
             "",
             f"- Command: `{f.get('command')}`",
             f"- Seeds: {', '.join(map(str, f.get('seeds', [0])))}; machine: {f.get('where', '?')}",
