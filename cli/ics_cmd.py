@@ -86,6 +86,7 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
 
     Under DDP (--layout ddp) G and G' are the global batch's gradients (all-reduced)."""
     relaunch(nproc)
+    from landscape.experiments import lr_variants
     from landscape.paper import protocol
 
     def build() -> list:
@@ -99,13 +100,7 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
             raise InputError("--lrs: give at least one learning rate")
         rates = given or list(protocol(base.model.name).ics_lrs or (base.train.lr,))
         ics_cfg = dataclasses.replace(base.ics, schedule=_schedule(base.ics.schedule, ics_every))
-        return [
-            dataclasses.replace(
-                base, model=dataclasses.replace(base.model, norm=n), train=dataclasses.replace(base.train, lr=lr),
-                ics=ics_cfg, name=f"{n}-lr{lr:g}",
-            )
-            for lr in rates for n in norms
-        ]
+        return lr_variants(dataclasses.replace(base, ics=ics_cfg), norms, rates)
 
     experiment.execute("ics", build, run_dir=run_dir, resume_dir=resume_dir, dry_run=dry_run,
                        seeds=parse_seeds(seeds, options["seed"]), progress=progress,

@@ -50,6 +50,16 @@ def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     ]
 
 
+def lr_variants(base: RunConfig, norms: Sequence[str], lrs: Sequence[float]) -> list[RunConfig]:
+    """One config per learning rate and normalization, named ``NORM-lrLR`` (the ICS
+    experiment's runs, Fig. 3)."""
+    return [
+        dataclasses.replace(base, model=dataclasses.replace(base.model, norm=n),
+                            train=dataclasses.replace(base.train, lr=lr), name=f"{n}-lr{lr:g}")
+        for lr in lrs for n in norms
+    ]
+
+
 def with_seeds(configs: Sequence[RunConfig], seeds: Sequence[int]) -> list[RunConfig]:
     """Every variant once per seed, named ``VARIANT/seedS`` (a run directory per seed
     inside the variant's): the seed of the weights, the data order and the noise; the

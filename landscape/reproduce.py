@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from landscape.config import RunConfig, ScheduleConfig
-from landscape.experiments import estimate_passes, variants, with_seeds
+from landscape.experiments import estimate_passes, lr_variants, variants, with_seeds
 from landscape.paper import paper_config, total_steps, with_measurements
 
 SCALES = ("paper", "cpu")
@@ -254,14 +254,7 @@ def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, dev
     if kind == "ics-noise" and exp.layers:
         config = dataclasses.replace(config, distributions=dataclasses.replace(config.distributions,
                                                                                layers=exp.layers))
-    if kind == "ics":
-        configs = [
-            dataclasses.replace(config, model=dataclasses.replace(config.model, norm=n),
-                                train=dataclasses.replace(config.train, lr=lr), name=f"{n}-lr{lr:g}")
-            for lr in exp.lrs for n in exp.norms
-        ]
-    else:
-        configs = variants(config, exp.norms)
+    configs = lr_variants(config, exp.norms, exp.lrs) if kind == "ics" else variants(config, exp.norms)
     return with_seeds(configs, seeds) if seeds else configs
 
 
