@@ -47,11 +47,24 @@ def _label(records, key: str, collide: set[str]):
             for r in records]
 
 
-def figure_records(fig, out: Path):
-    """The figure's runs, labelled by experiment where two experiments name a variant alike."""
+def _load(fig, out: Path) -> dict:
+    """The runs of each of the figure's experiments that exist, read once."""
     from landscape.report import data
 
-    loaded = {k: data.load_runs([out / k]) for k in fig.all_experiments if (out / k).is_dir()}
+    return {k: data.load_runs([out / k]) for k in fig.all_experiments if (out / k).is_dir()}
+
+
+def _check_records(loaded: dict, keys) -> list:
+    """The runs of a check's experiments, labelled as ``load_runs`` labels them together."""
+    from landscape.report import data
+
+    records = [r for k in keys for r in loaded.get(k, [])]
+    labels = data.unique_labels([r.label for r in records], [r.path for r in records])
+    return [dataclasses.replace(r, label=label) for r, label in zip(records, labels)]
+
+
+def figure_records(loaded: dict) -> list:
+    """The figure's runs, labelled by experiment where two experiments name a variant alike."""
     names: dict[str, int] = {}
     for records in loaded.values():
         for variant in {r.label.split("/")[0] for r in records}:
@@ -75,15 +88,16 @@ def _where(device: str) -> str:
 
 def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subset: int | None = None) -> str:
     """The figure's claims (claims.json, figure.json) and report; returns the table."""
-    from landscape.report import claims, data
+    from landscape.report import claims
     from landscape.report.html import write_page
     from landscape.reproduce import paper_steps
     from landscape.runs import write_json_atomic
 
+    loaded = _load(fig, out)
     found = []
     for check in fig.checks:
-        records = data.load_runs([out / k for k in check.experiments if (out / k).is_dir()])
-        found += claims.checked_claims([check.name], records, fig.label, paper_steps(check.experiments[0]))
+        found += claims.checked_claims([check.name], _check_records(loaded, check.experiments), fig.label,
+                                       paper_steps(check.experiments[0]))
     fig_dir = out / fig.name
     fig_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
@@ -95,7 +109,7 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
         "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
         "where": _where(device), "subset": subset,
     })
-    write_page(figure_records(fig, out), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
+    write_page(figure_records(loaded), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
                [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")
     return claims.table(found)
 

@@ -64,21 +64,20 @@ def load_figures(out_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 def train_seconds(out_dir: str | Path, experiments: Sequence[str]) -> float | None:
     """Wall time of the experiments' runs (first record to last, summed over runs;
-    None when a run cannot be read)."""
-    from landscape.report.data import load_runs
-    from landscape.runs import StoreError
+    None when a run cannot be read). Reads each run's metadata only."""
+    from landscape.runs import RunStore, StoreError, find_runs
 
     total = 0.0
-    for key in experiments:
-        try:
-            records = load_runs([Path(out_dir) / key])
-        except StoreError:
-            return None
-        for r in records:
-            created, updated = r.meta.get("created"), r.meta.get("updated")
+    try:
+        for path in find_runs([Path(out_dir) / key for key in experiments]):
+            with RunStore(path, readonly=True) as store:
+                meta = store.meta
+            created, updated = meta.get("created"), meta.get("updated")
             if not isinstance(created, (int, float)) or not isinstance(updated, (int, float)):
                 return None
             total += updated - created
+    except StoreError:
+        return None
     return total
 
 
