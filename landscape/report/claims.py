@@ -123,6 +123,17 @@ def _ratio_verdict(ratios: Sequence[float]) -> str:
     return "inconclusive"
 
 
+def _ratio_judge(keys: Sequence[str], pair: str) -> Callable[[dict[str, float], dict[str, float]],
+                                                               tuple[dict[str, float], str]]:
+    """A judge comparing two runs' ``keys`` by ratio (``"KEY ratio PAIR"``), supporting
+    when every ratio is at least RATIO."""
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        ratios = {f"{k} ratio {pair}": a[k] / b[k] for k in keys}
+        return ratios, _ratio_verdict(list(ratios.values()))
+
+    return judge
+
+
 def _difference_verdict(difference: float) -> str:
     if difference >= ACCURACY_MARGIN:
         return "supports"
@@ -288,23 +299,26 @@ def _ics_claims(records: Sequence[RunRecord], too_short: str) -> list[Claim]:
     return claims
 
 
-def _drift(record: RunRecord) -> dict[str, float]:
-    """Mean over layers, channels and steps of |mean drift| and |variance drift| of the layer inputs."""
+def _moment_means(record: RunRecord, kinds: Sequence[str]) -> dict[str, float]:
+    """Per ``kind`` (a ``dist/KIND/`` family): the mean over layers, channels and steps
+    of its absolute values."""
     out = {}
-    for kind in ("mean_drift", "var_drift"):
-        values = [np.abs(np.asarray(v, dtype=float)) for name, (_, v) in record.series.items()
+    for kind in kinds:
+        values = [_finite(np.abs(np.asarray(v, dtype=float))) for name, (_, v) in record.series.items()
                   if name.startswith(f"dist/{kind}/")]
-        out[kind] = float(np.mean(np.concatenate([_finite(v) for v in values]))) if values else math.nan
+        out[kind] = float(np.mean(np.concatenate(values))) if values else math.nan
     return out
+
+
+def _drift(record: RunRecord) -> dict[str, float]:
+    """|mean drift| and |variance drift| of the layer inputs from the first measurement."""
+    return _moment_means(record, ("mean_drift", "var_drift"))
 
 
 def _noise_claims(groups, too_short: str) -> list[Claim]:
     claims = _accuracy_claims(groups, "noisy_bn", "none", "Fig. 2, 7",
                               "noisy BN still trains better than the standard network", too_short)
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        ratios = {f"{k} ratio noisy_bn/none": a[k] / b[k] for k in ("mean_drift", "var_drift")}
-        return ratios, _ratio_verdict(list(ratios.values()))
+    judge = _ratio_judge(("mean_drift", "var_drift"), "noisy_bn/none")
 
     claims += _paired_claims(groups, "noisy_bn", "none", figure="Fig. 2, 7",
                              claim="noisy BN's layer inputs drift more than the standard network's (more 'ICS')",
@@ -383,33 +397,34 @@ def _high_lr_claims(groups, figure: str, too_short: str) -> list[Claim]:
     return found
 
 
+def _as_good_as_bn(groups, other: str, figure: str, claim: str, too_short: str) -> list[Claim]:
+    """``other`` trains about as well as BN: its final test accuracy no more than
+    ACCURACY_MARGIN below BN's."""
+    def measure(record: RunRecord) -> dict[str, float]:
+        return {"final test accuracy": final(record, "test/acc")}
+
+    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
+        difference = a["final test accuracy"] - b["final test accuracy"]
+        verdict = ("inconclusive" if math.isnan(difference)
+                   else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
+        return {f"{other} - bn": difference}, verdict
+
+    return _paired_claims(groups, other, "bn", figure=figure, claim=claim,
+                          statistic=f"final test accuracy, {other} minus bn (at least -{ACCURACY_MARGIN})",
+                          measure=measure, judge=judge, too_short=too_short)
+
+
 def _lp_accuracy_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 5: every l_p normalization trains about as well as BN (test accuracy no
-    more than ACCURACY_MARGIN below BN's)."""
-    claims = []
-    for other in LP_VARIANTS:
-        def measure(record: RunRecord) -> dict[str, float]:
-            return {"final test accuracy": final(record, "test/acc")}
-
-        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
-            difference = a["final test accuracy"] - b["final test accuracy"]
-            verdict = ("inconclusive" if math.isnan(difference)
-                       else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
-            return {f"{other} - bn": difference}, verdict
-
-        claims += _paired_claims(groups, other, "bn", figure="Fig. 5", claim=f"{other} trains as well as BN",
-                                 statistic=f"final test accuracy, {other} minus bn (at least -{ACCURACY_MARGIN})",
-                                 measure=measure, judge=judge, too_short=too_short)
-    return claims
+    """Fig. 5: every l_p normalization trains about as well as BN."""
+    return [c for other in LP_VARIANTS
+            for c in _as_good_as_bn(groups, other, "Fig. 5", f"{other} trains as well as BN", too_short)]
 
 
 def _lp_drift_claims(groups, too_short: str) -> list[Claim]:
     """Fig. 6: the l_p normalizations' layer inputs drift more than BN's."""
     claims = []
     for other in LP_VARIANTS:
-        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
-            ratios = {f"{k} ratio {other}/bn": a[k] / b[k] for k in ("mean_drift", "var_drift")}
-            return ratios, _ratio_verdict(list(ratios.values()))
+        judge = _ratio_judge(("mean_drift", "var_drift"), f"{other}/bn")
 
         claims += _paired_claims(groups, other, "bn", figure="Fig. 6",
                                  claim=f"{other}'s layer inputs drift more than BN's (more distributional shift)",
@@ -419,20 +434,13 @@ def _lp_drift_claims(groups, too_short: str) -> list[Claim]:
 
 
 def _change(record: RunRecord) -> dict[str, float]:
-    """Mean over layers, channels and steps of the moments' change between successive
-    measurements."""
-    out = {}
-    for kind in ("mean_change", "var_change"):
-        values = [_finite(v) for name, (_, v) in record.series.items() if name.startswith(f"dist/{kind}/")]
-        out[kind] = float(np.mean(np.concatenate(values))) if values else math.nan
-    return out
+    """The moments' change between successive measurements."""
+    return _moment_means(record, ("mean_change", "var_change"))
 
 
 def _moment_change_claims(groups, too_short: str) -> list[Claim]:
     """Fig. 8: noisy BN's moments change more between successive steps than the standard's."""
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        ratios = {f"{k} ratio noisy_bn/none": a[k] / b[k] for k in ("mean_change", "var_change")}
-        return ratios, _ratio_verdict(list(ratios.values()))
+    judge = _ratio_judge(("mean_change", "var_change"), "noisy_bn/none")
 
     return _paired_claims(groups, "noisy_bn", "none", figure="Fig. 8",
                           claim="noisy BN's layer-input moments change more between measurements than the "
@@ -444,19 +452,8 @@ def _moment_change_claims(groups, too_short: str) -> list[Claim]:
 
 def _noisy_like_bn_claims(groups, too_short: str) -> list[Claim]:
     """Fig. 2: noisy BN trains about as well as BN."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        return {"final test accuracy": final(record, "test/acc")}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        difference = a["final test accuracy"] - b["final test accuracy"]
-        verdict = ("inconclusive" if math.isnan(difference)
-                   else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
-        return {"noisy_bn - bn": difference}, verdict
-
-    return _paired_claims(groups, "noisy_bn", "bn", figure="Fig. 2",
-                          claim="noisy BN trains about as well as BN, despite its unstable layer inputs",
-                          statistic=f"final test accuracy, noisy_bn minus bn (at least -{ACCURACY_MARGIN})",
-                          measure=measure, judge=judge, too_short=too_short)
+    return _as_good_as_bn(groups, "noisy_bn", "Fig. 2",
+                          "noisy BN trains about as well as BN, despite its unstable layer inputs", too_short)
 
 
 _LAYER = re.compile(r"#(\d+)")
