@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from landscape.config import ScheduleConfig
-from landscape.hessian import EigResult, TraceResult, hessian_eigs, hessian_trace
+from landscape.hessian import STARTS, EigResult, TraceResult, hessian_eigs, hessian_trace
 from landscape.ics import measure_ics
 from landscape.points import Reduce
 from landscape.probes import probe_gradient, training_grads
@@ -256,6 +256,9 @@ class ICSHook:
         }
 
 
+HESSIAN_STARTS = (*STARTS, "warm")  # "warm": from the previous measurement's eigenvector
+
+
 @dataclass(frozen=True)
 class HessianHook:
     """Top Hessian eigenvalues (and optionally tr H) of the training batch's loss at
@@ -271,6 +274,9 @@ class HessianHook:
         tol: Relative tolerance on the Lanczos residuals.
         max_hvps: At most this many Hessian-vector products for the eigenvalues (and
             as many for the trace).
+        start: Lanczos's start: ``"gradient"`` (the batch's gradient plus a Gaussian),
+            ``"random"``, or ``"warm"``: the previous measurement's top eigenvector
+            (plus a small Gaussian; the gradient the first time).
         seed: Base seed of the random vectors.
         reduce: Under DDP, averages every product over the ranks: H of the global batch.
 
@@ -285,9 +291,15 @@ class HessianHook:
     bn_mode: str = "train"
     tol: float = 1e-3
     max_hvps: int = 20
+    start: str = "gradient"
     seed: int = 0
     reduce: Reduce | None = None  # set under DDP
     events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
+    _previous: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # "warm": the last eigenvector
+
+    def __post_init__(self) -> None:
+        if self.start not in HESSIAN_STARTS:
+            raise ValueError(f"unknown start {self.start!r}; choose from {', '.join(HESSIAN_STARTS)}")
 
     def __call__(self, ctx: Context) -> Metrics | None:
         if ctx.event is not Event.AFTER_BACKWARD or ctx.batch is None:
@@ -296,8 +308,12 @@ class HessianHook:
         device = next(ctx.model.parameters()).device
         common = dict(bn_mode=self.bn_mode, reduce=self.reduce,
                       generator=torch.Generator(device=device).manual_seed(self.seed + ctx.step))
+        warm = self.start == "warm"
+        start = self._previous.get("vector", "gradient") if warm else self.start
         eigs = hessian_eigs(ctx.model, ctx.loss_fn, inputs, targets, k=self.k, tol=self.tol,
-                            max_hvps=self.max_hvps, **common)
+                            max_hvps=self.max_hvps, start=start, return_eigenvectors=warm, **common)
+        if warm:
+            self._previous["vector"] = eigs.eigenvectors[0]
         trace = hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=self.max_hvps,
                               **common) if self.trace else None
         return hessian_metrics(eigs, trace)
