@@ -1,5 +1,5 @@
-"""``landscape hessian``: the top Hessian eigenvalues (and trace) of a recorded run's
-training loss at its checkpoints."""
+"""``landscape hessian``: the top Hessian eigenvalues (and trace, and eigenvalue
+density) of a recorded run's training loss at its checkpoints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from landscape.config import DensityConfig
 from landscape_cli.errors import InputError, friendly_errors
+
+_DENSITY = DensityConfig()  # the defaults live in landscape.config
 
 
 def _line(result) -> str:
@@ -20,6 +23,13 @@ def _line(result) -> str:
     if result.trace is not None:
         text += f"; trace {result.trace:.6g} +- {result.trace_stderr:.2g}"
     return text
+
+
+def _density_line(result) -> str:
+    d = result.density
+    low, high = min(min(t) for t in d.nodes), max(max(t) for t in d.nodes)
+    return (f"{result.run} step {result.step}: density nodes in [{low:.6g}, {high:.6g}], "
+            f"mean {d.mean:.6g} (tr H / n, n = {d.parameters}), {d.hvps} HVPs ({d.runs} runs x {d.steps} steps)")
 
 
 @click.command("hessian")
@@ -35,22 +45,43 @@ def _line(result) -> str:
 @click.option("--max-hvps", type=click.IntRange(min=2), default=100, show_default=True,
               help="At most this many Hessian-vector products per estimate.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--density/--no-density", default=False, show_default=True,
+              help="Also estimate the eigenvalue density (stochastic Lanczos quadrature) and write it to "
+                   "RUN_DIR/spectrum/density.json for `landscape report`.")
+@click.option("--density-runs", type=click.IntRange(min=1), default=_DENSITY.runs, show_default=True,
+              help="Random start vectors of the density (its estimate is their mean).")
+@click.option("--density-steps", type=click.IntRange(min=1), default=_DENSITY.steps, show_default=True,
+              help="Lanczos steps per start vector (Hessian-vector products per run).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the values as JSON to this file.")
 @friendly_errors
 def hessian(run_dir: Path, checkpoint: str, k: int, trace: bool, bn_mode: str, batches: int, max_hvps: int,
-            device: str, out: Path | None) -> None:
+            device: str, density: bool, density_runs: int, density_steps: int, out: Path | None) -> None:
     """The largest Hessian eigenvalue lambda_max (Lanczos, exact Hessian-vector
     products) of RUN_DIR's training loss at its checkpoint(s), H being the mean over
     its first training batches; compare lambda_max with 2/lr, the stability limit of
-    gradient descent. Prints one line per checkpoint."""
-    from landscape.distributed import resolve_device
-    from landscape.spectrum import checkpoint_spectrum
+    gradient descent. Prints one line per checkpoint.
 
+    With --density, also the density of H's eigenvalues (Ghorbani et al. 2019) at
+    each checkpoint, one more line each, written to RUN_DIR/spectrum/density.json
+    (one entry per checkpoint), which `landscape report RUN_DIR` draws."""
+    from landscape.distributed import resolve_device
+    from landscape.spectrum import checkpoint_spectrum, density_record, save_density
+
+    settings = DensityConfig(runs=density_runs, steps=density_steps) if density else None
     results = checkpoint_spectrum(run_dir, checkpoint=checkpoint, k=k, trace=trace, bn_mode=bn_mode,
-                                  batches=batches, max_hvps=max_hvps, device=resolve_device(device))
+                                  batches=batches, max_hvps=max_hvps, device=resolve_device(device),
+                                  density=settings)
     for result in results:
         click.echo(_line(result))
+        if result.density is not None:
+            click.echo(_density_line(result))
+    if settings is not None:
+        try:
+            path = save_density(run_dir, density_record(run_dir, results))
+        except OSError as e:
+            raise InputError(f"{run_dir}: cannot write the density ({e.strerror or e})") from None
+        click.echo(f"wrote {path}", err=True)
     if out is not None:
         try:
             out.write_text(json.dumps([r.to_dict() for r in results], indent=2))

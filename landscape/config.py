@@ -193,6 +193,22 @@ class SurfaceConfig:
 
 
 @dataclass(frozen=True)
+class DensityConfig:
+    """The Hessian's eigenvalue density at a run's checkpoints (``landscape hessian
+    --density``, :mod:`landscape.spectrum`): stochastic Lanczos quadrature with ``runs``
+    start vectors of ``steps`` Lanczos steps each, drawn on ``grid_size`` points."""
+
+    runs: int = 5
+    steps: int = 80
+    grid_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.runs >= 1, f"--density-runs must be at least 1, got {self.runs}")
+        _require(self.steps >= 1, f"--density-steps must be at least 1, got {self.steps}")
+        _require(self.grid_size >= 2, f"the density's grid needs at least 2 points, got {self.grid_size}")
+
+
+@dataclass(frozen=True)
 class ProbeConfig:
     """Gradient-direction probe (Santurkar et al. 2018, Fig. 4): where and how to step."""
 

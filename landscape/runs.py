@@ -6,6 +6,7 @@ RUN_DIR/
   metrics.sqlite     table metrics(step, name, value, array), table meta(key, value)
   checkpoints/last.pt
   surface/           surface.json and surface.html of `landscape surface` (optional)
+  spectrum/          density.json of `landscape hessian --density` (optional)
 ```
 
 Metrics are keyed by (step, name): a scalar goes in ``value``, a small array
@@ -38,6 +39,8 @@ EXPERIMENT = "experiment.json"
 CLAIMS = "claims.json"  # the paper's claims on an experiment (landscape.report.claims)
 SURFACE_DIR = "surface"  # a run's loss surface (landscape.surface_run): surface.json and surface.html
 SURFACE_JSON = "surface.json"
+SPECTRUM_DIR = "spectrum"  # a run's Hessian spectrum (landscape.spectrum): density.json
+DENSITY_JSON = "density.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 _SCHEMA = """

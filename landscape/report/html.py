@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from landscape import __version__
-from landscape.report import data, plots, surface_plots
+from landscape.report import data, density_plots, plots, surface_plots
 from landscape.report.data import RunRecord
 from landscape.runs import write_atomic
 
@@ -136,6 +136,16 @@ SECTIONS = (
         "weights marked at the centre and the same surface in 3-D. With <code>--trajectory</code> the directions "
         "are the two PCA directions of the kept checkpoints and the training path is drawn over the contours.",
         surface_plots.plot_run_surfaces,
+    ),
+    Section(
+        "density",
+        "Hessian density",
+        "Density of the Hessian's eigenvalues by stochastic Lanczos quadrature (Ghorbani et al. 2019), from each "
+        "run's spectrum/density.json (written by <code>landscape hessian --density</code>), on a log axis: the "
+        f"bulk near 0 and the few outliers decades below it. Values under {density_plots.FLOOR:g} times the "
+        "highest are drawn at that floor. Runs measured with <code>--checkpoint all</code> also get a figure of "
+        "their own, one line per checkpoint coloured by step.",
+        density_plots.plot_run_densities,
     ),
 )
 

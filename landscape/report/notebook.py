@@ -46,7 +46,7 @@ def figures(*paths: str | Path, sections: Sequence[str] | None = None) -> dict[s
         paths: run or experiment directories (as for ``landscape report``).
         sections: the anchors to include (``training``, ``landscape``,
             ``predictiveness``, ``smoothness``, ``step-size``, ``ics``,
-            ``distributions``, ``surface``); default: every section with data.
+            ``distributions``, ``surface``, ``density``); default: every section with data.
 
     Returns:
         ``{section anchor: [go.Figure, ...]}`` in report order, sections without a
