@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from landscape.config import NORMS, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
+from landscape.config import HESSIAN_STARTS, NORMS, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
 
 def _options(*decorators: Callable) -> Callable:
     def apply(fn: Callable) -> Callable:
@@ -102,16 +102,19 @@ def hessian_options() -> Callable:
                           "(Lanczos, exact Hessian-vector products; 0 or unset: off)."),
         click.option("--hessian-k", type=click.IntRange(min=1), default=1, show_default=True,
                      help="How many of the largest Hessian eigenvalues to track."),
+        click.option("--hessian-start", type=click.Choice(HESSIAN_STARTS), default="gradient", show_default=True,
+                     help="Lanczos's start: the batch's gradient (plus noise), random, or warm (the previous "
+                          "measurement's top eigenvector)."),
     )
 
 
-def with_hessian(config: RunConfig, every: int | None, k: int = 1) -> RunConfig:
-    """``config`` tracking the top ``k`` Hessian eigenvalues every ``every`` steps
-    (unchanged when ``every`` is 0 or None)."""
+def with_hessian(config: RunConfig, every: int | None, k: int = 1, start: str = "gradient") -> RunConfig:
+    """``config`` tracking the top ``k`` Hessian eigenvalues every ``every`` steps from
+    ``start`` (unchanged when ``every`` is 0 or None)."""
     if not every:
         return config
     schedule = ScheduleConfig(every=every, dense_until=0)
-    return dataclasses.replace(config, hessian=HessianConfig(schedule=schedule, k=k))
+    return dataclasses.replace(config, hessian=HessianConfig(schedule=schedule, k=k, start=start))
 
 
 def tensorboard_option() -> Callable:
@@ -171,7 +174,7 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)
     if o["eval_every"] is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
-    return with_hessian(config, o.get("hessian_every"), o.get("hessian_k", 1))
+    return with_hessian(config, o.get("hessian_every"), o.get("hessian_k", 1), o.get("hessian_start", "gradient"))
 
 
 def parse_seeds(text: str | None, first: int) -> tuple[int, ...] | None:

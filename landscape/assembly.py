@@ -109,7 +109,7 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     h = config.hessian
     if h is not None:
         hessian = HessianHook(k=h.k, trace=h.trace, bn_mode=h.bn_mode, tol=h.tol, max_hvps=h.max_hvps,
-                              seed=config.train.seed, reduce=reduce)
+                              start=h.start, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))
     return hooks
 

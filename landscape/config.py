@@ -261,12 +261,18 @@ class DistributionConfig:
         _require(self.channels > 0 and self.bins > 0, "channels and bins must be positive")
 
 
+# Lanczos's start for tracked eigenvalues: the batch's gradient (plus noise), a random
+# vector, or the previous measurement's top eigenvector (landscape.hooks.HessianHook).
+HESSIAN_STARTS = ("gradient", "random", "warm")
+
+
 @dataclass(frozen=True)
 class HessianConfig:
     """Hessian spectrum of the training batch's loss on a schedule
     (:mod:`landscape.hessian`): the ``k`` largest eigenvalues by Lanczos, stopping
-    at relative residual ``tol`` or after ``max_hvps`` Hessian-vector products, and
-    with ``trace`` also tr H by Hutch++ (at most ``max_hvps`` products too)."""
+    at relative residual ``tol`` or after ``max_hvps`` Hessian-vector products, from
+    ``start`` (one of :data:`HESSIAN_STARTS`), and with ``trace`` also tr H by Hutch++
+    (at most ``max_hvps`` products too)."""
 
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     k: int = 1
@@ -274,9 +280,12 @@ class HessianConfig:
     bn_mode: str = "train"
     tol: float = 1e-3
     max_hvps: int = 20
+    start: str = "gradient"
 
     def __post_init__(self) -> None:
         _require(self.k >= 1, "--hessian-k must be at least 1")
+        _require(self.start in HESSIAN_STARTS,
+                 f"unknown --hessian-start {self.start!r}; choose from {', '.join(HESSIAN_STARTS)}")
         _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
         _require(math.isfinite(self.tol) and self.tol > 0, "hessian tol must be a positive finite number")
         _require(self.max_hvps >= max(self.k, 2), "hessian max_hvps must be at least k and at least 2")

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from landscape.config import ScheduleConfig
-from landscape.hessian import STARTS, EigResult, TraceResult, hessian_eigs, hessian_trace
+from landscape.config import HESSIAN_STARTS, ScheduleConfig
+from landscape.hessian import EigResult, TraceResult, hessian_eigs, hessian_trace
 from landscape.ics import measure_ics
 from landscape.points import Reduce
 from landscape.probes import probe_gradient, training_grads
@@ -254,9 +254,6 @@ class ICSHook:
             for position, values in enumerate(result.values(), start=1)
             for key, value in values.items()
         }
-
-
-HESSIAN_STARTS = (*STARTS, "warm")  # "warm": from the previous measurement's eigenvector
 
 
 @dataclass(frozen=True)

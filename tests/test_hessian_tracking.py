@@ -160,10 +160,23 @@ def test_old_config_without_hessian_loads_and_new_one_round_trips():
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(max_hvps=1)])
+@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(max_hvps=1),
+                                     dict(start="previous")])
 def test_bad_hessian_config_is_a_config_error(changes):
     with pytest.raises(ConfigError):
         HessianConfig(**changes)
+
+
+def test_hessian_start_option_reaches_the_run(tmp_path):
+    args = [a for a in PROBE if a != "--no-progress"]
+    result = CliRunner().invoke(cli, [*args, "--steps", "12", "--hessian-start", "warm", "--run-dir",
+                                      str(tmp_path / "exp"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    with RunStore(tmp_path / "exp" / "bn", readonly=True) as store:
+        assert store.config["hessian"]["start"] == "warm"
+        assert (store.series("hessian/lambda_max")[1] > 0).all()
+    bad = CliRunner().invoke(cli, [*PROBE, "--hessian-start", "previous", "--run-dir", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "previous" in bad.output
 
 
 def test_reduce_needs_a_generator():
