@@ -24,7 +24,7 @@ from landscape.assembly import build_run_model
 from landscape.checkpoint import LAST, load_weights
 from landscape.config import ConfigError, RunConfig
 from landscape.data import load_data, objective
-from landscape.hessian import Batch
+from landscape.hvp import Batch
 from landscape.points import LossFn
 from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
