@@ -12,6 +12,8 @@
 #        `python scripts/reproduction.py runs/reproduce/cpu <fetched>/reproduce-paper`.
 #   CHECK=bench (~10 min): the earlier check: probe_bench, the paper-scale ResNet-50 probe
 #     command timed (7,800 steps per variant), bench/paper_projection.py 300.
+# Either mode first times a 7x7 loss surface by the loop against vmapped points
+# (bench/surface_batched_bench.py, a few seconds) into $OUT/surface_batched_bench.md.
 #
 # Here, once:   python ../shared/data/make_subset.py .gpu-data --train 8000 --test 2000   (43 MB)
 #               pip download --no-deps -d .whl plotly narwhals   (the GPU image lacks them)
@@ -26,6 +28,7 @@ fi
 mkdir -p /tmp/shim && ln -sfn "$PWD/cli" /tmp/shim/landscape_cli  # the package, without installing it
 export PYTHONPATH="$PWD:/tmp/shim:/tmp/site" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+timeout 60 python3 bench/surface_batched_bench.py --device cuda --repeats 3 2>&1 | tee "$OUT/surface_batched_bench.md"
 
 if [ "$CHECK" = "reproduce" ]; then
     timeout 60 python3 bench/probe_bench.py --device cuda --repeats 10 --cases vgg16_bn:4,dln:4 2>&1 \

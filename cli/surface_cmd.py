@@ -8,6 +8,7 @@ import click
 
 from landscape.config import BN_MODES, SURFACE_DIRECTIONS, SurfaceConfig
 from landscape_cli.errors import InputError, friendly_errors
+from landscape_cli.launch import nproc_option, relaunch
 
 _D = SurfaceConfig()  # the defaults live in landscape.config
 
@@ -36,8 +37,13 @@ _D = SurfaceConfig()  # the defaults live in landscape.config
                    "--keep-checkpoints), with the training path over the contours.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for surface.json and surface.html  [default: RUN_DIR/surface]")
+@click.option("--points-per-forward", type=click.IntRange(min=1), default=1,
+              help="Grid points per forward pass: 1 evaluates them one by one; N > 1 evaluates N at once "
+                   "(torch.func.vmap over stacked weights; N times the activation memory; faster for small "
+                   "models on a GPU). The losses agree to float rounding.")
+@nproc_option()
 @friendly_errors
-def surface(run_dir: Path, out: Path | None, **settings) -> None:
+def surface(run_dir: Path, out: Path | None, points_per_forward: int, nproc: int | None, **settings) -> None:
     """Compute the loss surface of the run in RUN_DIR around a checkpoint's weights
     (Li et al. 2018) and write surface.json and a self-contained surface.html.
 
@@ -45,12 +51,19 @@ def surface(run_dir: Path, out: Path | None, **settings) -> None:
     of its steps 0, 1, ... without augmentation, so every checkpoint of a run is
     measured on the same data. `landscape report RUN_DIR` shows RUN_DIR/surface too.
     Prints the path of the written page.
+
+    Under torchrun (or with --nproc N) every process evaluates its share of the grid
+    points on the same batches; rank 0 writes the files.
     """
+    relaunch(nproc)
+    from landscape import distributed
     from landscape.report.html import write_surface_page
     from landscape.surface_run import default_output, run_surface, save_surface
 
     config = SurfaceConfig(**settings)
-    record = run_surface(run_dir, config)
+    record = run_surface(run_dir, config, points_per_forward=points_per_forward)
+    if not distributed.is_main():
+        return
     folder = out if out is not None else default_output(run_dir)
     try:
         save_surface(folder, record)

@@ -42,7 +42,9 @@ from torch.nn.modules.dropout import _DropoutNd
 from landscape.config import BN_MODES, DIRECTIONS
 from landscape.noise import NORM_LAYER_TYPES
 from landscape.points import LossFn, PointEvaluator, Reduce
-from landscape.state import RngSources, Workspace, flatten, fork_rng, replay_rng, rng_sources, trainable_params
+from landscape.state import (
+    RngSources, Workspace, flatten, fork_rng, has_filters, replay_rng, rng_sources, trainable_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +220,7 @@ def make_direction(
     # by default. Not rescaled to ||g||: direction_norm reports its length.
     out = []
     for w, z in zip(params.values(), draw):
-        if w.dim() <= 1:
+        if not has_filters(w):
             out.append(torch.zeros_like(w))
             continue
         dims = tuple(range(1, w.dim()))

@@ -138,6 +138,14 @@ def _set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._buffers[name] = tensor
 
 
+def has_filters(p: torch.Tensor) -> bool:
+    """Whether ``p`` is made of filters (Li et al. 2018): a weight of 2 or more dims
+    (conv, linear), each slice along dim 0 one filter. A 1-D or 0-D parameter (a bias,
+    a norm layer's scale or shift, a scalar) is not, and filter-normalized directions
+    leave it out by default."""
+    return p.dim() > 1
+
+
 def trainable_params(model: nn.Module) -> tuple[list[nn.Module], dict[str, nn.Parameter]]:
     """Every module once, and the trainable parameters by name, as ``named_parameters``
     gives them (each tensor once), from a single walk over the modules."""

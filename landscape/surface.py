@@ -18,7 +18,16 @@ and buffers installed in the model (:class:`landscape.state.Workspace`) and eval
 by :class:`landscape.points.PointEvaluator`, so a point costs one forward under
 ``torch.no_grad`` and no copy of the model; random draws happen inside
 :func:`landscape.state.fork_rng`. Afterwards parameters, buffers, ``.grad`` fields,
-``requires_grad``, training flags and all RNGs are bit-identical.
+``requires_grad``, training flags and all RNGs are bit-identical. With
+``points_per_forward`` N > 1, N points share one forward instead
+(:mod:`landscape.surface_batched`: ``torch.func.vmap`` over stacked parameter sets).
+
+Over several processes (a :class:`Shard` each) every process evaluates the points
+i % world == rank of the flattened grid on the whole batches it was given, and one
+sum puts the grid together on every process. A point is the same computation
+wherever it runs, so the grid equals a single process's bit for bit (same kernels
+and thread counts): the unevaluated entries are -0.0, the sum's exact neutral
+element (x + -0.0 = x for every x, +0.0 included).
 """
 
 from __future__ import annotations
@@ -32,9 +41,12 @@ import torch
 from torch import nn
 
 from landscape.config import BN_MODES
-from landscape.points import LossFn, PointEvaluator
+from landscape.points import LossFn, PointEvaluator, Reduce
 from landscape.probes import gaussian_draw, make_direction, norm_layers_mode
-from landscape.state import Workspace, flatten, fork_rng, replay_rng, rng_sources, trainable_params
+from landscape.state import (
+    Workspace, flatten, fork_rng, has_filters, replay_rng, rng_sources, trainable_params,
+)
+from landscape.surface_batched import BatchedPoints
 
 SURFACE_DIRECTIONS = ("filter", "random")
 
@@ -52,6 +64,19 @@ class Surface:
     center_index: tuple[int, ...]  # (steps // 2,) * dims: where the coefficients are all 0
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a surface that several processes evaluate together: the
+    points i % world == rank of the row-major flattened grid."""
+
+    rank: int
+    world: int
+    sum: Reduce  # the sum over the processes of a list of tensors (landscape.distributed.all_reduce_sum)
+
+    def owns(self, index: int) -> bool:
+        return index % self.world == self.rank
+
+
 def loss_surface(
     model: nn.Module,
     loss_fn: LossFn,
@@ -67,6 +92,8 @@ def loss_surface(
     generator: torch.Generator | None = None,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     max_batches: int | None = None,
+    points_per_forward: int = 1,
+    shard: Shard | None = None,
 ) -> Surface:
     """Loss on a 1-D or 2-D grid around the weights (Li et al. 2018).
 
@@ -79,7 +106,9 @@ def loss_surface(
     (dropout) keep their training flag.
 
     Args:
-        model: Any ``nn.Module``; its trainable parameters are w.
+        model: Any ``nn.Module``; its trainable parameters are w. A
+            ``DistributedDataParallel`` wrapper is looked through (its forward would
+            run a collective per point).
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
         inputs: The batch inputs; None when ``batches`` is given.
         targets: The batch targets; None when ``batches`` is given.
@@ -104,30 +133,51 @@ def loss_surface(
         batches: ``(inputs, targets)`` pairs, read once; the surface is the mean
             of their surfaces.
         max_batches: Use at most this many of ``batches``.
+        points_per_forward: 1 evaluates the points one by one in the model (the
+            loop). N > 1 evaluates N points per forward by ``torch.func.vmap`` over
+            stacked parameter sets and per-point clones of the buffers
+            (:mod:`landscape.surface_batched`; N times the activation memory;
+            ``loss_fn`` and the model must be vmappable): faster on GPUs for small,
+            launch-bound models. Its losses equal the loop's up to float rounding
+            (another summation order); the centre is still evaluated by the loop,
+            so ``base_loss`` stays L(w) bit for bit.
+        shard: For several processes evaluating one surface: this process's
+            :class:`Shard`. Every process makes the same call on the same batches
+            (in the same RNG state, for dropout or noisy layers) and evaluates only
+            its points; one ``shard.sum`` assembles the whole grid on every process,
+            equal to a single process's. The directions are rank 0's (drawn or
+            given there), sent to every rank by one more ``shard.sum`` before any
+            evaluation, so they are identical everywhere whatever the other ranks
+            drew or were given. None: one process evaluates every point.
 
     Returns:
-        The :class:`Surface`.
+        The :class:`Surface` (under ``shard``: the whole surface, on every process).
 
     Raises:
         ValueError: Even ``steps`` or fewer than 3, ``dims`` not 1 or 2, ``span`` not
             a positive finite number, an unknown option, explicit directions that do
             not match the trainable parameters, a model without trainable
             parameters (or, for generated directions without 1-D parameters, without
-            a parameter of 2 or more dimensions), no batch, or both a batch and
-            ``batches`` (one-line messages).
+            a parameter of 2 or more dimensions), no batch, both a batch and
+            ``batches``, ``points_per_forward`` below 1, or a ``shard`` whose rank is
+            not in [0, world) (one-line messages).
     """
     _check_arguments(steps, span, dims, bn_mode, directions, inputs, targets, batches, max_batches)
+    _check_evaluation(points_per_forward, shard)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     modules, real = trainable_params(model)
     if not real:
         raise ValueError("the model has no trainable parameters")
     if isinstance(directions, str):
-        if not include_bias_and_bn and all(p.dim() <= 1 for p in real.values()):
+        if not include_bias_and_bn and not any(has_filters(p) for p in real.values()):
             raise ValueError("every trainable parameter is 1-D, so the direction would be zero; "
                              "pass include_bias_and_bn=True")
         explicit = None
     else:
         explicit = _explicit(directions, real, dims)
     pairs = [(inputs, targets)] if batches is None else itertools.islice(batches, max_batches)
+    buffers = dict(model.named_buffers())  # the real ones, before the workspace's are put in their place
     workspace = Workspace(modules, list(real.values()))
     named = dict(zip(real, workspace.params))  # detached: they share storage with the real ones
     sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
@@ -135,7 +185,8 @@ def loss_surface(
     grid = torch.arange(-k, k + 1, dtype=torch.float64) / k  # exact -1, 0 and 1, and symmetric
     coords = tuple(grid * span for _ in range(dims))
     points = list(itertools.product(*(c.tolist() for c in coords)))  # row-major, as the losses
-    total: torch.Tensor | float = 0.0
+    mine = [i for i in range(len(points)) if shard is None or shard.owns(i)]
+    total: torch.Tensor | None = None
     count = 0
     with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed(), torch.no_grad():
         # Drawn before any replay state is taken, so the evaluations' random draws
@@ -143,17 +194,64 @@ def loss_surface(
         chosen = explicit if explicit is not None else [
             _generated(directions, named, include_bias_and_bn, generator) for _ in range(dims)
         ]
+        if shard is not None:
+            chosen = _from_rank0(chosen, shard)
+        batched = None if points_per_forward == 1 else BatchedPoints(
+            model, loss_fn, named, buffers, chosen, points_per_forward)
         for x, y in pairs:
             with replay_rng(sources) as rewind:  # per batch: each batch gets its own draw, every point the same
                 evaluator = PointEvaluator(model, loss_fn, x, y, workspace, list(real), rewind)
-                losses = torch.stack([_loss_at(evaluator, workspace, chosen, p) for p in points])  # (steps ** dims,)
-            total = total + losses.double()
+                losses = _losses(evaluator, workspace, chosen, batched, points, mine)  # (steps ** dims,) float64
+            total = losses if total is None else total + losses  # -0.0 + -0.0 stays -0.0
             count += 1
-    if count == 0:
+    if total is None:
         raise ValueError("batches yielded no batch")
+    if shard is not None:
+        (total,) = shard.sum([total])  # each entry: one process's value plus -0.0 from the others
     mean = (total / count).cpu().reshape((steps,) * dims)
     center = (k,) * dims
     return Surface(coords=coords, losses=mean, base_loss=float(mean[center]), directions=chosen, center_index=center)
+
+
+def _check_evaluation(points_per_forward: int, shard: Shard | None) -> None:
+    if points_per_forward < 1:
+        raise ValueError(f"points_per_forward must be at least 1, got {points_per_forward}")
+    if shard is not None and not 0 <= shard.rank < shard.world:
+        raise ValueError(f"shard rank {shard.rank} is not in [0, {shard.world})")
+
+
+def _from_rank0(directions: list[Direction], shard: Shard) -> list[Direction]:
+    """Rank 0's directions on every rank, exactly: the others add -0.0 (one sum per
+    dtype, as the sum shares one dtype over its tensors)."""
+    flat = [t for d in directions for t in d]
+    out = list(flat)
+    for dtype in dict.fromkeys(t.dtype for t in flat):
+        at = [i for i, t in enumerate(flat) if t.dtype == dtype]
+        sent = [flat[i] if shard.rank == 0 else torch.full_like(flat[i], -0.0) for i in at]
+        for i, t in zip(at, shard.sum(sent)):
+            out[i] = t
+    n = len(directions[0])
+    return [out[j * n : (j + 1) * n] for j in range(len(directions))]
+
+
+def _losses(
+    evaluator: PointEvaluator, workspace: Workspace, directions: list[Direction], batched: BatchedPoints | None,
+    points: list[tuple[float, ...]], mine: list[int],
+) -> torch.Tensor:
+    """One batch's losses: a (len(points),) float64 tensor holding the loss at every
+    index in ``mine`` (by the loop, or N per forward) and -0.0 elsewhere."""
+    centre = len(points) // 2  # row-major over an odd symmetric grid: the all-zero point
+    looped = mine if batched is None else [i for i in mine if i == centre]  # the loop keeps L(w) exact
+    losses = {i: _loss_at(evaluator, workspace, directions, points[i]) for i in looped}
+    if batched is not None:
+        rest = [i for i in mine if i != centre]
+        values = batched.losses(evaluator.inputs, evaluator.targets, [points[i] for i in rest], evaluator.rewind)
+        losses.update(zip(rest, values.unbind()))
+    device = next(iter(losses.values())).device if losses else workspace.params[0].device
+    out = torch.full((len(points),), -0.0, dtype=torch.float64, device=device)
+    if losses:
+        out[list(losses)] = torch.stack(list(losses.values())).double()
+    return out
 
 
 def _check_arguments(
@@ -208,10 +306,10 @@ def _generated(
     draw = gaussian_draw(params, generator)
     if kind == "filter":
         d = make_direction("filter", params, w, draw)  # zero for 1-D parameters
-        return [wi.clone() if include_bias_and_bn and wi.dim() <= 1 else di for wi, di in zip(w, d)]
+        return [wi.clone() if include_bias_and_bn and not has_filters(wi) else di for wi, di in zip(w, d)]
     if not include_bias_and_bn:  # left out of the draw and of the norm it is scaled to
-        draw = [torch.zeros_like(z) if z.dim() <= 1 else z for z in draw]
-        w = [torch.zeros_like(wi) if wi.dim() <= 1 else wi for wi in w]
+        draw = [z if has_filters(z) else torch.zeros_like(z) for z in draw]
+        w = [wi if has_filters(wi) else torch.zeros_like(wi) for wi in w]
     return make_direction("random", params, w, draw)  # draw * ||w|| / ||draw||
 
 
@@ -272,7 +370,7 @@ def trajectory_directions(
         if [t.shape for t in w] != [t.shape for t in final]:
             raise ValueError(f"checkpoint {i} does not match the final weights' shapes")
     n = len(weights)
-    included = [include_bias_and_bn or f.dim() > 1 for f in final]
+    included = [include_bias_and_bn or has_filters(f) for f in final]
     gram = torch.zeros(n, n, dtype=torch.float64)
     for k, f in enumerate(final):
         if included[k]:

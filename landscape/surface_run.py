@@ -18,6 +18,10 @@ the same for every checkpoint, so surfaces of one run compare.
 A trajectory needs the weights of several checkpoints: a run trained with
 ``keep_checkpoints`` keeps them (``checkpoints/weights-STEP.pt``); otherwise only
 ``last.pt`` exists and there is no path to draw.
+
+Under torchrun every process loads the run and its batches and evaluates its share of
+the grid points (:class:`landscape.surface.Shard`); every process ends with the whole
+record, and only rank 0 should write it.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from typing import Any
 
 import torch
 
+from landscape import distributed
 from landscape.checkpoint import kept_steps, load_weights
 from landscape.config import SurfaceConfig
 from landscape.hessian import hessian_eigs
 from landscape.run_model import RunModel, load_checkpoint_weights, load_run_model
 from landscape.runs import SURFACE_DIR, SURFACE_JSON, StoreError, write_json_atomic
 from landscape.state import trainable_params
-from landscape.surface import Direction, loss_surface, trajectory_directions
+from landscape.surface import Direction, Shard, loss_surface, trajectory_directions
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,18 @@ def default_output(run_dir: str | Path) -> Path:
     return Path(run_dir) / SURFACE_DIR
 
 
-def run_surface(run_dir: str | Path, settings: SurfaceConfig) -> dict[str, Any]:
+def run_surface(run_dir: str | Path, settings: SurfaceConfig, *, points_per_forward: int = 1) -> dict[str, Any]:
     """The loss surface of a run at one checkpoint, as the record ``surface.json`` holds.
+
+    Under torchrun (a process group of W processes) each process evaluates about 1/W
+    of the grid points on the same batches, and every process returns the whole record.
 
     Args:
         run_dir: The run directory.
         settings: What to compute (:class:`landscape.config.SurfaceConfig`).
+        points_per_forward: Grid points per forward pass: 1 (the loop) or N > 1
+            (``torch.func.vmap``; see :func:`landscape.surface.loss_surface`). How the
+            surface is computed, not what: left out of the record's settings.
 
     Returns:
         A JSON-ready dict: ``coords`` (one list per direction; for a trajectory in PCA
@@ -83,7 +94,7 @@ def run_surface(run_dir: str | Path, settings: SurfaceConfig) -> dict[str, Any]:
     surface = loss_surface(
         run.model, run.loss_fn, None, None, directions=directions, steps=settings.steps, span=span,
         dims=settings.dims, bn_mode=settings.bn_mode, include_bias_and_bn=settings.include_bias_and_bn,
-        generator=generator, batches=run.batches,
+        generator=generator, batches=run.batches, points_per_forward=points_per_forward, shard=_shard(),
     )
     return {
         "format": FORMAT,
@@ -100,6 +111,13 @@ def run_surface(run_dir: str | Path, settings: SurfaceConfig) -> dict[str, Any]:
         "center_index": list(surface.center_index),
         **extra,
     }
+
+
+def _shard() -> Shard | None:
+    """This process's share of the grid under torchrun; None for one process."""
+    if distributed.world_size() == 1:
+        return None
+    return Shard(rank=distributed.rank(), world=distributed.world_size(), sum=distributed.all_reduce_sum)
 
 
 def save_surface(out_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -1,5 +1,7 @@
 """Tests of the loss surface against a closed form, independent evaluations on model
-copies, Li et al.'s filter normalization, and state preservation."""
+copies, Li et al.'s filter normalization, state preservation, the batched (vmap)
+path against the loop, and one process's share of a sharded grid (the processes
+together: test_surface_distributed.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from landscape.state import differences, snapshot
-from landscape.surface import loss_surface
+from landscape.surface import Shard, loss_surface
 
 CE = nn.functional.cross_entropy
 
@@ -148,9 +150,10 @@ def test_generator_reproducible_and_global_rng_untouched():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.parametrize("per_forward", [1, 4])
 @pytest.mark.parametrize("bn_mode", ["train", "eval"])
 @pytest.mark.parametrize("dims", [1, 2])
-def test_state_is_bit_identical_afterwards(bn_mode, dims):
+def test_state_is_bit_identical_afterwards(bn_mode, dims, per_forward):
     model = conv_net(dropout=0.3)
     x, y = batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -161,7 +164,7 @@ def test_state_is_bit_identical_afterwards(bn_mode, dims):
     model[1].bias.requires_grad_(False)
     model[5].eval()  # mixed training flags
     before = snapshot(model, opt)
-    loss_surface(model, CE, x, y, steps=3, dims=dims, bn_mode=bn_mode)
+    loss_surface(model, CE, x, y, steps=3, dims=dims, bn_mode=bn_mode, points_per_forward=per_forward)
     assert differences(before, snapshot(model, opt)) == []
     assert [p.requires_grad for p in model.parameters()] == [True, True, True, False, True, True]
     model(x)  # negative control: a plain train-mode forward moves the running stats and the RNG
@@ -219,6 +222,8 @@ def test_several_batches_give_the_mean_with_one_forward_per_point():
         dict(batches="both"),
         dict(frozen=True),
         dict(vectors_only=True),
+        dict(points_per_forward=0),
+        dict(shard=Shard(rank=2, world=2, sum=list)),
     ],
 )
 def test_bad_arguments(kwargs):
@@ -243,3 +248,56 @@ def test_bad_arguments(kwargs):
     with pytest.raises(ValueError) as error:
         loss_surface(model, CE, x, y, **kwargs)
     assert "\n" not in str(error.value)
+
+
+def cnn(dropout: float = 0.0) -> nn.Sequential:
+    """Two convs with BatchNorm in float32, running statistics away from their start."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(dropout),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 4),
+    )
+    with torch.no_grad():
+        for bn in (model[1], model[5]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    return model
+
+
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+@pytest.mark.parametrize("dims, steps, per_forward", [(2, 5, 7), (2, 5, 25), (1, 7, 4)])
+def test_points_per_forward_equals_the_loop(bn_mode, dims, steps, per_forward):
+    model = Counted(cnn(dropout=0.3))  # every point of a batch sees the same dropout mask either way
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
+    before = snapshot(model)
+    loop = loss_surface(model, CE, x, y, steps=steps, dims=dims, bn_mode=bn_mode,
+                        generator=torch.Generator().manual_seed(1))
+    model.calls = 0
+    batched = loss_surface(model, CE, x, y, steps=steps, dims=dims, bn_mode=bn_mode,
+                           generator=torch.Generator().manual_seed(1), points_per_forward=per_forward)
+    assert differences(before, snapshot(model)) == []
+    others = steps**dims - 1  # the centre goes through the loop
+    assert model.calls == 1 + -(-others // per_forward)
+    assert all(torch.equal(a, b) for d, e in zip(loop.directions, batched.directions) for a, b in zip(d, e))
+    torch.testing.assert_close(batched.losses, loop.losses, rtol=1e-6, atol=0)
+    assert batched.base_loss == loop.base_loss  # L(w) bit for bit, as the loop's
+    assert loop.losses.std() > 0.01  # the points differ: the comparison means something
+
+
+def test_one_shard_evaluates_its_points_only():
+    model = Counted(conv_net())
+    pairs = [batch(1), batch(2)]
+    single = loss_surface(model, CE, None, None, steps=5, batches=pairs, generator=torch.Generator().manual_seed(0))
+    owned = torch.arange(25) % 3 == 0  # rank 0 of 3: points 0, 3, ..., 24, the centre (12) included
+    for per_forward, calls in [(1, 9), (4, 1 + 2)]:
+        model.calls = 0
+        alone = Shard(rank=0, world=3, sum=list)  # the others' -0.0 never added: this rank's part of the grid
+        part = loss_surface(model, CE, None, None, steps=5, batches=pairs, generator=torch.Generator().manual_seed(0),
+                            points_per_forward=per_forward, shard=alone)
+        assert model.calls == 2 * calls  # per batch
+        flat, expected = part.losses.flatten(), single.losses.flatten()
+        torch.testing.assert_close(flat[owned], expected[owned], rtol=1e-12 if per_forward > 1 else 0, atol=0)
+        assert part.base_loss == single.base_loss
+        assert (flat[~owned] == 0).all() and torch.signbit(flat[~owned]).all()  # -0.0: x + -0.0 == x for every x

@@ -123,6 +123,19 @@ def test_1d_surface_is_a_line(run, tmp_path):
     assert '"type":"scatter"' in page and '"type":"contour"' not in page and '"type":"surface"' not in page
 
 
+def test_points_per_forward_gives_the_same_surface(run, tmp_path):
+    records = []
+    for n in (1, 7):
+        result = invoke("surface", run, "--steps", 5, "--points-per-forward", n, "--out", tmp_path / str(n))
+        assert result.exit_code == 0, result.output
+        records.append(json.loads((tmp_path / str(n) / "surface.json").read_text()))
+    loop, batched = records
+    assert batched["settings"] == loop["settings"]  # how it is computed is not part of what
+    assert batched["base_loss"] == loop["base_loss"]  # the centre goes through the loop: bit for bit
+    np.testing.assert_allclose(batched["losses"], loop["losses"], rtol=1e-6, atol=0)
+    assert np.std(loop["losses"]) > 0.01  # the points differ: the comparison means something
+
+
 def test_eigen_directions_are_the_top_hessian_eigenvectors(run, tmp_path):
     result = invoke("surface", run, "--directions", "eigen", "--dims", 1, "--steps", 5, "--span", 0.1,
                     "--out", tmp_path)
@@ -216,6 +229,7 @@ def test_report_shows_the_surface(run, short_run, tmp_path):
         (["--checkpoint", "best"], ["--checkpoint must be 'last'"]),
         (["--trajectory", "--dims", "1"], ["--trajectory draws a 2-D surface"]),
         (["--batches", "5"], ["--batches 5 exceeds the 4 batches"]),
+        (["--points-per-forward", "0"], ["--points-per-forward", "0"]),
     ],
 )
 def test_bad_input_is_one_line_and_loses_nothing(run, tmp_path, args, fragments):
