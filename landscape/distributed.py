@@ -14,7 +14,8 @@ synchronized BatchNorm).
 
 The backend is NCCL for CUDA tensors when every rank has a GPU, Gloo otherwise.
 Collectives time out after ``$LANDSCAPE_DIST_TIMEOUT`` seconds (default 300),
-so a rank that dies ends the job instead of hanging it.
+so a rank that dies ends the job instead of hanging it. :func:`teardown` ends
+Gloo's worker threads before the interpreter ends (see there why it must).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
+import gc
+import importlib
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -116,14 +120,36 @@ def setup() -> None:
         backend = "cpu:gloo,cuda:nccl"
     else:
         backend = "gloo"
+    # torch.distributed.nn's functions default to ``group=group.WORLD``, evaluated when the
+    # module is first imported (DDP imports it). Imported after init_process_group they
+    # would hold this group for good, so that teardown() could not end its threads.
+    importlib.import_module("torch.distributed.nn")
     dist.init_process_group(backend, timeout=limit)
     log.info("rank %d of %d joined (%s, timeout %s)", rank(), world_size(), backend, limit)
 
 
 def teardown() -> None:
-    """Leave the process group (no-op without one)."""
-    if active():
-        dist.destroy_process_group()
+    """Leave the process group and end its Gloo threads (no-op without one).
+
+    The threads must end before the interpreter does. A Gloo worker drops its
+    reference to a finished collective's tensors after the caller has moved on, and
+    that takes the GIL; once the interpreter is finalizing, taking the GIL ends the
+    thread inside a noexcept destructor, and a rank whose work is done aborts with
+    "terminate called without an active exception" (SIGABRT) whenever a busy machine
+    lets its main thread reach the exit first. destroy_process_group only forgets
+    the group; the group's destructor, which joins the threads with the GIL
+    released, runs once nothing else holds the group: reference cycles (a DDP
+    wrapper) are collected here, and a group that survives them is reported.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = weakref.ref(dist.group.WORLD)
+    dist.destroy_process_group()
+    if group() is not None:
+        gc.collect()
+    if group() is not None:
+        log.warning("the process group outlives teardown (something still holds it); "
+                    "its Gloo threads may abort the process at exit")
 
 
 def resolve_device(name: str) -> torch.device:

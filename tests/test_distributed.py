@@ -106,6 +106,53 @@ def test_dead_rank_fails_the_job_and_resume_completes_it(tmp_path, cnn_two):
     assert rows(exp / "bn") == rows(cnn_two / "bn")
 
 
+# One rank (a store on a port the OS picks and keeps, nothing to race for) in a fresh
+# interpreter, where torch.distributed.nn is not imported yet: a DDP step as training takes
+# one, then teardown. Native threads are counted, as Gloo's are not Python threads.
+TEARDOWN = """
+import gc
+import os
+import torch
+from landscape import distributed
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+def ddp_step():
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+    model(torch.randn(4, 3)).sum().backward()
+    return model
+
+before = threads()
+distributed.setup()
+ddp_step()
+during = threads()
+distributed.teardown()
+print(before, during, threads())
+distributed.setup()
+held = ddp_step()
+distributed.teardown()  # warns: the model holds the group
+del held
+gc.collect()  # the group's last holder: its threads end here, not during the exit
+print(threads())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_teardown_ends_the_gloo_threads_before_the_interpreter_ends():
+    # A Gloo thread still alive at exit aborts a finished rank ("terminate called without
+    # an active exception") when it releases a collective's tensors during finalization.
+    done = subprocess.run([sys.executable, "-c", TEARDOWN], capture_output=True, text=True, timeout=120,
+                          env=dict(env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                                   MASTER_PORT="0"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, during, after, released = map(int, done.stdout.split())
+    assert during > before and after == before
+    # A group that something still holds (here the model) cannot end; teardown says so.
+    assert done.stderr.count("the process group outlives teardown") == 1, done.stderr[-3000:]
+    assert released == before
+
+
 def test_batch_that_does_not_split_is_a_one_line_error(tmp_path):
     done = torchrun(*[a if a != "32" else "33" for a in CNN], "--run-dir", str(tmp_path / "x"))
     assert done.returncode != 0
