@@ -220,6 +220,19 @@ def test_report_shows_the_surface(run, short_run, tmp_path):
     assert 'id="surface"' not in (tmp_path / "without.html").read_text()
 
 
+@pytest.mark.parametrize("content", ['{"earlier": true}', "[1, 2]", '{"coords": [[0, 1]], "losses": "x"}', "{"])
+def test_a_malformed_surface_json_is_warned_about_and_the_report_still_written(short_run, tmp_path, content, caplog):
+    copy = tmp_path / "run"
+    shutil.copytree(short_run, copy)
+    (copy / "surface").mkdir(exist_ok=True)
+    (copy / "surface" / "surface.json").write_text(content)
+    with caplog.at_level("WARNING"):
+        result = invoke("report", copy, "--output", tmp_path / "report.html")
+    assert result.exit_code == 0, result.output
+    assert 'id="surface"' not in (tmp_path / "report.html").read_text()
+    assert any("surface" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [

@@ -125,8 +125,13 @@ def plot_run_surfaces(runs: Sequence[RunRecord]) -> list[go.Figure]:
     figures: list[go.Figure] = []
     for run in runs:
         record = load_surface(run.path)
-        if record is not None:
+        if record is None:
+            continue
+        try:  # a readable file may still not be a surface: left out like an unreadable one
             figures.extend(surface_figures(dict(record, label=run.label)))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            log.warning("%s: not a surface this report can draw (%s: %s)",
+                        Path(run.path) / SURFACE_DIR / SURFACE_JSON, type(e).__name__, e)
     return figures
 
 
