@@ -68,6 +68,10 @@ def hessian(run_dir: Path, checkpoint: str, k: int, trace: bool, bn_mode: str, b
     from landscape.distributed import resolve_device
     from landscape.spectrum import checkpoint_spectrum, density_record, save_density
 
+    context = click.get_current_context()
+    for name in ("density_runs", "density_steps"):
+        if not density and context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise InputError(f"--{name.replace('_', '-')} sets the density: add --density")
     settings = DensityConfig(runs=density_runs, steps=density_steps) if density else None
     results = checkpoint_spectrum(run_dir, checkpoint=checkpoint, k=k, trace=trace, bn_mode=bn_mode,
                                   batches=batches, max_hvps=max_hvps, device=resolve_device(device),

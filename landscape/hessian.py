@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from landscape.config import DensityConfig
 from landscape.hvp import Batch, Block, HessianOperator, hessian_operator, problem
 from landscape.lanczos import BOUNDS, lanczos, ritz
 from landscape.points import LossFn, Reduce
@@ -217,9 +218,9 @@ def hessian_density(
     inputs: torch.Tensor | None = None,
     targets: torch.Tensor | None = None,
     *,
-    runs: int = 5,
-    steps: int = 80,
-    grid_size: int = 1000,
+    runs: int = DensityConfig.runs,
+    steps: int = DensityConfig.steps,
+    grid_size: int = DensityConfig.grid_size,
     sigma: float | None = None,
     bn_mode: str = "train",
     block: Block | None = None,

@@ -153,6 +153,12 @@ def test_bad_density_options_are_one_line_exit_2(trained, args, fragment):
     assert not density_file(trained).exists()
 
 
+@pytest.mark.parametrize("option", ["--density-runs", "--density-steps"])
+def test_density_settings_without_density_are_one_line_exit_2(trained, option):
+    assert_one_line_error(invoke("hessian", trained, option, "3"), option, "add --density")
+    assert not density_file(trained).exists()
+
+
 def test_density_config_validates():
     with pytest.raises(ConfigError, match="--density-steps"):
         DensityConfig(steps=0)
