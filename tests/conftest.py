@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,3 +38,20 @@ def replace_train(config: RunConfig, **changes: object) -> RunConfig:
 def _small_torch() -> None:
     # Two cores are shared with other work; one intra-op thread keeps timings sane.
     torch.set_num_threads(1)
+
+
+def torchrun(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2 *args`` in a
+    session of its own; on a timeout the whole session is killed (the launcher and
+    its ranks, which would otherwise run on until their collective timeout) and
+    TimeoutExpired raised, as subprocess.run would."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

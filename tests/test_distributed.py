@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
+from conftest import torchrun as launch
+
 pytestmark = pytest.mark.slow
 
 COMMON = ["--probe-every", "2", "--dense-until", "0", "--eval-every", "3", "--log-every", "2",
@@ -38,9 +40,7 @@ def env(**extra):
 
 
 def torchrun(*args, timeout=120, command="probe", **extra_env):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "landscape_cli", command, *args]
-    return subprocess.run(cmd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+    return launch(["-m", "landscape_cli", command, *args], env(**extra_env), timeout)
 
 
 def single(*args, command="probe"):
@@ -305,3 +305,19 @@ def test_noisy_bn_ranks_draw_independent_noise_and_resume_keeps_each_ranks(tmp_p
     again = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(again["generators_by_rank"], checkpoint["generators_by_rank"]))
     assert rows(tmp_path / "cut") == rows(tmp_path / "two")
+
+
+def test_a_timed_out_launch_leaves_no_rank_behind(tmp_path):
+    # The tests' launcher helper kills the launcher's whole session on a timeout: ranks
+    # stuck in a collective would otherwise outlive the test by their own timeout.
+    script = tmp_path / "stuck.py"
+    script.write_text("import os, pathlib, sys, time\n"
+                      "pathlib.Path(sys.argv[1], os.environ['RANK']).write_text(str(os.getpid()))\n"
+                      "time.sleep(120)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        launch([str(script), str(tmp_path)], env(), timeout=15)
+    pids = [int((tmp_path / rank).read_text()) for rank in ("0", "1")]
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -24,7 +22,7 @@ from landscape.runs import RunStore
 from landscape.train import train
 from landscape_cli.main import cli
 
-from conftest import tiny_config
+from conftest import tiny_config, torchrun
 
 TRACKED = HessianConfig(schedule=ScheduleConfig(every=4, dense_until=0), k=2, trace=True)
 PROBE = ["probe", "--model", "tiny", "--dataset", "synthetic", "--steps", "20", "--hessian-every", "10",
@@ -193,9 +191,7 @@ def test_two_ranks_measure_the_global_batch_hessian(tmp_path):
     one = CliRunner().invoke(cli, [*args, "--run-dir", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
     env = dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30")
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "landscape_cli", *args, "--run-dir", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=120)
+    two = torchrun(["-m", "landscape_cli", *args, "--run-dir", str(tmp_path / "two")], env, timeout=120)
     assert two.returncode == 0, two.stderr[-3000:]
     series = []
     for name in ("one", "two"):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import torchrun as launch
 from test_surface import CE, Counted, batch, conv_net
 
 pytestmark = pytest.mark.slow
@@ -39,8 +40,7 @@ def env() -> dict[str, str]:
 
 
 def torchrun(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout)
+    return launch(list(args), env(), timeout)
 
 
 def worker(out: Path) -> None:
