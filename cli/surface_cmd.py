@@ -39,8 +39,8 @@ _D = SurfaceConfig()  # the defaults live in landscape.config
               help="Folder for surface.json and surface.html  [default: RUN_DIR/surface]")
 @click.option("--points-per-forward", type=click.IntRange(min=1), default=1,
               help="Grid points per forward pass: 1 evaluates them one by one; N > 1 evaluates N at once "
-                   "(torch.func.vmap over stacked weights; N times the activation memory; faster for small "
-                   "models on a GPU). The losses agree to float rounding.")
+                   "(torch.func.vmap over stacked weights; N times the activation memory; meant for small "
+                   "models on a GPU, slower than 1 on a CPU). The losses agree to float rounding.")
 @nproc_option()
 @friendly_errors
 def surface(run_dir: Path, out: Path | None, points_per_forward: int, nproc: int | None, **settings) -> None:

@@ -263,7 +263,8 @@ class DistributionConfig:
 
 # Lanczos's start for tracked eigenvalues: the batch's gradient (plus noise), a random
 # vector, or the previous measurement's top eigenvector (landscape.hooks.HessianHook).
-HESSIAN_STARTS = ("gradient", "random", "warm")
+LANCZOS_STARTS = ("gradient", "random")  # landscape.hessian.hessian_eigs's (or a vector)
+HESSIAN_STARTS = (*LANCZOS_STARTS, "warm")
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class Ritz:
     converged: bool  # every error bound <= tol * |value|, or at rounding level
 
 
-def ritz(krylov: Krylov, k: int, which: str, tol: float, bound: str = "gap") -> Ritz:
+def ritz(krylov: Krylov, k: int, which: str, tol: float, bound: str = "residual") -> Ritz:
     """The k largest Ritz pairs (algebraically, or in magnitude for ``which="magnitude"``)
     with their residuals and error bounds (module docstring)."""
     theta, s = krylov.ritz()

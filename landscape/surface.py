@@ -137,8 +137,9 @@ def loss_surface(
             loop). N > 1 evaluates N points per forward by ``torch.func.vmap`` over
             stacked parameter sets and per-point clones of the buffers
             (:mod:`landscape.surface_batched`; N times the activation memory;
-            ``loss_fn`` and the model must be vmappable): faster on GPUs for small,
-            launch-bound models. Its losses equal the loop's up to float rounding
+            ``loss_fn`` and the model must be vmappable): meant for small,
+            launch-bound models on a GPU (on one CPU thread it is slower than the
+            loop: reports/benchmarks.md). Its losses equal the loop's up to float rounding
             (another summation order); the centre is still evaluated by the loop,
             so ``base_loss`` stays L(w) bit for bit.
         shard: For several processes evaluating one surface: this process's

@@ -40,7 +40,7 @@ from landscape.config import SurfaceConfig
 from landscape.hessian import hessian_eigs
 from landscape.run_model import RunModel, load_checkpoint_weights, load_run_model
 from landscape.runs import SURFACE_DIR, SURFACE_JSON, StoreError, write_json_atomic
-from landscape.state import trainable_params
+from landscape.state import has_filters, trainable_params
 from landscape.surface import Direction, Shard, loss_surface, trajectory_directions
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _eigen(
 ) -> tuple[list[Direction], dict[str, Any]]:
     """The top ``dims`` Hessian eigenvectors as directions, in the trainable parameters'
     order; 1-D parameters are left out of H unless ``include_bias_and_bn``."""
-    block = None if settings.include_bias_and_bn else (lambda name, p: p.dim() > 1)
+    block = None if settings.include_bias_and_bn else (lambda name, p: has_filters(p))
     result = hessian_eigs(
         run.model, run.loss_fn, k=settings.dims, bn_mode=settings.bn_mode, return_eigenvectors=True,
         block=block, batches=run.batches, generator=generator,

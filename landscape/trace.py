@@ -33,7 +33,7 @@ class TraceResult:
     trace: float
     stderr: float
     hvps: int
-    converged: bool  # stderr <= rtol * |trace| after at least MIN_SAMPLES samples
+    converged: bool  # stderr <= rtol * |trace| after at least MIN_SAMPLES samples, or a sketch of all n
     sketch: int = 0  # Hutch++: the sketch's rank (each vector 2 products); 0 for Hutchinson
 
 
@@ -101,12 +101,15 @@ def hessian_trace(
     if sketch is not None and (method != "hutch++" or sketch < 1):
         raise ValueError("sketch is a number of vectors (at least 1) for method 'hutch++'")
     spec = problem(model, inputs, targets, bn_mode, block, batches, max_batches, reduce, generator)
+    if sketch is not None:
+        # A sketch short of n leaves a remainder to sample: room for MIN_SAMPLES of it.
+        needed = 2 * min(sketch, spec.n) + (MIN_SAMPLES if sketch < spec.n else 0)
+        if needed > max_hvps:
+            raise ValueError(f"a sketch of {min(sketch, spec.n)} vectors and the samples of its remainder take "
+                             f"{needed} products, more than max_hvps ({max_hvps})")
     with hessian_operator(model, loss_fn, spec) as op:
         estimator = _TraceEstimator(op, generator)
         if sketch is not None:
-            if 2 * min(sketch, op.n) > max_hvps:
-                raise ValueError(f"a sketch of {min(sketch, op.n)} vectors takes {2 * min(sketch, op.n)} products, "
-                                 f"more than max_hvps ({max_hvps})")
             estimator.grow(sketch)
         growing, block_size = method == "hutch++" and sketch is None, SKETCH_BLOCK
         before, paid = math.inf, 0  # samples still needed before the last block, and what it cost

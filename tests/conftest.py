@@ -41,11 +41,16 @@ def _small_torch() -> None:
 
 
 def torchrun(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node 2 *args`` in a
-    session of its own; on a timeout the whole session is killed (the launcher and
-    its ranks, which would otherwise run on until their collective timeout) and
-    TimeoutExpired raised, as subprocess.run would."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2 *args``, by
+    :func:`run_session`."""
+    return run_session(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args], env, timeout)
+
+
+def run_session(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python *args`` in a session of its own, its output captured; on a timeout the
+    whole session is killed (a launcher and its ranks, which would otherwise run on
+    until their collective timeout) and TimeoutExpired raised, as subprocess.run would."""
+    cmd = [sys.executable, *args]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as proc:
         try:

@@ -312,11 +312,14 @@ def test_a_timed_out_launch_leaves_no_rank_behind(tmp_path):
     # stuck in a collective would otherwise outlive the test by their own timeout.
     script = tmp_path / "stuck.py"
     script.write_text("import os, pathlib, sys, time\n"
-                      "pathlib.Path(sys.argv[1], os.environ['RANK']).write_text(str(os.getpid()))\n"
+                      "part = pathlib.Path(sys.argv[1], '.' + os.environ['RANK'])\n"
+                      "part.write_text(str(os.getpid()))\n"
+                      "part.rename(part.with_name(os.environ['RANK']))\n"
                       "time.sleep(120)\n")
     with pytest.raises(subprocess.TimeoutExpired):
-        launch([str(script), str(tmp_path)], env(), timeout=15)
-    pids = [int((tmp_path / rank).read_text()) for rank in ("0", "1")]
+        launch([str(script), str(tmp_path)], env(), timeout=20)
+    pids = [int(p.read_text()) for p in tmp_path.iterdir() if p.name in ("0", "1")]
+    assert pids, "no rank started within the timeout: nothing was checked"
     deadline = time.monotonic() + 10
     while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)

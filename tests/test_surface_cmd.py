@@ -220,7 +220,9 @@ def test_report_shows_the_surface(run, short_run, tmp_path):
     assert 'id="surface"' not in (tmp_path / "without.html").read_text()
 
 
-@pytest.mark.parametrize("content", ['{"earlier": true}', "[1, 2]", '{"coords": [[0, 1]], "losses": "x"}', "{"])
+@pytest.mark.parametrize("content", ['{"earlier": true}', "[1, 2]", '{"coords": [[0, 1]], "losses": "x"}', "{",
+                                     '{"coords": [[0, 1], [0, 1]], "losses": [1, 2], "base_loss": 1.0, '
+                                     '"checkpoint": {"step": 3}, "settings": {"directions": "filter"}}'])
 def test_a_malformed_surface_json_is_warned_about_and_the_report_still_written(short_run, tmp_path, content, caplog):
     copy = tmp_path / "run"
     shutil.copytree(short_run, copy)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import run_session
 from conftest import torchrun as launch
 from test_surface import CE, Counted, batch, conv_net
 
@@ -114,8 +115,7 @@ def test_surface_command_with_two_processes_writes_the_one_process_surface(tmp_p
     args = ["surface", str(run), "--steps", "5", "--batches", "2"]
     one = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
-    two = subprocess.run([sys.executable, "-m", "landscape_cli", *args, "--out", str(tmp_path / "two"), "--nproc", "2"],
-                         env=env(), capture_output=True, text=True, timeout=120)
+    two = run_session(["-m", "landscape_cli", *args, "--out", str(tmp_path / "two"), "--nproc", "2"], env(), 120)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.splitlines() == [str(tmp_path / "two" / "surface.html")]  # rank 0 alone speaks
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["surface.html", "surface.json"]

@@ -38,10 +38,41 @@ def load_surface(run_dir: str | Path) -> Record | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        _check(record)
     except (OSError, ValueError) as e:
         log.warning("%s: unreadable surface (%s)", path, e)
         return None
+    return record
+
+
+def _check(record: Any) -> None:
+    """Raise ValueError unless ``record`` holds a surface the figures can draw."""
+    if not isinstance(record, dict):
+        raise ValueError("not an object")
+    try:
+        coords = [np.asarray(c, dtype=float) for c in record["coords"]]
+        losses = np.asarray(record["losses"], dtype=float)
+        step, directions, base = record["checkpoint"]["step"], record["settings"]["directions"], record["base_loss"]
+        if record.get("trajectory"):
+            path = np.asarray(record["trajectory"]["path"], dtype=float)
+            ratios = [float(r) for r in record["trajectory"]["explained_variance_ratio"]]
+            steps = list(record["trajectory"]["steps"])
+        if record.get("eigen"):
+            eigenvalues = [float(v) for v in record["eigen"]["eigenvalues"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"missing or malformed field ({type(e).__name__}: {e})") from None
+    if len(coords) not in (1, 2) or any(c.ndim != 1 for c in coords):
+        raise ValueError("coords are not one or two series")
+    if losses.shape != tuple(len(c) for c in coords):
+        raise ValueError(f"losses of shape {losses.shape} do not match the coordinates")
+    if not isinstance(step, int) or not isinstance(directions, str) or not (base is None or isinstance(base, float | int)):
+        raise ValueError("checkpoint step, directions or base loss of the wrong type")
+    if record.get("trajectory") and (path.ndim != 2 or path.shape[1] != 2 or len(ratios) != 2
+                                     or len(steps) != len(path)):
+        raise ValueError("the trajectory's path, steps and variance ratios do not fit")
+    if record.get("eigen") and len(eigenvalues) != len(coords):
+        raise ValueError("one eigenvalue per direction expected")
 
 
 def axis_titles(record: Record) -> list[str]:
@@ -125,13 +156,8 @@ def plot_run_surfaces(runs: Sequence[RunRecord]) -> list[go.Figure]:
     figures: list[go.Figure] = []
     for run in runs:
         record = load_surface(run.path)
-        if record is None:
-            continue
-        try:  # a readable file may still not be a surface: left out like an unreadable one
+        if record is not None:
             figures.extend(surface_figures(dict(record, label=run.label)))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            log.warning("%s: not a surface this report can draw (%s: %s)",
-                        Path(run.path) / SURFACE_DIR / SURFACE_JSON, type(e).__name__, e)
     return figures
 
 
