@@ -20,6 +20,7 @@ Runs of one variant that differ only by seed (labels ``VARIANT/seedS``) are draw
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sqlite3
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from landscape.runs import CLAIMS, RunStore, StoreError, find_runs
+
+log = logging.getLogger(__name__)
 
 # Fixed colours by config["model"]["norm"], so a norm looks the same in every report.
 NORM_COLORS: dict[str, str] = {
@@ -152,6 +155,21 @@ def load_claims(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 continue
             claims.extend(c for c in loaded if isinstance(c, dict)) if isinstance(loaded, list) else None
     return claims
+
+
+def load_checked_json(path: Path, check: Callable[[Any], None], kind: str) -> Any | None:
+    """The JSON at ``path`` once ``check`` accepts it (it raises ValueError otherwise),
+    or None when there is no file; an unreadable or malformed one is logged as an
+    unreadable ``kind`` and left out, so the rest of the report still shows."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        check(record)
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable %s (%s)", path, kind, e)
+        return None
+    return record
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:

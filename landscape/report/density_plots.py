@@ -12,8 +12,6 @@ one line per checkpoint coloured by step. Never imports torch.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +26,6 @@ from landscape.report.data import RunRecord
 from landscape.report.plots import _figure, template_text, text
 from landscape.runs import DENSITY_JSON, SPECTRUM_DIR
 
-log = logging.getLogger(__name__)
 
 FLOOR = 1e-8  # relative to the figure's highest density: the log axis spans 8 decades at most
 COLORSCALE = "Viridis"
@@ -39,16 +36,7 @@ Record = Mapping[str, Any]
 def load_density(run_dir: str | Path) -> Record | None:
     """``RUN/spectrum/density.json``, or None when there is none (an unreadable or
     malformed one is logged and left out: the rest of the report still shows)."""
-    path = Path(run_dir) / SPECTRUM_DIR / DENSITY_JSON
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        _check(record)
-    except (OSError, ValueError) as e:
-        log.warning("%s: unreadable Hessian density (%s)", path, e)
-        return None
-    return record
+    return data.load_checked_json(Path(run_dir) / SPECTRUM_DIR / DENSITY_JSON, _check, "Hessian density")
 
 
 def _check(record: Any) -> None:

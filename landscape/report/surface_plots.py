@@ -9,8 +9,6 @@ losses (null in the JSON) are gaps. Never imports torch.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,10 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from landscape.report.data import RunRecord
+from landscape.report.data import RunRecord, load_checked_json
 from landscape.report.plots import _figure, text
 from landscape.runs import SURFACE_DIR, SURFACE_JSON
 
-log = logging.getLogger(__name__)
 
 COLORSCALE = "Viridis"
 CONTOURS = 30
@@ -34,16 +31,7 @@ Record = Mapping[str, Any]
 def load_surface(run_dir: str | Path) -> Record | None:
     """``RUN/surface/surface.json``, or None when there is none (an unreadable one is
     logged and left out: the rest of the report still shows)."""
-    path = Path(run_dir) / SURFACE_DIR / SURFACE_JSON
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        _check(record)
-    except (OSError, ValueError) as e:
-        log.warning("%s: unreadable surface (%s)", path, e)
-        return None
-    return record
+    return load_checked_json(Path(run_dir) / SURFACE_DIR / SURFACE_JSON, _check, "surface")
 
 
 def _check(record: Any) -> None:
