@@ -10,8 +10,10 @@ import sys
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from landscape_cli.main import cli
 
 
 def tiny_config(**train: object) -> RunConfig:
@@ -60,3 +62,19 @@ def run_session(args: list[str], env: dict[str, str], timeout: float = 120) -> s
             proc.communicate()
             raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def invoke(*args: object):
+    """The ``landscape`` command with these arguments (each made a string), in process."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """The command failed as bad input should: exit 2, one line "Error: ..." holding
+    every fragment, and no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

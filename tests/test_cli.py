@@ -7,21 +7,14 @@ from click.testing import CliRunner
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
+from conftest import assert_one_line_error
+
 TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16",
         "--eval-every", "3", "--device", "cpu", "--no-progress"]
 
 
 def run(*args):
     return CliRunner().invoke(cli, list(args))
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import landscape.report
 from landscape.assembly import build_run_model
@@ -20,24 +19,13 @@ from landscape.data import batches, load_data, objective
 from landscape.hessian import hessian_density
 from landscape.report.density_plots import FLOOR, load_density, plot_density, plot_run_densities
 from landscape.report.data import load_runs
-from landscape_cli.main import cli
+
+from conftest import assert_one_line_error, invoke
 
 TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "64", "--batch-size", "16",
          "--steps", "8", "--checkpoint-every", "4", "--keep-checkpoints", "--eval-samples", "32",
          "--device", "cpu", "--no-progress"]
 DENSITY = ["--density", "--density-runs", "2", "--density-steps", "10", "--batches", "2", "--max-hvps", "20"]
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def density_file(run_dir: Path) -> Path:

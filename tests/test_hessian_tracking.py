@@ -22,7 +22,7 @@ from landscape.runs import RunStore
 from landscape.train import train
 from landscape_cli.main import cli
 
-from conftest import tiny_config, torchrun
+from conftest import assert_one_line_error, tiny_config, torchrun
 
 TRACKED = HessianConfig(schedule=ScheduleConfig(every=4, dense_until=0), k=2, trace=True)
 PROBE = ["probe", "--model", "tiny", "--dataset", "synthetic", "--steps", "20", "--hessian-every", "10",
@@ -37,14 +37,6 @@ def rows(run_dir, skip=("hessian/",)):
 
 def final_weights(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from landscape.assembly import build_run_model
 from landscape.checkpoint import kept_steps, load_checkpoint, weights_path
@@ -20,23 +19,12 @@ from landscape.config import RunConfig
 from landscape.data import batches, load_data, objective
 from landscape.hessian import hessian_eigs
 from landscape.surface import loss_surface, trajectory_directions
-from landscape_cli.main import cli
 from landscape_cli.options import train_options
+
+from conftest import assert_one_line_error, invoke
 
 TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "128", "--batch-size", "32",
          "--steps", "30", "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def files(folder: Path) -> dict[str, str]:
