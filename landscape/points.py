@@ -23,6 +23,25 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
+def functional_loss(
+    model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor, tied: bool
+) -> Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]:
+    """(params, buffers) -> loss_fn(model(inputs), targets) with those tensors swapped in
+    (``torch.func.functional_call``): the function ``vmap`` maps over stacked points."""
+
+    def loss_at(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_fn(functional_call(model, (params, buffers), (inputs,), tie_weights=tied), targets)
+
+    return loss_at
+
+
+def stacked_clones(buffers: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """k clones of every buffer stacked on a new dim 0: train-mode BN updates its running
+    statistics in place, which under vmap only works on batched tensors, so every
+    point writes into a throwaway copy of its own."""
+    return {name: b.unsqueeze(0).expand(k, *b.shape).clone() for name, b in buffers.items()}
+
+
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
 
@@ -121,12 +140,7 @@ class PointEvaluator:
         # real buffers: the working ones are reset to them first).
         self.space.move_to(self.d, self.d_flat, 0.0)
         buffers = cloned_buffers(self.model)
-        tied = tie_weights(self.model)
-
-        def loss_at(point: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor]) -> torch.Tensor:
-            output = functional_call(self.model, (point, bufs), (self.inputs,), tie_weights=tied)
-            return self.loss_fn(output, self.targets)
-
+        loss_at = functional_loss(self.model, self.loss_fn, self.inputs, self.targets, tie_weights(self.model))
         compute = vmap(grad_and_value(loss_at), in_dims=(0, 0), randomness="same")
         params = self.space.params
         for start in range(0, len(step_sizes), chunk_size):
@@ -136,9 +150,8 @@ class PointEvaluator:
             for name, p, di in zip(self.names, params, self.d):
                 etas = torch.tensor(chunk, dtype=p.dtype, device=p.device).view(-1, *[1] * p.dim())
                 points[name] = p.unsqueeze(0) - etas * di.unsqueeze(0)  # (k, *p.shape)
-            stacked = {n: b.unsqueeze(0).expand(k, *b.shape).clone() for n, b in buffers.items()}
             self.rewind()
             with torch.enable_grad():
-                grads, losses = compute(points, stacked)
+                grads, losses = compute(points, stacked_clones(buffers, k))
             for i in range(k):
                 yield self._reduced(losses[i].detach(), [grads[n][i].detach() for n in self.names])

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
-from landscape.points import LossFn
+from landscape.points import LossFn, functional_loss, stacked_clones
 from landscape.state import tie_weights
 
 
@@ -72,14 +72,9 @@ class BatchedPoints:
         stacked = {name: p.new_empty((n, *p.shape)) for name, p in self.params.items()}  # (N, *p)
         for j, point in enumerate(points):  # one point at a time: N + 1 copies of w at most
             torch._foreach_copy_([t[j] for t in stacked.values()], _point(w, self.directions, point))
-        bufs = {name: b.unsqueeze(0).expand(n, *b.shape).clone() for name, b in self.buffers.items()}  # (N, *b)
-
-        def loss_at(point: dict[str, torch.Tensor], point_buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-            output = functional_call(self.model, (point, point_buffers), (inputs,), tie_weights=self.tied)
-            return self.loss_fn(output, targets)
-
+        loss_at = functional_loss(self.model, self.loss_fn, inputs, targets, self.tied)
         rewind()
-        return vmap(loss_at, in_dims=(0, 0), randomness="same")(stacked, bufs)
+        return vmap(loss_at, in_dims=(0, 0), randomness="same")(stacked, stacked_clones(self.buffers, n))
 
 
 def _point(w: list[torch.Tensor], directions: list[list[torch.Tensor]], point: tuple[float, ...]) -> list[torch.Tensor]:
