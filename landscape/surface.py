@@ -46,7 +46,7 @@ from landscape.probes import gaussian_draw, make_direction, norm_layers_mode
 from landscape.state import (
     Workspace, flatten, fork_rng, has_filters, replay_rng, rng_sources, trainable_params,
 )
-from landscape.surface_batched import BatchedPoints
+from landscape.surface_batched import BatchedPoints, offset
 
 SURFACE_DIRECTIONS = ("filter", "random")
 
@@ -320,13 +320,11 @@ def _loss_at(
     """L(w + sum_k point[k] d_k); where every coefficient is 0, L(w) at w itself."""
     if not any(point):
         return evaluator.loss_at(0.0)  # the working parameters are a copy of w: L(w) exactly
-    offset = torch._foreach_mul(directions[0], point[0])
-    for d, c in zip(directions[1:], point[1:]):
-        torch._foreach_add_(offset, d, alpha=c)
+    shift = offset(directions, point)
     # The workspace writes w - step_size * d: in one kernel from the flat offset when the
     # working parameters are one flat vector, else per tensor from the list.
-    evaluator.set_direction(offset, flatten(offset) if workspace.flat_w is not None else None)
-    return evaluator.loss_at(-1.0)  # w - (-1) offset = w + offset
+    evaluator.set_direction(shift, flatten(shift) if workspace.flat_w is not None else None)
+    return evaluator.loss_at(-1.0)  # w - (-1) shift = w + shift
 
 
 @dataclass(frozen=True)

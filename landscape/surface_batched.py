@@ -77,9 +77,15 @@ class BatchedPoints:
         return vmap(loss_at, in_dims=(0, 0), randomness="same")(stacked, stacked_clones(self.buffers, n))
 
 
-def _point(w: list[torch.Tensor], directions: list[list[torch.Tensor]], point: tuple[float, ...]) -> list[torch.Tensor]:
-    """w + sum_k point[k] d_k, by the loop's operations (see ``landscape.surface._loss_at``)."""
-    offset = torch._foreach_mul(directions[0], point[0])
+def offset(directions: list[list[torch.Tensor]], point: tuple[float, ...]) -> list[torch.Tensor]:
+    """sum_k point[k] d_k, per parameter: the loop (``landscape.surface._loss_at``) and
+    the batched points both take w + this, so their weights agree bit for bit."""
+    total = torch._foreach_mul(directions[0], point[0])
     for d, c in zip(directions[1:], point[1:]):
-        torch._foreach_add_(offset, d, alpha=c)
-    return torch._foreach_add(w, offset)
+        torch._foreach_add_(total, d, alpha=c)
+    return total
+
+
+def _point(w: list[torch.Tensor], directions: list[list[torch.Tensor]], point: tuple[float, ...]) -> list[torch.Tensor]:
+    """w + sum_k point[k] d_k."""
+    return torch._foreach_add(w, offset(directions, point))
