@@ -104,10 +104,10 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
 
 
 def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto",
-        paper_steps: int | None = None, echo_claims: bool = True, tensorboard: Path | None = None) -> list:
+        paper: dict | None = None, echo_claims: bool = True, tensorboard: Path | None = None) -> list:
     """Train every variant, write the report (also after Ctrl-C), print the outcome;
-    ``paper_steps``: the paper's length of these runs for the short-run rule (default:
-    the model family's protocol). Returns the runs' results."""
+    ``paper``: ``{"model", "steps"}`` of the paper's protocol the verdicts' scale is
+    measured against (default: the model family's). Returns the runs' results."""
     from landscape import distributed
     from landscape.experiments import choose_layout, run_experiment
 
@@ -128,7 +128,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
         )
     finally:
         if distributed.is_main():
-            verdicts = write_claims(exp_dir, kind, configs[0], paper_steps)
+            verdicts = write_claims(exp_dir, kind, configs[0], paper)
             if report:
                 path = write_report(exp_dir)
                 if path is not None:
@@ -147,9 +147,10 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
     return results
 
 
-def write_claims(exp_dir: Path, kind: str, config, paper_steps: int | None = None) -> str | None:
+def write_claims(exp_dir: Path, kind: str, config, paper: dict | None = None) -> str | None:
     """The paper's claims on the experiment's runs: ``claims.json`` beside them and the
     printed table (None when no run was created)."""
+    from landscape.catalogue import PAPER_MODEL, family
     from landscape.paper import paper_config, total_steps
     from landscape.report import claims, data
     from landscape.runs import CLAIMS, StoreError, write_json_atomic
@@ -158,9 +159,10 @@ def write_claims(exp_dir: Path, kind: str, config, paper_steps: int | None = Non
         records = data.load_runs([exp_dir])
     except StoreError:  # interrupted before any run was created
         return None
-    if paper_steps is None:  # the paper's length for this model
-        paper_steps = total_steps(paper_config(config.model.name, "train"))
-    found = claims.experiment_claims(records, kind, paper_steps)
+    if paper is None:  # the paper's protocol for this model's family
+        model = PAPER_MODEL.get(family(config.model.name), config.model.name)
+        paper = {"model": model, "steps": total_steps(paper_config(config.model.name, "train"))}
+    found = claims.experiment_claims(records, kind, paper)
     write_json_atomic(exp_dir / CLAIMS, [c.to_dict() for c in found])
     return "claims (see README, 'Claims and verdicts'):\n" + claims.table(found)
 

@@ -44,7 +44,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
               dist_every: int | None, run_dir: Path | None, resume_dir: Path | None, dry_run: bool,
               seeds: str | None, report: bool, progress: bool, layout: str, tensorboard: Path | None,
               **options) -> None:
-    """Noisy BatchNorm (Fig. 2, 7): train Standard, Standard + BN and Standard + noisy
+    """Noisy BatchNorm (Fig. 2, 8): train Standard, Standard + BN and Standard + noisy
     BN (Algorithm 1: time-varying random shift and scale after every BN layer) and
     record train/test accuracy and the distributions of layer inputs.
 

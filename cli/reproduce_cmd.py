@@ -21,7 +21,7 @@ def _default_scale() -> str:
 
 
 def _listing(scale: str, seeds: int) -> str:
-    from landscape.reproduce import FIGURES, figure_seconds
+    from landscape.reproduce import FIGURES, SCHEMATIC, figure_seconds
 
     rows = [("figure", "command", "estimate", "what")]
     owner: dict[str, str] = {}  # experiment -> the first figure that runs it
@@ -34,6 +34,9 @@ def _listing(scale: str, seeds: int) -> str:
         owner.update({k: name for k in fig.all_experiments if k not in owner})
         rows.append((name, f"landscape reproduce {name} --scale {scale}",
                      experiment.duration(seconds) + note, f"{fig.label}: {fig.title}"))
+    for name, why in SCHEMATIC.items():  # in the paper's order, with nothing to run
+        at = next((i for i, r in enumerate(rows) if r[0] == f"fig{int(name[3:]) + 1}"), len(rows))
+        rows.insert(at, (name, "-", "-", why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
     where = "a 2-core CPU" if scale == "cpu" else "one H200"
@@ -86,18 +89,43 @@ def _where(device: str) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
+def figure_runs(fig, out: Path) -> list[dict]:
+    """What each of the figure's runs actually is, from its stored config (figure.json's
+    ``runs``): its model, width, steps, training images, test samples and seed."""
+    from landscape.runs import RunStore, StoreError, find_runs
+
+    rows = []
+    for key in fig.all_experiments:
+        try:
+            paths = find_runs([out / key])
+        except StoreError:  # not run (yet)
+            continue
+        for path in paths:
+            try:
+                with RunStore(path, readonly=True) as store:
+                    c = store.config
+            except StoreError:
+                continue
+            model, data, train = (c.get(k) or {} for k in ("model", "data", "train"))
+            rows.append({"experiment": key, "run": path.relative_to(out / key).as_posix(), "model": model.get("name"),
+                         "width_mult": model.get("width_mult"), "steps": c.get("total_steps", train.get("steps")),
+                         "train_images": data.get("subset"), "eval_samples": train.get("eval_samples"),
+                         "seed": train.get("seed")})
+    return rows
+
+
 def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subset: int | None = None) -> str:
     """The figure's claims (claims.json, figure.json) and report; returns the table."""
     from landscape.report import claims
     from landscape.report.html import write_page
-    from landscape.reproduce import paper_steps
+    from landscape.reproduce import paper_protocol
     from landscape.runs import write_json_atomic
 
     loaded = _load(fig, out)
     found = []
     for check in fig.checks:
-        found += claims.checked_claims([check.name], _check_records(loaded, check.experiments), fig.label,
-                                       paper_steps(check.experiments[0]))
+        found += claims.group_claims([check.name], _check_records(loaded, check.experiments),
+                                     paper_protocol(check.experiments[0]))
     fig_dir = out / fig.name
     fig_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
@@ -108,10 +136,65 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
         "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
         "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
         "where": _where(device), "subset": subset,
+        "runs": figure_runs(fig, out),
     })
     write_page(figure_records(loaded), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
                [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")
     return claims.table(found)
+
+
+def default_out(scale: str, seeds, subset: int | None = None) -> Path:
+    """``runs/reproduce/<scale>``, ``-seeds0-1`` with seeds, ``-subsetN`` with a subset
+    (runs on part of the data never share a folder with full-data runs)."""
+    name = scale + (f"-seeds{'-'.join(map(str, seeds))}" if seeds else "") + (f"-subset{subset}" if subset else "")
+    return Path("runs") / "reproduce" / name
+
+
+def mismatched_runs(out: Path, wanted: dict) -> dict[str, list[tuple[str, str]]]:
+    """The existing runs under ``out`` made with other settings than ``wanted`` asks
+    (experiment key -> its configs): key -> [(run name, how it differs)]; read only."""
+    from landscape.run_match import run_mismatch
+
+    found: dict[str, list[tuple[str, str]]] = {}
+    for key, configs in wanted.items():
+        for config in configs:
+            how = run_mismatch(out / key / config.name, config.to_dict())
+            if how is not None:
+                found.setdefault(key, []).append((config.name, how))
+    return found
+
+
+def mismatch_message(out: Path, mismatched: dict[str, list[tuple[str, str]]]) -> str:
+    """One line: each experiment's mismatched runs, those that differ alike together."""
+    parts = []
+    for key, runs in mismatched.items():
+        groups: dict[str, list[str]] = {}
+        for name, how in runs:
+            groups.setdefault(how, []).append(name)
+        what = "; ".join(f"{', '.join(names)}: {how}" for how, names in groups.items())
+        parts.append(f"{out / key} holds runs made with other settings ({what})")
+    return "; ".join(parts) + "; rerun them with --rerun, or choose another --out"
+
+
+def move_aside(out: Path, mismatched: dict[str, list[tuple[str, str]]]) -> list[tuple[Path, Path]]:
+    """Rename each mismatched run to ``out/<key>/.replaced/<name>-<time>`` (never
+    deleted); returns (from, to) pairs."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for key, runs in mismatched.items():
+        for name, _ in runs:
+            src = out / key / name
+            base = out / key / ".replaced" / f"{name.replace('/', '_')}-{stamp}"
+            dst, n = base, 1
+            while dst.exists():
+                n += 1
+                dst = base.with_name(f"{base.name}-{n}")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dst)
+            moved.append((src, dst))
+    return moved
 
 
 @click.command()
@@ -124,22 +207,27 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
 @click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
               help="Folder holding cifar-10-batches-py [default: ./data].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory [default: runs/reproduce/<scale>, or <scale>-seeds<list> with --seeds]; "
-                   "run again to continue an interrupted figure.")
+              help="Output directory [default: runs/reproduce/<scale>, with -seeds<list> after it with --seeds "
+                   "and -subset<N> with --subset]; run again to continue an interrupted figure.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
               help="Keep the first N CIFAR-10 training images (a machine with part of the data set only); "
                    "recorded in each figure's command.")
+@click.option("--rerun", is_flag=True,
+              help="Runs in OUT made with other settings (another scale, subset or seed): move them to "
+                   "OUT/<experiment>/.replaced/ and run them again [default: refuse, and change nothing].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @friendly_errors
 def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: bool, data_dir: str | None,
-              out: Path | None, device: str, subset: int | None, progress: bool) -> None:
-    """Regenerate FIGURE of the paper (fig1 ... fig13, seed-vgg11, seed-resnet50, or
-    all): train its experiments with the paper's protocol (--scale paper) or the CPU
+              out: Path | None, device: str, subset: int | None, rerun: bool, progress: bool) -> None:
+    """Regenerate FIGURE of the paper (fig1 ... fig13 but fig7, the theory's schematic;
+    seed-vgg11, seed-resnet50; or all): train its experiments with the paper's protocol (--scale paper) or the CPU
     reduction (--scale cpu), check the paper's claims on them and write
     OUT/FIGURE/claims.json and OUT/FIGURE/report.html. Experiments that figures share
-    run once; a second call continues where an interrupted one stopped."""
-    from landscape.reproduce import EXPERIMENTS, FIGURES, experiment_configs, paper_steps
+    run once; a second call continues where an interrupted one stopped. Runs already
+    in OUT are reused only when made with the same settings (else it stops before
+    anything is written; see --rerun)."""
+    from landscape.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, paper_protocol
 
     scale = scale or _default_scale()
     seed_list = parse_seeds(seeds, 0)
@@ -148,11 +236,23 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
         return
     if figure is None:
         raise InputError("give a FIGURE (fig1 ... fig13, seed-vgg11, seed-resnet50, all) or --list")
+    if figure in SCHEMATIC:
+        raise InputError(SCHEMATIC[figure] + f"; choose from {', '.join(FIGURES)} or all (see --list)")
     if figure != "all" and figure not in FIGURES:
         raise InputError(f"unknown figure {figure!r}; choose from {', '.join(FIGURES)} or all (see --list)")
     names = list(FIGURES) if figure == "all" else [figure]
-    out = out or Path("runs") / "reproduce" / (scale + (f"-seeds{'-'.join(map(str, seed_list))}" if seed_list else ""))
+    out = out or default_out(scale, seed_list, subset)
+    wanted = {key: experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list, subset=subset)
+              for name in names for key in FIGURES[name].all_experiments}
+    mismatched = mismatched_runs(out, wanted)  # before anything is trained or written
+    if mismatched and not rerun:
+        raise InputError(mismatch_message(out, mismatched))
     click.echo(f"reproduce: {', '.join(names)} at {scale} scale into {out}")
+    if mismatched:
+        from landscape import distributed
+
+        for src, dst in distributed.on_main(lambda: move_aside(out, mismatched)):
+            click.echo(f"moved {src} (made with other settings) to {dst}; running it again")
     done: set[str] = set()
     for name in names:
         fig = FIGURES[name]
@@ -160,12 +260,11 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
         for key in fig.all_experiments:
             if key in done:
                 continue
-            configs = experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list,
-                                         subset=subset)
+            configs = wanted[key]
             click.echo(f"-- experiment {key} ({EXPERIMENTS[key].kind}, {len(configs)} runs)")
             click.echo(experiment.plan(configs))
             results = experiment.run(configs, out / key, EXPERIMENTS[key].kind, progress, report=True,
-                                     paper_steps=paper_steps(key), echo_claims=False)
+                                     paper=paper_protocol(key), echo_claims=False)
             if len(results) < len(configs) or any(r is not None and r.status == "interrupted" for r in results):
                 click.echo(f"interrupted; continue with the same command (landscape reproduce {figure} ...)")
                 raise click.exceptions.Exit(130)

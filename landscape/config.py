@@ -19,6 +19,9 @@ DTYPES = ("float32", "float64")
 # averaged over its entries (the paper's deep-linear-network objective; for
 # cross-entropy, whose examples have one entry, the same as "sum").
 LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
+# Training and test examples of the fixed-size data sets (the synthetic set's are
+# DataConfig fields): read by the data loaders and by the torch-free report.
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "gaussian-linear": (1000, 1000)}
 DIRECTIONS = ("gradient", "random", "filter")
 PROBE_METHODS = ("loop", "vmap", "auto")
 # A run's loss surface: Li et al.'s filter-normalized or plain Gaussian directions, or
@@ -248,7 +251,7 @@ class ICSConfig:
 
 @dataclass(frozen=True)
 class DistributionConfig:
-    """Layer-input distributions (Fig. 2, 7, 8): layers are 1-based activation
+    """Layer-input distributions (Fig. 1, 2, 6, 8, 9): layers are 1-based activation
     sites or module names; empty means the paper's #2, #9, #13 where the model
     has them, else its second, middle and last site."""
 

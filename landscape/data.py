@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.datasets import CIFAR10
 
-from landscape.config import LOSS_REDUCTIONS, DataConfig, RunConfig
+from landscape.config import DATASET_SIZES, LOSS_REDUCTIONS, DataConfig, RunConfig
 from landscape.state import fork_rng
 
 logger = logging.getLogger(__name__)
@@ -35,10 +35,8 @@ logger = logging.getLogger(__name__)
 CHECKSUM_WARNING = "checksums differ from the official CIFAR-10 release; using the files as they are"
 CIFAR_CLASSES = 10
 CROP_PADDING = 4
-CIFAR_TRAIN = 50_000
-CIFAR_TEST = 10_000
-LINEAR_TRAIN = 1000
-LINEAR_TEST = 1000
+CIFAR_TRAIN, CIFAR_TEST = DATASET_SIZES["cifar10"]
+LINEAR_TRAIN, LINEAR_TEST = DATASET_SIZES["gaussian-linear"]
 SYNTHETIC_NOISE = 1.0  # std of the per-pixel noise around a class template
 _SEED_BOUND = 2**62
 

@@ -1,5 +1,5 @@
 """l_p normalization layers (Santurkar et al. 2018, Section 3.3 and Appendix B,
-Fig. 13-14): BatchNorm's relatives that divide by an l_p norm instead of the
+Figs. 5, 6, 12 and 13): BatchNorm's relatives that divide by an l_p norm instead of the
 standard deviation.
 
 Over BatchNorm's normalization set for channel j (the batch, and height and

@@ -135,7 +135,7 @@ def paper_config(model: str = "vgg16", kind: str = "probe", *, norm: str = "bn",
     Args:
         model: a registry name, ``torchvision:NAME`` or ``pkg.module:factory``.
         kind: ``train`` (no measurement), ``probe`` (Fig. 4, 10), ``ics`` (Fig. 3:
-            at the family's first ICS lr) or ``ics-noise`` (Fig. 2, 7: layer-input
+            at the family's first ICS lr) or ``ics-noise`` (Fig. 1, 2, 8: layer-input
             distributions, 5 evaluations along the run).
         norm: the normalization of this variant.
         **model_fields: more :class:`ModelConfig` fields (``depth``, ``width``, ...).

@@ -1,9 +1,11 @@
 """Every figure of Santurkar et al. 2018 as one command: ``landscape reproduce FIGURE``.
 
 A :class:`Figure` names the experiments it draws on (:data:`EXPERIMENTS`, each a
-set of runs of one kind: train, probe, ics or ics-noise) and the claims checked on
-them (:func:`landscape.report.claims.checked_claims`). Experiments are shared
-between figures (Fig. 2, 7 and 8 read the same noisy-BN runs) and run once.
+set of runs of one kind: train, probe, ics or ics-noise) and the claim groups of
+the catalogue (:mod:`landscape.catalogue`) judged on them
+(:func:`landscape.report.claims.group_claims`). Experiments are shared between
+figures (Fig. 1, 2 and 8 read the same noisy-BN runs) and run once. Fig. 7 (v3) is
+the theory's schematic: there is nothing to run for it.
 
 Two scales:
 
@@ -12,17 +14,18 @@ Two scales:
   VGG-11 (50 epochs) and ResNet-50 (20 epochs) at lr 0.01. GPU work.
 * ``cpu``: a documented reduction for a 2-core CPU (:data:`CPU_SCALE`): VGG-11 at
   an eighth of its width (every conv's channels x 0.125) instead of VGG-16, on all
-  of CIFAR-10's training images, for a quarter of the paper's steps (the shortest
-  run that :data:`landscape.report.claims.MIN_FRACTION` still gives verdicts for),
-  test accuracy on 2,000 test images; the DLN unchanged for a quarter of its
-  steps; ICS measured 50 times per run. ResNet-50 cannot reach a quarter of its
-  paper steps on a CPU (one step of batch 128 takes 20-45 s here): its CPU scale is a 2-epoch run on 512 images (8 steps) whose
-  verdicts are inconclusive by the short-run rule, a smoke test of the pipeline.
+  of CIFAR-10's training images, for a quarter of the paper's steps, test accuracy
+  on all 10,000 test images, ICS measured 50 times per run, the paper's layers
+  mapped onto VGG-11's 8 (:func:`landscape.catalogue.map_layer`). The DLN is cheap:
+  its CPU scale is the paper's protocol. ResNet-50 cannot run its paper steps on a
+  CPU (one step of batch 128 takes 20-45 s here): its CPU scale is a 2-epoch run on
+  512 images (8 steps), a smoke test of the pipeline whose verdicts say "too few
+  measurements". Every verdict carries the scale of its runs.
 
 Layout of the output directory (default ``runs/reproduce/<scale>``)::
 
     <out>/<experiment>/        one experiment (experiment.json, a run per variant)
-    <out>/<figure>/claims.json the figure's claims, verdicts and numbers
+    <out>/<figure>/claims.json the figure's claims, verdicts, intervals and numbers
     <out>/<figure>/report.html the figure's panels, claims first
 """
 
@@ -33,6 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from landscape import catalogue
 from landscape.config import RunConfig, ScheduleConfig
 from landscape.experiments import estimate_passes, lr_variants, variants, with_seeds
 from landscape.paper import paper_config, total_steps, with_measurements
@@ -48,14 +52,15 @@ class Experiment:
     model: str
     norms: tuple[str, ...]
     lrs: tuple[float, ...] = ()  # ics: a run per lr and norm; else one lr in place of the protocol's
-    layers: tuple[str, ...] = ()  # ics-noise: layer inputs to record (default: the paper's)
+    layers: tuple[int, ...] = ()  # ics-noise: the paper's layers whose inputs to record (mapped per model)
     epochs: int | None = None  # the paper's length in epochs (the seed review's runs)
     lr: float | None = None  # in place of the protocol's (the seed review: 0.01)
 
 
 @dataclass(frozen=True)
 class Check:
-    """Claims (a :data:`landscape.report.claims.CHECKS` name) on some experiments' runs."""
+    """A claim group of the catalogue (:data:`landscape.catalogue.GROUPS`) judged on
+    some experiments' runs."""
 
     name: str
     experiments: tuple[str, ...]
@@ -79,16 +84,17 @@ class Figure:
         return tuple(dict.fromkeys(keys))
 
 
-LP = ("l1", "l2", "linf")
+LP = catalogue.LP
+_NOISE_LAYERS = catalogue.paper_layers(("fig1-distributions", "noisy", "moments"), "vgg")  # 2, 3, 9, 11, 13
 EXPERIMENTS: dict[str, Experiment] = {
-    "vgg-noise": Experiment("ics-noise", "vgg16", ("none", "bn", "noisy_bn")),
-    "vgg-lr0.5": Experiment("ics-noise", "vgg16", ("none", "bn"), lr=0.5),
+    "vgg-noise": Experiment("ics-noise", "vgg16", ("none", "bn", "noisy_bn"), layers=_NOISE_LAYERS),
+    "vgg-lr0.5": Experiment("ics-noise", "vgg16", ("none", "bn"), lr=0.5, layers=(3, 11)),
     "vgg-ics": Experiment("ics", "vgg16", ("none", "bn"), lrs=(0.1, 0.01)),
     "dln-ics": Experiment("ics", "dln", ("none", "bn"), lrs=(1e-6, 1e-7)),
     "vgg-probe": Experiment("probe", "vgg16", ("none", "bn")),
-    "vgg-lp": Experiment("ics-noise", "vgg16", LP),
+    "vgg-lp": Experiment("ics-noise", "vgg16", LP, layers=(2, 9, 11, 13)),
     "vgg-lp-probe": Experiment("probe", "vgg16", LP),
-    "dln-depth": Experiment("ics-noise", "dln", ("none", "bn"), layers=("2", "6", "12", "18", "24")),
+    "dln-depth": Experiment("ics-noise", "dln", ("none", "bn"), layers=(1, 11, 24)),  # Fig. 9's layers
     "dln-probe": Experiment("probe", "dln", ("none", "bn")),
     "dln-lp-probe": Experiment("probe", "dln", LP),
     "vgg11-50ep": Experiment("train", "vgg11", ("none", "bn"), epochs=50, lr=0.01),
@@ -96,63 +102,71 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 _TRAINING = ("training",)
+_LANDSCAPE = ("landscape", "predictiveness", "smoothness", "training")
 FIGURES: dict[str, Figure] = {f.name: f for f in (
-    Figure("fig1", "Fig. 1", "BN trains faster and at learning rates where the standard VGG fails",
-           "BN reaches a given training accuracy in fewer steps; at lr 0.5 the standard network does not train "
-           "while the BN network does; layer-input distributions are more stable with BN.",
-           (Check("speed", ("vgg-noise",)), Check("high-lr", ("vgg-lr0.5",)), Check("accuracy", ("vgg-noise",))),
-           ("training", "distributions")),
+    Figure("fig1", "Fig. 1", "BN trains faster; the layer-input distributions differ marginally",
+           "\"a consistent gain in training speed in models with BatchNorm layers\"; the difference in the "
+           "evolution of the layer-input distributions \"seems to be much less pronounced\" (marginal). As "
+           "plotted: the standard network does not train at lr 0.5.",
+           (Check("fig1-training", ("vgg-noise",)), Check("fig1-high-lr", ("vgg-lr0.5",)),
+            Check("fig1-distributions", ("vgg-noise",))), ("training", "distributions")),
     Figure("fig2", "Fig. 2", "Noisy BN: unstable layer inputs, yet BN's training",
-           "Injecting time-varying noise after every BN layer makes the layer inputs unstable, yet the network "
-           "trains almost as well as with BN and better than the standard one.",
-           (Check("noise", ("vgg-noise",)), Check("noisy-like-bn", ("vgg-noise",))), ("training", "distributions")),
+           "With time-varying noise after every BN layer the network has \"qualitatively less stable "
+           "distributions than even the standard, non-BatchNorm network\", yet \"the performance difference "
+           "between models with BatchNorm layers, and 'noisy' BatchNorm layers is almost non-existent\" "
+           "(training accuracy, the noise on).",
+           (Check("noisy", ("vgg-noise",)),), ("training", "distributions")),
     Figure("fig3", "Fig. 3", "Internal covariate shift measured by gradients, VGG and DLN",
-           "ICS (the change of a layer's gradient when the earlier layers update) is not smaller with BN, often "
-           "larger, for VGG at lr 0.1 and 0.01 and for the DLN at 1e-6 and 1e-7.",
+           "\"networks with BatchNorm often exhibit an increase in ICS\" (l2 difference and cosine of G and G' at "
+           "VGG layers #5, #10 and DLN layers #9, #17); in the DLN \"the standard network experiences almost no "
+           "ICS ... whereas for BatchNorm it appears that G and G' are almost uncorrelated\".",
            (Check("ics", ("vgg-ics",)), Check("ics", ("dln-ics",))), ("training", "ics")),
     Figure("fig4", "Fig. 4", "The optimization landscape of VGG with and without BN",
            "With BN the loss varies less along the gradient (a), the gradient is more predictive (b) and the "
-           "effective beta-smoothness is lower and steadier (c).",
-           (Check("smoothness", ("vgg-probe",)), Check("stability", ("vgg-probe",))),
-           ("landscape", "predictiveness", "smoothness", "training")),
+           "effective beta-smoothness is lower (c).",
+           (Check("landscape", ("vgg-probe",)), Check("stability", ("vgg-probe",))), _LANDSCAPE),
     Figure("fig5", "Fig. 5", "l_p normalizations train as well as BN",
-           "Normalizing by the l1, l2 or l_inf norm instead of the standard deviation gives BN's performance.",
-           (Check("lp-accuracy", ("vgg-lp", "vgg-noise")),), ("training",)),
-    Figure("fig6", "Fig. 6", "l_p normalizations: more distributional shift than BN",
-           "The l_p normalizations' layer inputs shift more than BN's, yet they train as well: stability of the "
-           "layer inputs is not what helps.",
-           (Check("lp-drift", ("vgg-lp", "vgg-noise")),), ("distributions", "training")),
-    Figure("fig7", "Fig. 7", "Noisy BN: the layer-input moments drift",
-           "With noise injected after BN the mean and variance of the layer inputs drift far more than in the "
-           "standard network.",
-           (Check("noise", ("vgg-noise",)),), ("distributions", "training")),
-    Figure("fig8", "Fig. 8", "Noisy BN: moments change between successive steps",
-           "The change of the layer inputs' mean and variance between successive measurements is larger with "
-           "noisy BN than without BN.",
-           (Check("moment-change", ("vgg-noise",)),), ("distributions",)),
-    Figure("fig9", "Fig. 9", "Deep linear network: layer-input scale against depth",
-           "In the deep linear network without BN the scale (sigma) of the layer inputs grows with depth.",
+           "\"all the normalization strategies offer comparable performance to BatchNorm. In fact, for deep linear "
+           "networks, l1-normalization performs even better than BatchNorm\" (VGG: training accuracy; DLN: "
+           "training loss).",
+           (Check("lp-accuracy", ("vgg-lp", "vgg-noise")), Check("lp-loss", ("dln-lp-probe", "dln-probe"))),
+           ("training",)),
+    Figure("fig6", "Fig. 6", "l_p normalizations: more distributional shift than the standard network",
+           "The l_p normalizations give \"larger distributional covariate shift compared to normal networks\" "
+           "(layer #11), yet they train as well as BN.",
+           (Check("lp-shift", ("vgg-lp", "vgg-noise")),), ("distributions", "training")),
+    Figure("fig8", "Fig. 8", "Noisy BN: the layer-input moments move",
+           "The mean and variance of noisy BN's layer inputs (layers #2, #9, #13) change between steps and drift "
+           "from their start far more than the standard network's.",
+           (Check("moments", ("vgg-noise",)),), ("distributions",)),
+    Figure("fig9", "Fig. 9", "Deep linear network: layer-input distributions at depth",
+           "The DLN's layer inputs (layers 1, 11, 24) without BN; the paper says sigma is \"large and highly "
+           "uncontrolled in practice\" (§4). Growth with depth is our reading, checked apart.",
            (Check("depth", ("dln-depth",)),), ("distributions", "training")),
     Figure("fig10", "Fig. 10", "The optimization landscape of the deep linear network",
            "As for VGG: with BN a narrower loss band, a more predictive gradient and a lower beta_eff.",
-           (Check("smoothness", ("dln-probe",)), Check("stability", ("dln-probe",))),
-           ("landscape", "predictiveness", "smoothness", "training")),
+           (Check("landscape", ("dln-probe",)), Check("stability", ("dln-probe",))), _LANDSCAPE),
     Figure("fig11", "Fig. 11", "Gradient change against step size",
-           "At every step size along the gradient, the gradient changes less with BN.",
-           (Check("step-size", ("vgg-probe",)),), ("step-size", "predictiveness")),
+           "The gradient changes less along the gradient with BN at the step sizes probed (VGG and DLN): \"This "
+           "explains why networks with BatchNorm are largely robust to a broad range of learning rates.\"",
+           (Check("step-size", ("vgg-probe",)), Check("step-size", ("dln-probe",))), ("step-size", "predictiveness")),
     Figure("fig12", "Fig. 12", "The landscape of VGG with l_p normalizations",
-           "The l_p normalizations smooth the landscape as BN does.",
-           (Check("lp-smoothness", ("vgg-lp-probe", "vgg-probe")), Check("like-bn", ("vgg-lp-probe", "vgg-probe"))),
-           ("landscape", "predictiveness", "smoothness", "training")),
+           "\"all these techniques result in an improved smoothness of the landscape that is similar to the effect "
+           "of BatchNorm\" (\"a similar (and, sometime, even stronger) effect\"), and comparable training.",
+           (Check("lp-training-probe", ("vgg-lp-probe", "vgg-probe")),
+            Check("lp-landscape", ("vgg-lp-probe", "vgg-probe"))), _LANDSCAPE),
     Figure("fig13", "Fig. 13", "The landscape of the deep linear network with l_p normalizations",
-           "The l_p normalizations smooth the DLN's landscape as BN does.",
-           (Check("lp-smoothness", ("dln-lp-probe", "dln-probe")), Check("like-bn", ("dln-lp-probe", "dln-probe"))),
-           ("landscape", "predictiveness", "smoothness", "training")),
+           "As Fig. 12, for the DLN; its panel (a) is Fig. 5(b).",
+           (Check("lp-loss", ("dln-lp-probe", "dln-probe")), Check("lp-landscape", ("dln-lp-probe", "dln-probe"))),
+           _LANDSCAPE),
     Figure("seed-vgg11", "seed review", "VGG-11, 50 epochs, SGD lr 0.01: BN against none",
-           "BN raises the test accuracy.", (Check("accuracy", ("vgg11-50ep",)),), _TRAINING),
+           "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
+           (Check("seed-review", ("vgg11-50ep",)),), _TRAINING),
     Figure("seed-resnet50", "seed review", "ResNet-50, 20 epochs, SGD lr 0.01: BN against none",
-           "BN raises the test accuracy.", (Check("accuracy", ("resnet50-20ep",)),), _TRAINING),
+           "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
+           (Check("seed-review", ("resnet50-20ep",)),), _TRAINING),
 )}
+SCHEMATIC = {"fig7": "Fig. 7 is the theory's schematic (v3): nothing to run"}
 
 
 @dataclass(frozen=True)
@@ -164,14 +178,14 @@ class Reduction:
     fraction: float = 0.25  # of the paper's steps
     subset: int | None = None
     epochs: int | None = None  # replaces the paper's epochs (then fraction is ignored)
-    eval_samples: int | None = None
-    ics_measurements: int = 50  # ICS measurements per run
+    eval_samples: int | None = None  # None: every test image
+    ics_measurements: int | None = 50  # ICS measurements per run (None: the paper's schedule)
 
 
 CPU_SCALE: dict[str, Reduction] = {
-    "vgg16": Reduction(model="vgg11", width_mult=0.125, eval_samples=2000),
-    "vgg11": Reduction(width_mult=0.125, eval_samples=2000),
-    "dln": Reduction(),
+    "vgg16": Reduction(model="vgg11", width_mult=0.125),
+    "vgg11": Reduction(width_mult=0.125),
+    "dln": Reduction(fraction=1.0, ics_measurements=None),  # the paper's protocol: a 10k-step pair takes ~100 s
     "resnet50": Reduction(subset=512, epochs=2, eval_samples=500),
 }
 
@@ -187,7 +201,9 @@ SECONDS_PER_PASS = {
 
 
 def figure(name: str) -> Figure:
-    """Raises ValueError for an unknown figure name."""
+    """Raises ValueError for an unknown figure name (or Fig. 7, which has no experiment)."""
+    if name in SCHEMATIC:
+        raise ValueError(SCHEMATIC[name])
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)} or all")
     return FIGURES[name]
@@ -204,9 +220,15 @@ def _paper_base(exp: Experiment, norm: str, kind: str) -> RunConfig:
 
 
 def paper_steps(key: str) -> int:
-    """The paper's optimizer steps for experiment ``key`` (for the short-run rule)."""
+    """The paper's optimizer steps for experiment ``key`` (the scale of its verdicts)."""
     exp = EXPERIMENTS[key]
     return total_steps(_paper_base(exp, exp.norms[0], "train"))
+
+
+def paper_protocol(key: str) -> dict[str, object]:
+    """``{"model", "steps"}`` of the paper's protocol for experiment ``key`` (what a
+    verdict's scale is measured against)."""
+    return {"model": EXPERIMENTS[key].model, "steps": paper_steps(key)}
 
 
 def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, device: str = "auto",
@@ -246,14 +268,15 @@ def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, dev
     kind = exp.kind
     config = with_measurements(config, kind)
     steps = total_steps(config)
-    if kind == "ics" and scale == "cpu":
-        n = CPU_SCALE[exp.model].ics_measurements
+    n = CPU_SCALE[exp.model].ics_measurements if scale == "cpu" else None
+    if kind == "ics" and n is not None:
         schedule = ScheduleConfig(every=max(1, steps * 5 // (4 * n)), dense_until=steps // 15,
                                   dense_every=max(1, steps // (3 * n)))
         config = dataclasses.replace(config, ics=dataclasses.replace(config.ics, schedule=schedule))
     if kind == "ics-noise" and exp.layers:
-        config = dataclasses.replace(config, distributions=dataclasses.replace(config.distributions,
-                                                                               layers=exp.layers))
+        layers = sorted({catalogue.map_layer(i, model.name, model.depth) for i in exp.layers})
+        config = dataclasses.replace(config, distributions=dataclasses.replace(
+            config.distributions, layers=tuple(str(i) for i in layers)))
     configs = lr_variants(config, exp.norms, exp.lrs) if kind == "ics" else variants(config, exp.norms)
     return with_seeds(configs, seeds) if seeds else configs
 
@@ -271,5 +294,5 @@ def figure_seconds(name: str, scale: str, seeds: int = 1, done: set[str] | None 
     return sum(estimate_seconds(k, scale, seeds) for k in figure(name).all_experiments if k not in (done or set()))
 
 
-__all__ = ["CPU_SCALE", "EXPERIMENTS", "FIGURES", "SCALES", "Check", "Experiment", "Figure", "experiment_configs",
-           "figure", "paper_steps"]
+__all__ = ["CPU_SCALE", "EXPERIMENTS", "FIGURES", "SCALES", "SCHEMATIC", "Check", "Experiment", "Figure",
+           "experiment_configs", "figure", "paper_protocol", "paper_steps"]

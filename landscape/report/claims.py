@@ -1,34 +1,40 @@
-"""The paper's claims as statistics of an experiment's runs, each with a verdict
-(Santurkar et al. 2018): ``supports``, ``contradicts`` or ``inconclusive``, and the
-numbers behind it. Pure numpy on run records, like the rest of the report.
+"""The paper's claims judged on recorded runs: every row of the catalogue
+(:mod:`landscape.catalogue`) by one function, :func:`judge`, with an interval.
 
-Claims by experiment kind:
+A row compares variant ``a`` with variant ``b`` (``none`` and ``bn``, ``l1`` and
+``bn``, ...) through a *measure* (:data:`MEASURES`) that turns the two runs of one
+seed into values paired by training step, as the paper plots them:
 
-* ``probe`` (Fig. 4; Fig. 10 for the deep linear network): without BN against with
-  BN, the ratios of the median and of the 90th percentile over the probe steps of
-  the loss-band width (max - min over the step sizes of L(w - eta g)), the gradient
-  predictiveness (the largest ||grad L(w - eta g) - g||) and beta_eff; BN's median
-  beta_eff against the stability limit 2/eta; the test-accuracy gain from BN (the
-  seed review's reading). Every other normalization (l_p, noisy BN) is compared
-  with BN by the loss-band width (Fig. 5, 6: they should behave like BN).
-* ``ics`` (Fig. 3): ICS (the l2 change of a layer's gradient) with BN against
-  without, per learning rate: BN's is not smaller.
-* ``ics-noise`` (Fig. 2, 7): noisy BN's test accuracy against the standard
-  network's, and the drift of its layer-input moments against the standard's.
+* ratios (loss band, gradient change, beta_eff, ICS l2, moment changes, training
+  loss): the statistic is the median over the common steps of ``log(a_t / b_t)``,
+  shown as the ratio ``exp(median)``;
+* accuracies: the mean over the common steps of ``a_t - b_t`` (training accuracy:
+  over the whole run for Fig. 1's speed, over the last 10% of the steps for "final";
+  noisy BN's is logged in train mode, its noise on), or the difference of the final
+  test accuracies;
+* cosines (Fig. 3): the difference of the two runs' median cos(G, G'), or for the
+  DLN ``max(median |cos_bn| - 0.3, 0.9 - median cos_none)`` (<= 0: both hold).
 
-Verdicts (:data:`RATIO`, :data:`ACCURACY_MARGIN`, :data:`MIN_FRACTION`): a ratio
-claim supports when every ratio it names is at least ``RATIO`` in the claimed
-direction, contradicts when every one is at least ``RATIO`` the other way, and is
-inconclusive otherwise. With several seeds the verdict is taken per seed: the
-claim holds its verdict only when every seed gives it, else it is inconclusive
-("seeds disagree"). A run shorter than ``MIN_FRACTION`` of the paper's steps makes
-every claim inconclusive, whatever its numbers, which are reported all the same.
+Intervals (:mod:`landscape.report.intervals`), 95%:
+
+* one seed: a stationary bootstrap over the step index (B = 2000,
+  ``numpy.random.default_rng(0)``; the estimate +- t x the bootstrap standard
+  deviation, see :func:`landscape.report.intervals.stationary_bootstrap` for why and
+  its measured coverage): within the run, seed variance not included; a final test
+  accuracy: the binomial interval of the difference on the test images;
+* two seeds or more: the mean of the per-seed statistics (for ratios, the mean of
+  the logs: a geometric mean) with a Student-t interval over the seeds.
+
+The verdict is read from the interval against the row's threshold (the catalogue's
+table). No verdict ("inconclusive", with the reason) when a run is not complete,
+when fewer than :data:`~landscape.catalogue.MIN_POINTS` steps pair up, when a ratio
+has a zero on either side, or when a layer or series the row reads was not recorded.
+Pure numpy on run records, like the rest of the report.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,30 +42,508 @@ from typing import Any
 
 import numpy as np
 
-from landscape.report import data
+from landscape import catalogue
+from landscape.catalogue import ACCURACY, CORRELATED, FINAL_FRACTION, MIN_POINTS, RATIO, UNCORRELATED, Row
+from landscape.config import DATASET_SIZES
+from landscape.report import data, intervals
 from landscape.report.data import RunRecord, split_seed  # split_seed: re-exported
 
-RATIO = 1.25  # a ratio counts in a direction when it is at least this (or at most 1/this)
-ACCURACY_MARGIN = 0.01  # a test-accuracy difference counts when it is at least one point
-MIN_FRACTION = 0.25  # runs shorter than this fraction of the paper's steps are inconclusive
 VERDICTS = ("supports", "contradicts", "inconclusive")
-LP_VARIANTS = ("l1", "l2", "linf")
+LOG_CLIP = 50.0  # |log ratio| beyond this (an overflowed probe: inf) counts as this
+COMPLETE = ("finished", "diverged")
+
+
+class NoVerdict(Exception):
+    """The row applies but its numbers cannot give a verdict; the message says why."""
+
+
+class NotApplicable(Exception):
+    """The row does not apply to these runs (e.g. a step size they were not probed at)."""
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper, checked on one experiment."""
+    """One judged row of the catalogue: what ``claims.json`` holds per entry."""
 
+    id: str
     figure: str
+    panel: str
     claim: str
+    quote: str
+    quote_source: str
     statistic: str
-    values: dict[str, float]  # per variant (seed means), or the statistic per seed
+    test: str
+    estimate: float | None
+    values: dict[str, float]
+    interval: list[float] | None
+    interval_reason: str
+    interval_method: str
+    threshold: float
     verdict: str
-    reason: str = ""
-    per_seed: dict[str, str] = field(default_factory=dict)  # seed -> its own verdict
+    reason: str
+    scale: dict[str, Any]
+    seeds: list[int]
+    per_seed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    beyond_paper: bool = False
+    also: list[str] = field(default_factory=list)
+    layers: dict[str, list[int]] = field(default_factory=dict)  # {"paper": [5], "run": [3]}: the mapping used
+    schema_version: int = catalogue.SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# -- per-step series of one run -------------------------------------------------
+def _series(record: RunRecord, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name not in record.series:
+        raise NoVerdict(f"{record.label} has no {name}")
+    steps, values = record.series[name]
+    return np.asarray(steps, dtype=float).ravel(), np.asarray(values, dtype=float)
+
+
+def _rows(record: RunRecord, name: str, reduce: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    steps, values = _series(record, name)
+    if values.ndim == 1:
+        return steps, values
+    with warnings.catch_warnings():  # all-NaN rows (a diverged probe) stay NaN and are dropped
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return steps, reduce(values)
+
+
+def band_width(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """max - min over the step sizes of L(w - eta g), per probe step (Fig. 4a)."""
+    return _rows(record, "probe/loss", lambda v: np.nanmax(v, axis=1) - np.nanmin(v, axis=1))
+
+
+def predictiveness(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """The largest ||grad L(w - eta g) - g|| over the step sizes, per probe step (Fig. 4b)."""
+    return _rows(record, "probe/grad_diff", lambda v: np.nanmax(v, axis=1))
+
+
+def beta(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """beta_eff per probe step (Fig. 4c)."""
+    return _rows(record, "probe/beta", lambda v: np.nanmax(v, axis=1))
+
+
+def grad_change(record: RunRecord, multiple: float) -> tuple[np.ndarray, np.ndarray]:
+    """||grad L(w - eta g) - g|| at the step size ``multiple`` x lr, per probe step (Fig. 11)."""
+    steps, values = _series(record, "probe/grad_diff")
+    sizes, lr = data.absolute_step_sizes(record.config), record.lr
+    if sizes is None or lr is None or values.ndim != 2 or values.shape[1] != len(sizes):
+        raise NoVerdict(f"{record.label}: the probe's step sizes are unknown")
+    match = np.flatnonzero(np.isclose(sizes / lr, multiple, rtol=1e-6))
+    if not match.size:
+        raise NotApplicable(f"{record.label} was not probed at {multiple:g} x lr")
+    return steps, values[:, match[0]]
+
+
+def _layer(record: RunRecord, paper_layer: int) -> int:
+    model = data._get(record.config, "model", "name", default="") or ""
+    depth = data._get(record.config, "model", "depth")
+    return catalogue.map_layer(paper_layer, str(model), depth if isinstance(depth, int) else None)
+
+
+def ics(record: RunRecord, key: str, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ics/KEY/#k`` at the run's layer for the paper's ``paper_layer``."""
+    return _series(record, f"ics/{key}/#{_layer(record, paper_layer)}")
+
+
+def moments(record: RunRecord, kind: str, paper_layers: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per measurement: the mean over the layers and sampled channels of ``|dist/KIND|``
+    (KIND: mean_change, var_change, mean_drift, var_drift) at the steps every layer has."""
+    per_layer = [_series(record, f"dist/{kind}/#{_layer(record, layer)}") for layer in paper_layers]
+    common = per_layer[0][0]
+    for steps, _ in per_layer[1:]:
+        common = np.intersect1d(common, steps)
+    columns = []
+    for steps, values in per_layer:
+        values = np.abs(values.reshape(len(steps), -1))
+        columns.append(values[np.searchsorted(steps, common)])
+    return common, np.concatenate(columns, axis=1).mean(axis=1)
+
+
+def sigma(record: RunRecord, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per measurement: the mean over the sampled channels of the layer input's standard deviation."""
+    steps, var = _series(record, f"dist/var/#{_layer(record, paper_layer)}")
+    return steps, np.sqrt(np.abs(var.reshape(len(steps), -1))).mean(axis=1)
+
+
+def _padded(record: RunRecord, steps: np.ndarray, values: np.ndarray, until: np.ndarray,
+            fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """A diverged run's training series continued with ``fill`` (accuracy 0, loss inf)
+    at the other run's later steps: it stopped training, it did not stop counting."""
+    if record.status != "diverged" or not steps.size:
+        return steps, values
+    later = until[until > steps[-1]]
+    return np.concatenate([steps, later]), np.concatenate([values, np.full(later.size, fill)])
+
+
+# -- pairing ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Paired:
+    """One seed's paired values: ``data`` rows are steps (``(n,)`` or ``(n, 2)``)."""
+
+    data: np.ndarray
+    statistic: str  # a key of STATISTICS
+    values: dict[str, float]
+
+
+def _pair(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    (sa, xa), (sb, xb) = a, b
+    common, ia, ib = np.intersect1d(sa, sb, return_indices=True)
+    x = np.stack([xa[ia], xb[ib]], axis=1) if common.size else np.empty((0, 2))
+    return common, x
+
+
+def _final(steps: np.ndarray) -> np.ndarray:
+    """The last FINAL_FRACTION of the steps (a mask)."""
+    return steps >= (1 - FINAL_FRACTION) * steps.max() if steps.size else np.zeros(0, dtype=bool)
+
+
+def _enough(n: int, what: str) -> None:
+    if n < MIN_POINTS:
+        raise NoVerdict(f"too few measurements: {n} paired {what} (at least {MIN_POINTS})")
+
+
+def _log_ratio(x: np.ndarray, names: tuple[str, str], what: str) -> Paired:
+    """Paired positive values -> their log ratios (NaN steps dropped, zeros refused)."""
+    keep = ~np.isnan(x).any(axis=1)
+    x = x[keep]
+    _enough(len(x), what)
+    zero_a, zero_b = int((x[:, 0] == 0).sum()), int((x[:, 1] == 0).sum())
+    if zero_a or zero_b:
+        raise NoVerdict(f"zero denominator: {what} is 0 for {names[1]} at {zero_b} and for {names[0]} at {zero_a} "
+                        f"of {len(x)} steps, so their ratio is undefined")
+    if (x < 0).any():
+        raise NoVerdict(f"negative {what}: no ratio")
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        logs = np.clip(np.log(x[:, 0]) - np.log(x[:, 1]), -LOG_CLIP, LOG_CLIP)
+    logs = np.nan_to_num(logs, nan=0.0)  # inf / inf: both overflowed, no difference to measure
+    return Paired(logs, "median", {f"{names[0]}: median": float(np.median(x[:, 0])),
+                                   f"{names[1]}: median": float(np.median(x[:, 1])), "points": float(len(x))})
+
+
+def _difference(x: np.ndarray, names: tuple[str, str], what: str) -> Paired:
+    x = x[~np.isnan(x).any(axis=1)]
+    _enough(len(x), what)
+    return Paired(x[:, 0] - x[:, 1], "mean", {f"{names[0]}: mean": float(x[:, 0].mean()),
+                                              f"{names[1]}: mean": float(x[:, 1].mean()), "points": float(len(x))})
+
+
+def _two_runs(series: Callable[[RunRecord], tuple[np.ndarray, np.ndarray]], what: str, kind: str = "log"):
+    def measure(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+        _, x = _pair(series(a), series(b))
+        names = (row.a, row.b)
+        return _log_ratio(x, names, what) if kind == "log" else _difference(x, names, what)
+    return measure
+
+
+def _training(name: str, fill: float, final: bool, kind: str, what: str):
+    """Training accuracy or loss paired by step (a diverged run continues at ``fill``)."""
+    def measure(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+        sa, xa = _series(a, name)
+        sb, xb = _series(b, name)
+        sa, xa = _padded(a, sa, xa, sb, fill)
+        sb, xb = _padded(b, sb, xb, sa, fill)
+        steps, x = _pair((sa, xa), (sb, xb))
+        if final:
+            x = x[_final(steps)]
+        names = (row.a, row.b)
+        return _log_ratio(x, names, what) if kind == "log" else _difference(x, names, what)
+    return measure
+
+
+def _grad_change(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    _, x = _pair(grad_change(a, row.step_size), grad_change(b, row.step_size))
+    return _log_ratio(x, (row.a, row.b), f"gradient changes at {row.step_size:g} x lr")
+
+
+def _ics_l2(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    _, x = _pair(ics(a, "l2", row.layers[0]), ics(b, "l2", row.layers[0]))
+    return _log_ratio(x, (row.a, row.b), f"ICS l2 values at layer #{_layer(a, row.layers[0])}")
+
+
+def _ics_cosines(a: RunRecord, b: RunRecord, row: Row, statistic: str) -> Paired:
+    _, x = _pair(ics(a, "cosine", row.layers[0]), ics(b, "cosine", row.layers[0]))
+    x = x[~np.isnan(x).any(axis=1)]
+    _enough(len(x), f"ICS cosines at layer #{_layer(a, row.layers[0])}")
+    return Paired(x, statistic, {f"{row.a}: median cos": float(np.median(x[:, 0])),
+                                 f"{row.b}: median cos": float(np.median(x[:, 1])),
+                                 f"{row.a}: median |cos|": float(np.median(np.abs(x[:, 0]))), "points": float(len(x))})
+
+
+def _moments(kind: str):
+    def measure(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+        _, x = _pair(moments(a, kind, row.layers), moments(b, kind, row.layers))
+        return _log_ratio(x, (row.a, row.b), f"|{kind}| values")
+    return measure
+
+
+def _beta_limit(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    steps, values = beta(a)
+    if a.lr is None:
+        raise NoVerdict(f"{a.label}: no learning rate")
+    x = np.stack([values * a.lr / 2, np.ones_like(values)], axis=1)
+    return _log_ratio(x, (f"{row.a} beta_eff x eta/2", "1"), "beta_eff values")
+
+
+def _sigma_depth(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    deep, shallow = row.layers[-1], row.layers[0]
+    _, x = _pair(sigma(a, deep), sigma(a, shallow))
+    return _log_ratio(x, (f"sigma #{_layer(a, deep)}", f"sigma #{_layer(a, shallow)}"), "sigma values")
+
+
+def test_images(config: Mapping[str, Any]) -> int | None:
+    """How many test examples a run's test accuracy rests on (None: no test set)."""
+    name = data._get(config, "data", "name")
+    full = DATASET_SIZES[name][1] if name in DATASET_SIZES else data._get(config, "data", "synthetic_test")
+    if name == "gaussian-linear" or not isinstance(full, int):
+        return None
+    n = data._get(config, "train", "eval_samples")
+    return min(n, full) if isinstance(n, int) else full
+
+
+def train_images(config: Mapping[str, Any]) -> int | None:
+    name = data._get(config, "data", "name")
+    full = DATASET_SIZES[name][0] if name in DATASET_SIZES else data._get(config, "data", "synthetic_train")
+    subset = data._get(config, "data", "subset")
+    return min(subset, full) if isinstance(subset, int) and isinstance(full, int) else full
+
+
+def final_test_accuracy(record: RunRecord) -> float:
+    steps, values = _series(record, "test/acc")
+    if not values.size:
+        raise NoVerdict(f"{record.label} has no test accuracy")
+    return float(values.ravel()[-1])
+
+
+def _test_accuracy(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    na, nb = test_images(a.config), test_images(b.config)
+    if not na or not nb:
+        raise NoVerdict("no test set of known size")
+    pa, pb = final_test_accuracy(a), final_test_accuracy(b)
+    return Paired(np.array([[pa, na], [pb, nb]]), "binomial",
+                  {f"{row.a}: test accuracy": pa, f"{row.b}: test accuracy": pb, "test images": float(na)})
+
+
+MEASURES: dict[str, Callable[[RunRecord, RunRecord, Row], Paired]] = {
+    "band": _two_runs(band_width, "loss-band widths"),
+    "predictiveness": _two_runs(predictiveness, "gradient changes"),
+    "beta": _two_runs(beta, "beta_eff values"),
+    "grad-change": _grad_change,
+    "ics-l2": _ics_l2,
+    "ics-cos-gap": lambda a, b, row: _ics_cosines(a, b, row, "median-gap"),
+    "ics-uncorrelated": lambda a, b, row: _ics_cosines(a, b, row, "uncorrelated"),
+    "train-acc-curve": _training("train/acc", 0.0, False, "difference", "training accuracies"),
+    "train-acc-final": _training("train/acc", 0.0, True, "difference", "training accuracies (last 10%)"),
+    "train-loss-final": _training("train/loss", math.inf, True, "log", "training losses (last 10%)"),
+    "test-acc": _test_accuracy,
+    "dist-change-mean": _moments("mean_change"),
+    "dist-change-var": _moments("var_change"),
+    "dist-drift-mean": _moments("mean_drift"),
+    "dist-drift-var": _moments("var_drift"),
+    "beta-limit": _beta_limit,
+    "sigma-depth": _sigma_depth,
+}
+
+# Vectorized statistics: (B, n[, 2]) -> (B,).
+STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "median": lambda x: np.median(x, axis=1),
+    "mean": lambda x: np.mean(x, axis=1),
+    "median-gap": lambda x: np.median(x[..., 0], axis=1) - np.median(x[..., 1], axis=1),
+    "uncorrelated": lambda x: np.maximum(np.median(np.abs(x[..., 0]), axis=1) - UNCORRELATED,
+                                         CORRELATED - np.median(x[..., 1], axis=1)),
+}
+
+STATISTIC_TEXT = {
+    "band": "loss-band width (max - min over eta of L(w - eta g))",
+    "predictiveness": "largest ||grad L(w - eta g) - g|| over eta",
+    "beta": "beta_eff",
+    "grad-change": "||grad L(w - eta g) - g|| at one eta",
+    "ics-l2": "ICS ||G - G'||",
+    "ics-cos-gap": "median cos(G, G'), a minus b",
+    "ics-uncorrelated": f"max(median |cos_bn| - {UNCORRELATED}, {CORRELATED} - median cos_none)",
+    "train-acc-curve": "training accuracy (train mode) at every logged step, a minus b, mean",
+    "train-acc-final": "training accuracy (train mode, noise on) over the last 10% of the steps, a minus b, mean",
+    "train-loss-final": "training loss over the last 10% of the steps",
+    "test-acc": "final test accuracy, a minus b",
+    "dist-change-mean": "|change of a layer input's per-channel mean| between successive measurements",
+    "dist-change-var": "|change of a layer input's per-channel variance| between successive measurements",
+    "dist-drift-mean": "|per-channel mean - its first measurement|",
+    "dist-drift-var": "|per-channel variance - its first measurement|",
+    "beta-limit": "beta_eff x eta / 2 (1: at the stability limit 2/eta)",
+    "sigma-depth": "the layer input's standard deviation, deepest / shallowest layer",
+}
+
+
+def statistic_text(row: Row) -> str:
+    """What the row's statistic is, in words."""
+    base = STATISTIC_TEXT[row.measure]
+    if row.log_scale:
+        return f"median over the paired steps of {row.a}/{row.b} of: {base}"
+    return base.replace("a minus b", f"{row.a} minus {row.b}")
+
+
+# -- verdicts ---------------------------------------------------------------------
+def verdict(test: str, lo: float, hi: float, threshold: float) -> tuple[str, str]:
+    """The verdict of an interval ``[lo, hi]`` of a statistic (on the log scale for
+    ratios) against ``threshold`` (see :mod:`landscape.catalogue`), and why it is
+    inconclusive when it is."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive", "no finite interval"
+    t = threshold
+    rules = {
+        "greater": (lo > t, hi < -t),
+        "less": (hi < -t, lo > t),
+        "not-below": (lo > -t, hi < -t),
+        "not-above": (hi < t, lo > t),
+        "within": (-t < lo and hi < t, hi < -t or lo > t),
+    }
+    supports, contradicts = rules[test]
+    if supports:
+        return "supports", ""
+    if contradicts:
+        return "contradicts", ""
+    if test in ("greater", "less") and -t <= lo and hi <= t:
+        return "inconclusive", "effect within threshold: the interval lies between the thresholds"
+    return "inconclusive", "too noisy: the interval reaches across a threshold"
+
+
+@dataclass(frozen=True)
+class _Seed:
+    """One seed's statistic and its within-run interval (on the statistic's scale)."""
+
+    estimate: float
+    interval: intervals.Interval
+    values: dict[str, float]
+
+
+def _one_seed(row: Row, a: RunRecord, b: RunRecord) -> _Seed:
+    paired = MEASURES[row.measure](a, b, row)
+    if paired.statistic == "binomial":
+        (pa, na), (pb, nb) = paired.data
+        interval = intervals.binomial_difference(pa, int(na), pb, int(nb))
+    else:
+        interval = intervals.stationary_bootstrap(paired.data, STATISTICS[paired.statistic])
+    return _Seed(interval.estimate, interval, paired.values)
+
+
+def _variant(groups: Mapping[str, Mapping[int | None, RunRecord]], name: str, lr: float | None) -> str | None:
+    """The variant of ``groups`` that stands for ``name`` (at ``lr``: ``NAME-lrLR``)."""
+    if lr is None:
+        return name if name in groups else None
+    return next((v for v in groups if v.rpartition("-lr")[0] == name and (x := _lr_of(v)) is not None
+                 and math.isclose(x, lr, rel_tol=1e-9)), None)
+
+
+def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = record.config
+    model = str(data._get(config, "model", "name", default="") or "")
+    fam = catalogue.family(model)
+    steps = config.get("total_steps", data._get(config, "train", "steps"))
+    paper_steps = (paper or {}).get("steps")
+    paper_model = (paper or {}).get("model", catalogue.PAPER_MODEL.get(fam, model))
+    width = data._get(config, "model", "width_mult", default=1.0)
+    scale = {"model": model, "width_mult": width, "steps": steps, "paper_steps": paper_steps,
+             "train_images": train_images(config), "test_images": test_images(config)}
+    full_test = test_images({**config, "train": {**(config.get("train") or {}), "eval_samples": None}})
+    scale["protocol"] = bool(model == paper_model and width == 1 and paper_steps and steps == paper_steps
+                             and not data._get(config, "data", "subset") and scale["test_images"] == full_test)
+    return scale
+
+
+def scale_label(scale: Mapping[str, Any] | None) -> str:
+    """``paper protocol: dln, 10,000 steps`` or ``reduced: vgg11 x1/8, 3,750 of 15,000
+    steps, 10,000 test images``."""
+    if not scale:
+        return "scale unknown"
+    parts = [str(scale.get("model"))]
+    width = scale.get("width_mult")
+    if isinstance(width, (int, float)) and width != 1:
+        parts[0] += f" x1/{1 / width:g}" if 1 / width == round(1 / width) else f" x{width:g}"
+    steps, paper_steps = scale.get("steps"), scale.get("paper_steps")
+    if isinstance(steps, (int, float)):
+        of = f" of {paper_steps:,}" if isinstance(paper_steps, (int, float)) and paper_steps != steps else ""
+        parts.append(f"{steps:,}{of} steps")
+    if isinstance(scale.get("train_images"), int) and scale.get("protocol") is False:
+        parts.append(f"{scale['train_images']:,} training images")
+    if isinstance(scale.get("test_images"), int):
+        parts.append(f"{scale['test_images']:,} test images")
+    return ("paper protocol: " if scale.get("protocol") else "reduced: ") + ", ".join(parts)
+
+
+def judge(row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]],
+          paper: Mapping[str, Any] | None = None) -> Claim | None:
+    """The claim of ``row`` on the runs ``groups`` (variant -> seed -> run); None when
+    the row does not apply (a variant missing, another model family, a step size
+    not probed). ``paper``: ``{"model", "steps"}`` of the paper's protocol for these
+    runs (for the scale)."""
+    if row.per_lr:
+        raise ValueError(f"{row.id}: a per-lr row is judged at one lr (Row.at_lr)")
+    va, vb = _variant(groups, row.a, row.lr), _variant(groups, row.b, row.lr)
+    if va is None or vb is None:
+        return None
+    seeds = [s for s in groups[va] if s in groups[vb]]
+    if not seeds:
+        return None
+    first = groups[va][seeds[0]]
+    model = str(data._get(first.config, "model", "name", default="") or "")
+    if row.family != "any" and catalogue.family(model) != row.family:
+        return None
+    per_seed: dict[str, dict[str, Any]] = {}
+    good: dict[str, _Seed] = {}
+    reasons: list[str] = []
+    for seed in seeds:
+        key = "0" if seed is None else str(seed)
+        try:
+            result = _one_seed(row, groups[va][seed], groups[vb][seed])
+        except NotApplicable:
+            return None
+        except NoVerdict as e:
+            per_seed[key] = {"estimate": None, "interval": None, "verdict": "inconclusive", "reason": str(e)}
+            reasons.append(str(e))
+            continue
+        good[key] = result
+        lo, hi = result.interval.lo, result.interval.hi
+        v, why = verdict(row.test, lo, hi, _threshold(row))
+        per_seed[key] = {"estimate": _shown(row, result.estimate), "interval": [_shown(row, lo), _shown(row, hi)],
+                         "verdict": v, "reason": why}
+    incomplete = sorted({r.label for s in seeds for r in (groups[va][s], groups[vb][s]) if r.status not in COMPLETE})
+    base = dict(id=row.id, figure=row.figure, panel=row.panel, claim=row.claim, quote=row.quote,
+                quote_source=row.quote_source, statistic=statistic_text(row), test=row.test,
+                threshold=row.threshold, scale=_scale(first, paper),
+                seeds=[0 if s is None else s for s in seeds], per_seed=per_seed if len(seeds) > 1 else {},
+                beyond_paper=row.beyond_paper, also=list(row.also),
+                layers={"paper": list(row.layers), "run": [_layer(first, i) for i in row.layers]} if row.layers else {})
+    if not good:
+        return Claim(**base, estimate=None, values={}, interval=None, interval_reason=reasons[0],
+                     interval_method="", verdict="inconclusive", reason=reasons[0])
+    if len(good) == 1:
+        (result,) = good.values()
+        interval = result.interval
+        values = result.values
+    else:
+        interval = intervals.t_interval([s.estimate for s in good.values()],
+                                        note="over seeds" if not row.log_scale else "over seeds, of the logs")
+        values = {k: float(np.mean([s.values[k] for s in good.values() if k in s.values]))
+                  for k in next(iter(good.values())).values}
+    v, why = verdict(row.test, interval.lo, interval.hi, _threshold(row))
+    if reasons:
+        why = "; ".join(filter(None, [why, f"{len(reasons)} of {len(seeds)} seeds gave no number: {reasons[0]}"]))
+    if incomplete:
+        v, why = "inconclusive", f"runs not complete: {', '.join(incomplete)}"
+    return Claim(**base, estimate=_shown(row, interval.estimate), values=values,
+                 interval=[_shown(row, interval.lo), _shown(row, interval.hi)], interval_reason="",
+                 interval_method=interval.method, verdict=v, reason=why)
+
+
+def _threshold(row: Row) -> float:
+    return math.log(row.threshold) if row.log_scale else row.threshold
+
+
+def _shown(row: Row, value: float) -> float:
+    """A statistic in the units it is shown in (ratios: exp of the log)."""
+    return float(math.exp(value)) if row.log_scale and math.isfinite(value) else float(value)
 
 
 def by_variant(records: Sequence[RunRecord]) -> dict[str, dict[int | None, RunRecord]]:
@@ -71,564 +555,90 @@ def by_variant(records: Sequence[RunRecord]) -> dict[str, dict[int | None, RunRe
     return out
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=float).ravel()
-    return values[np.isfinite(values)]
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    values = _finite(values)
-    return float(np.quantile(values, q)) if values.size else math.nan
-
-
-def _per_step(record: RunRecord, name: str, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """One number per recorded step of an array metric (``reduce`` over its columns)."""
-    if name not in record.series:
-        return np.empty(0)
-    values = np.asarray(record.series[name][1], dtype=float)
-    if values.ndim == 1:
-        return values
-    with warnings.catch_warnings():  # all-NaN rows (a diverged probe) stay NaN, as meant
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return reduce(values)
-
-
-def band_width(record: RunRecord) -> np.ndarray:
-    """max - min over the step sizes of L(w - eta g), per probe step (Fig. 4a)."""
-    return _per_step(record, "probe/loss", lambda v: np.nanmax(v, axis=1) - np.nanmin(v, axis=1))
-
-
-def predictiveness(record: RunRecord) -> np.ndarray:
-    """The largest ||grad L(w - eta g) - g|| over the step sizes, per probe step (Fig. 4b)."""
-    return _per_step(record, "probe/grad_diff", lambda v: np.nanmax(v, axis=1))
-
-
-def beta(record: RunRecord) -> np.ndarray:
-    return _per_step(record, "probe/beta", lambda v: v)
-
-
-def final(record: RunRecord, name: str) -> float:
-    if name not in record.series or not len(record.series[name][1]):
-        return math.nan
-    return float(np.asarray(record.series[name][1], dtype=float).ravel()[-1])
-
-
-def _ratio_verdict(ratios: Sequence[float]) -> str:
-    """``supports`` when every ratio is >= RATIO, ``contradicts`` when every one is
-    <= 1/RATIO, else ``inconclusive`` (NaN counts as neither)."""
-    if ratios and all(r >= RATIO for r in ratios):
-        return "supports"
-    if ratios and all(r <= 1 / RATIO for r in ratios):
-        return "contradicts"
-    return "inconclusive"
-
-
-def _ratio_judge(keys: Sequence[str], pair: str) -> Callable[[dict[str, float], dict[str, float]],
-                                                               tuple[dict[str, float], str]]:
-    """A judge comparing two runs' ``keys`` by ratio (``"KEY ratio PAIR"``), supporting
-    when every ratio is at least RATIO."""
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        ratios = {f"{k} ratio {pair}": a[k] / b[k] for k in keys}
-        return ratios, _ratio_verdict(list(ratios.values()))
-
-    return judge
-
-
-def _difference_verdict(difference: float) -> str:
-    if difference >= ACCURACY_MARGIN:
-        return "supports"
-    if difference <= -ACCURACY_MARGIN:
-        return "contradicts"
-    return "inconclusive"
-
-
-def _combine(per_seed: dict[str, str], too_short: str) -> tuple[str, str]:
-    """One verdict from the seeds' verdicts, and the reason when it is inconclusive."""
-    verdicts = set(per_seed.values())
-    if too_short:
-        return "inconclusive", too_short
-    if not verdicts:
-        return "inconclusive", "no paired runs with data"
-    if len(verdicts) > 1:
-        return "inconclusive", "seeds disagree: " + ", ".join(f"seed {s} {v}" for s, v in per_seed.items())
-    (verdict,) = verdicts
-    return verdict, "" if verdict != "inconclusive" else "the numbers are not all beyond the thresholds in one direction"
-
-
-def _paired_claims(
-    groups: Mapping[str, Mapping[int | None, RunRecord]],
-    first: str,
-    second: str,
-    *,
-    figure: str,
-    claim: str,
-    statistic: str,
-    measure: Callable[[RunRecord], dict[str, float]],
-    judge: Callable[[dict[str, float], dict[str, float]], tuple[dict[str, float], str]],
-    too_short: str,
-) -> list[Claim]:
-    """A claim comparing variant ``first`` with ``second`` seed by seed (``measure`` gives
-    a run's numbers, ``judge`` the compared numbers and one seed's verdict): one claim,
-    or none when the two variants have no seed in common."""
-    if first not in groups or second not in groups:
-        return []
-    seeds = [s for s in groups[first] if s in groups[second]]
-    if not seeds:
-        return []
-    values: dict[str, list[float]] = {}
-    per_seed: dict[str, str] = {}
-    for seed in seeds:
-        a, b = measure(groups[first][seed]), measure(groups[second][seed])
-        compared, verdict = judge(a, b)
-        per_seed["0" if seed is None else str(seed)] = verdict
-        for key, value in {**{f"{first}: {k}": v for k, v in a.items()},
-                           **{f"{second}: {k}": v for k, v in b.items()}, **compared}.items():
-            values.setdefault(key, []).append(value)
-    verdict, reason = _combine(per_seed, too_short)
-    means = {k: float(np.mean(v)) if not any(math.isnan(x) for x in v) else math.nan for k, v in values.items()}
-    return [Claim(figure, claim, statistic, means, verdict, reason, per_seed if len(seeds) > 1 else {})]
-
-
-def _smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    claims = []
-    for name, series, what in (
-        ("loss-band width", band_width, "BN narrows the loss along the gradient (a smoother loss landscape)"),
-        ("gradient predictiveness", predictiveness, "with BN the gradient changes less along its own direction"),
-        ("beta_eff", beta, "BN lowers the effective beta-smoothness"),
-    ):
-        def measure(record: RunRecord, series=series) -> dict[str, float]:
-            values = series(record)
-            return {"median": _quantile(values, 0.5), "p90": _quantile(values, 0.9)}
-
-        def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-            ratios = {"median ratio none/bn": a["median"] / b["median"], "p90 ratio none/bn": a["p90"] / b["p90"]}
-            return ratios, _ratio_verdict(list(ratios.values()))
-
-        claims += _paired_claims(groups, "none", "bn", figure=figure, claim=what,
-                                 statistic=f"{name}: median and p90 over the probe steps, without / with BN",
-                                 measure=measure, judge=judge, too_short=too_short)
-    return claims
-
-
-def _stability_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    """BN's median beta_eff against 2/eta, seed by seed (none without a BN variant)."""
-    if "bn" not in groups:
-        return []
-    per_seed, values = {}, {}
-    for seed, record in groups["bn"].items():
-        lr = record.lr
-        median = _quantile(beta(record), 0.5)
-        if lr is None or math.isnan(median):
-            continue
-        ratio = median * lr / 2
-        key = "0" if seed is None else str(seed)
-        values[f"seed {key}: median beta_eff / (2/eta)"] = ratio
-        per_seed[key] = "supports" if ratio <= 1 / RATIO else "contradicts" if ratio >= RATIO else "inconclusive"
-    if not per_seed:
-        return []
-    verdict, reason = _combine(per_seed, too_short)
-    if verdict == "inconclusive" and not too_short and not reason.startswith("seeds"):
-        reason = "BN's median beta_eff is within a factor 1.25 of 2/eta: at the edge of stability"
-    return [Claim(figure, "with BN, beta_eff stays below the stability limit 2/eta of the training step size",
-                  "BN's median beta_eff over the probe steps divided by 2/eta", values, verdict, reason,
-                  per_seed if len(per_seed) > 1 else {})]
-
-
-def _accuracy_claims(groups, first: str, second: str, figure: str, what: str, too_short: str) -> list[Claim]:
-    """The final test accuracy of ``first`` against ``second`` (none where a run has no
-    test accuracy, as the regression of the DLN)."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        return {"final test accuracy": final(record, "test/acc")}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        difference = a["final test accuracy"] - b["final test accuracy"]
-        verdict = "inconclusive" if math.isnan(difference) else _difference_verdict(difference)
-        return {f"{first} - {second}": difference}, verdict
-
-    found = _paired_claims(groups, first, second, figure=figure, claim=what,
-                           statistic=f"final test accuracy, {first} minus {second}", measure=measure, judge=judge,
-                           too_short=too_short)
-    return [c for c in found if not math.isnan(c.values[f"{first}: final test accuracy"])]
-
-
-def _like_bn_claims(groups, too_short: str, figure: str = "Fig. 5, 6") -> list[Claim]:
-    """Fig. 5, 6: l_p (and noisy) normalizations behave like BN (loss-band width within RATIO)."""
-    claims = []
-    for other in (*LP_VARIANTS, "noisy_bn"):
-        def measure(record: RunRecord) -> dict[str, float]:
-            return {"median loss-band width": _quantile(band_width(record), 0.5)}
-
-        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
-            ratio = a["median loss-band width"] / b["median loss-band width"]
-            if math.isnan(ratio):
-                verdict = "inconclusive"
-            else:
-                verdict = "supports" if 1 / RATIO < ratio < RATIO else "contradicts"
-            return {f"ratio {other}/bn": ratio}, verdict
-
-        claims += _paired_claims(groups, other, "bn", figure=figure,
-                                 claim=f"{other} smooths the landscape as BN does",
-                                 statistic=f"median loss-band width, {other} / bn (within a factor {RATIO})",
-                                 measure=measure, judge=judge, too_short=too_short)
-    return claims
-
-
-def _ics_claims(records: Sequence[RunRecord], too_short: str) -> list[Claim]:
-    """Fig. 3: per learning rate, ICS with BN is not smaller than without."""
-    def layers_median(record: RunRecord) -> dict[str, float]:
-        values = [np.asarray(v, dtype=float) for name, (_, v) in record.series.items()
-                  if name.startswith("ics/l2/#") and name != "ics/l2/#1"]  # layer 1's ICS is 0 by definition
-        cosines = [np.asarray(v, dtype=float) for name, (_, v) in record.series.items()
-                   if name.startswith("ics/cosine/#") and name != "ics/cosine/#1"]
-        return {"median l2": _quantile(np.concatenate(values), 0.5) if values else math.nan,
-                "median cosine": _quantile(np.concatenate(cosines), 0.5) if cosines else math.nan}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        ratio = a["median l2"] / b["median l2"]
-        verdict = "inconclusive" if math.isnan(ratio) else "supports" if ratio > 1 / RATIO else "contradicts"
-        return {"l2 ratio bn/none": ratio}, verdict
-
-    groups = by_variant(records)
-    lrs = sorted({v.rpartition("-lr")[2] for v in groups if "-lr" in v})
-    claims = []
-    for lr in lrs:
-        claims += _paired_claims(groups, f"bn-lr{lr}", f"none-lr{lr}", figure="Fig. 3",
-                                 claim=f"ICS with BN is not smaller than without (lr {lr})",
-                                 statistic=f"median over layers #2.. and steps of ||G - G'||, bn / none (> 1/{RATIO})",
-                                 measure=layers_median, judge=judge, too_short=too_short)
-    return claims
-
-
-def _moment_means(record: RunRecord, kinds: Sequence[str]) -> dict[str, float]:
-    """Per ``kind`` (a ``dist/KIND/`` family): the mean over layers, channels and steps
-    of its absolute values."""
-    out = {}
-    for kind in kinds:
-        values = [_finite(np.abs(np.asarray(v, dtype=float))) for name, (_, v) in record.series.items()
-                  if name.startswith(f"dist/{kind}/")]
-        out[kind] = float(np.mean(np.concatenate(values))) if values else math.nan
-    return out
-
-
-def _drift(record: RunRecord) -> dict[str, float]:
-    """|mean drift| and |variance drift| of the layer inputs from the first measurement."""
-    return _moment_means(record, ("mean_drift", "var_drift"))
-
-
-def _noise_claims(groups, too_short: str) -> list[Claim]:
-    claims = _accuracy_claims(groups, "noisy_bn", "none", "Fig. 2, 7",
-                              "noisy BN still trains better than the standard network", too_short)
-    judge = _ratio_judge(("mean_drift", "var_drift"), "noisy_bn/none")
-
-    claims += _paired_claims(groups, "noisy_bn", "none", figure="Fig. 2, 7",
-                             claim="noisy BN's layer inputs drift more than the standard network's (more 'ICS')",
-                             statistic="mean |drift| of the layer inputs' per-channel mean and variance, noisy_bn / none",
-                             measure=_drift, judge=judge, too_short=too_short)
-    return claims
-
-
-TRAIN_TARGET = 0.5  # Fig. 1's speed: steps until the training accuracy first reaches this
-FAILED_ACCURACY = 0.2  # Fig. 1 at lr 0.5: a run whose final training accuracy stays below this failed
-_SMOOTHING = 5  # logged training accuracies averaged before reading a threshold off them
-
-
-def train_accuracy(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
-    """Logged steps and the batch training accuracy, averaged over ``_SMOOTHING`` logs."""
-    if "train/acc" not in record.series:
-        return np.empty(0), np.empty(0)
-    steps, values = (np.asarray(a, dtype=float).ravel() for a in record.series["train/acc"])
-    if values.size >= _SMOOTHING:
-        values = np.convolve(values, np.ones(_SMOOTHING) / _SMOOTHING, mode="valid")
-        steps = steps[_SMOOTHING - 1:]
-    return steps, values
-
-
-def final_train_accuracy(record: RunRecord) -> float:
-    """Mean training accuracy over the last tenth of the logged steps (0 for a
-    diverged run: it stopped training)."""
-    if record.status == "diverged":
-        return 0.0
-    _, values = train_accuracy(record)
-    values = _finite(values)
-    return float(values[-max(1, values.size // 10):].mean()) if values.size else math.nan
-
-
-def steps_to(record: RunRecord, target: float = TRAIN_TARGET) -> float:
-    """The first logged step whose smoothed training accuracy reaches ``target``
-    (inf when it never does)."""
-    steps, values = train_accuracy(record)
-    reached = np.flatnonzero(np.nan_to_num(values) >= target)
-    return float(steps[reached[0]]) if reached.size else math.inf
-
-
-def _speed_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    """Fig. 1: BN reaches the training-accuracy target in fewer steps."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        return {f"steps to {TRAIN_TARGET:.0%} train accuracy": steps_to(record)}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        (none,), (bn,) = a.values(), b.values()
-        if math.isinf(bn):
-            return {"steps ratio none/bn": math.nan}, "contradicts" if not math.isinf(none) else "inconclusive"
-        ratio = none / max(bn, 1.0)
-        return {"steps ratio none/bn": ratio}, _ratio_verdict([ratio])
-
-    return _paired_claims(groups, "none", "bn", figure=figure, claim="BN trains faster",
-                          statistic=f"steps until the training accuracy (mean of {_SMOOTHING} logs) first reaches "
-                                    f"{TRAIN_TARGET:.0%}, without / with BN (inf: never)",
-                          measure=measure, judge=judge, too_short=too_short)
-
-
-def _high_lr_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    """Fig. 1 at a large lr: the standard network fails to train and BN does not."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        return {"final train accuracy": final_train_accuracy(record)}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        none_failed, bn_failed = (x["final train accuracy"] < FAILED_ACCURACY for x in (a, b))
-        verdict = "contradicts" if not none_failed else "inconclusive" if bn_failed else "supports"
-        return {"final train accuracy none - bn": a["final train accuracy"] - b["final train accuracy"]}, verdict
-
-    found = _paired_claims(groups, "none", "bn", figure=figure,
-                           claim="at the large learning rate the standard network fails to train and BN does not",
-                           statistic=f"final training accuracy (last tenth of the run; diverged: 0); failed: "
-                                     f"below {FAILED_ACCURACY:.0%}", measure=measure, judge=judge,
-                           too_short=too_short)
-    return found
-
-
-def _as_good_as_bn(groups, other: str, figure: str, claim: str, too_short: str) -> list[Claim]:
-    """``other`` trains about as well as BN: its final test accuracy no more than
-    ACCURACY_MARGIN below BN's."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        return {"final test accuracy": final(record, "test/acc")}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        difference = a["final test accuracy"] - b["final test accuracy"]
-        verdict = ("inconclusive" if math.isnan(difference)
-                   else "supports" if difference >= -ACCURACY_MARGIN else "contradicts")
-        return {f"{other} - bn": difference}, verdict
-
-    return _paired_claims(groups, other, "bn", figure=figure, claim=claim,
-                          statistic=f"final test accuracy, {other} minus bn (at least -{ACCURACY_MARGIN})",
-                          measure=measure, judge=judge, too_short=too_short)
-
-
-def _lp_accuracy_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 5: every l_p normalization trains about as well as BN."""
-    return [c for other in LP_VARIANTS
-            for c in _as_good_as_bn(groups, other, "Fig. 5", f"{other} trains as well as BN", too_short)]
-
-
-def _lp_drift_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 6: the l_p normalizations' layer inputs drift more than BN's."""
-    claims = []
-    for other in LP_VARIANTS:
-        judge = _ratio_judge(("mean_drift", "var_drift"), f"{other}/bn")
-
-        claims += _paired_claims(groups, other, "bn", figure="Fig. 6",
-                                 claim=f"{other}'s layer inputs drift more than BN's (more distributional shift)",
-                                 statistic=f"mean |drift| of the layer inputs' per-channel mean and variance, "
-                                           f"{other} / bn", measure=_drift, judge=judge, too_short=too_short)
-    return claims
-
-
-def _change(record: RunRecord) -> dict[str, float]:
-    """The moments' change between successive measurements."""
-    return _moment_means(record, ("mean_change", "var_change"))
-
-
-def _moment_change_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 8: noisy BN's moments change more between successive steps than the standard's."""
-    judge = _ratio_judge(("mean_change", "var_change"), "noisy_bn/none")
-
-    return _paired_claims(groups, "noisy_bn", "none", figure="Fig. 8",
-                          claim="noisy BN's layer-input moments change more between measurements than the "
-                                "standard network's",
-                          statistic="mean |change| of the per-channel mean and variance between successive "
-                                    "measurements, noisy_bn / none", measure=_change, judge=judge,
-                          too_short=too_short)
-
-
-def _noisy_like_bn_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 2: noisy BN trains about as well as BN."""
-    return _as_good_as_bn(groups, "noisy_bn", "Fig. 2",
-                          "noisy BN trains about as well as BN, despite its unstable layer inputs", too_short)
-
-
-_LAYER = re.compile(r"#(\d+)")
-
-
-def layer_sigma(record: RunRecord) -> dict[int, float]:
-    """Per recorded layer (1-based site): the median over steps of the channels' mean
-    standard deviation of the layer input."""
-    out = {}
-    for name, (_, values) in record.series.items():
-        match = _LAYER.search(name) if name.startswith("dist/var/") else None
-        if match:
-            sigma = np.sqrt(np.abs(np.asarray(values, dtype=float)))
-            out[int(match[1])] = _quantile(sigma.mean(axis=-1) if sigma.ndim > 1 else sigma, 0.5)
-    return dict(sorted(out.items()))
-
-
-def _depth_claims(groups, too_short: str) -> list[Claim]:
-    """Fig. 9: in the standard deep linear network the layer inputs' scale grows with
-    depth (the deepest recorded layer's sigma against the shallowest's)."""
-    if "none" not in groups:
-        return []
-    per_seed, values = {}, {}
-    for seed, record in groups["none"].items():
-        sigma = layer_sigma(record)
-        if len(sigma) < 2:
-            continue
-        (first, s_first), (last, s_last) = next(iter(sigma.items())), list(sigma.items())[-1]
-        ratio = s_last / s_first
-        key = "0" if seed is None else str(seed)
-        values[f"seed {key}: sigma #{last} / sigma #{first}"] = ratio
-        per_seed[key] = _ratio_verdict([ratio])
-    if not per_seed:
-        return []
-    verdict, reason = _combine(per_seed, too_short)
-    return [Claim("Fig. 9", "in the standard DLN the scale (sigma) of the layer inputs grows with depth",
-                  "median over steps of the layer input's standard deviation (channel mean), deepest / shallowest "
-                  "recorded layer, without BN", values, verdict, reason, per_seed if len(per_seed) > 1 else {})]
-
-
-def _step_size_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    """Fig. 11: at every probe step size the gradient changes less with BN."""
-    def measure(record: RunRecord) -> dict[str, float]:
-        if "probe/grad_diff" not in record.series:
-            return {}
-        values = np.asarray(record.series["probe/grad_diff"][1], dtype=float)
-        sizes = data.absolute_step_sizes(record.config)
-        labels = [f"{s:.3g}" for s in sizes] if sizes is not None and len(sizes) == values.shape[1] else \
-            [str(i) for i in range(values.shape[1])]
-        return {f"median grad change at step {k}": _quantile(values[:, i], 0.5) for i, k in enumerate(labels)}
-
-    def judge(a: dict[str, float], b: dict[str, float]) -> tuple[dict[str, float], str]:
-        ratios = {k.replace("median grad change at step", "ratio none/bn at step"): a[k] / b[k] for k in a if k in b}
-        return ratios, _ratio_verdict(list(ratios.values()))
-
-    return _paired_claims(groups, "none", "bn", figure=figure,
-                          claim="at every step size the gradient changes less with BN",
-                          statistic="median over the probe steps of ||grad L(w - eta g) - g|| per step size eta, "
-                                    "without / with BN", measure=measure, judge=judge, too_short=too_short)
-
-
-def _lp_smoothness_claims(groups, figure: str, too_short: str) -> list[Claim]:
-    """Fig. 12, 13: the l_p normalizations smooth the landscape against the standard network."""
-    claims = []
-    for other in LP_VARIANTS:
-        def measure(record: RunRecord) -> dict[str, float]:
-            values = band_width(record)
-            return {"median": _quantile(values, 0.5), "p90": _quantile(values, 0.9)}
-
-        def judge(a: dict[str, float], b: dict[str, float], other=other) -> tuple[dict[str, float], str]:
-            ratios = {f"median ratio none/{other}": a["median"] / b["median"],
-                      f"p90 ratio none/{other}": a["p90"] / b["p90"]}
-            return ratios, _ratio_verdict(list(ratios.values()))
-
-        claims += _paired_claims(groups, "none", other, figure=figure,
-                                 claim=f"{other} narrows the loss along the gradient, as BN does",
-                                 statistic=f"loss-band width: median and p90 over the probe steps, none / {other}",
-                                 measure=measure, judge=judge, too_short=too_short)
-    return claims
-
-
-CHECKS = ("smoothness", "stability", "accuracy", "like-bn", "ics", "noise", "speed", "high-lr", "lp-accuracy",
-          "lp-drift", "moment-change", "noisy-like-bn", "depth", "step-size", "lp-smoothness")
-
-
-def checked_claims(checks: Sequence[str], records: Sequence[RunRecord], figure: str,
-                   paper_steps: int | None = None) -> list[Claim]:
-    """The claims named by ``checks`` (:data:`CHECKS`) on ``records``, for the figure
-    ``figure`` (the label of the claims whose figure depends on where they are drawn).
+def group_claims(groups_: Sequence[str], records: Sequence[RunRecord],
+                 paper: Mapping[str, Any] | None = None) -> list[Claim]:
+    """The claims of the catalogue's ``groups_`` that ``records`` allow, in catalogue order.
 
     Raises:
-        ValueError: an unknown check.
+        ValueError: an unknown group.
     """
-    unknown = [c for c in checks if c not in CHECKS]
-    if unknown:
-        raise ValueError(f"unknown claim check {unknown[0]!r}; choose from {', '.join(CHECKS)}")
-    too_short = _gate(records, paper_steps)
-    groups = by_variant(records)
-    out: list[Claim] = []
-    for check in checks:
-        out += {
-            "smoothness": lambda: _smoothness_claims(groups, figure, too_short),
-            "stability": lambda: _stability_claims(groups, figure, too_short),
-            "accuracy": lambda: _accuracy_claims(groups, "bn", "none", figure, "BN raises the test accuracy",
-                                                 too_short),
-            "like-bn": lambda: _like_bn_claims(groups, too_short, figure),
-            "ics": lambda: _ics_claims(records, too_short),
-            "noise": lambda: _noise_claims(groups, too_short),
-            "speed": lambda: _speed_claims(groups, figure, too_short),
-            "high-lr": lambda: _high_lr_claims(groups, figure, too_short),
-            "lp-accuracy": lambda: _lp_accuracy_claims(groups, too_short),
-            "lp-drift": lambda: _lp_drift_claims(groups, too_short),
-            "moment-change": lambda: _moment_change_claims(groups, too_short),
-            "noisy-like-bn": lambda: _noisy_like_bn_claims(groups, too_short),
-            "depth": lambda: _depth_claims(groups, too_short),
-            "step-size": lambda: _step_size_claims(groups, figure, too_short),
-            "lp-smoothness": lambda: _lp_smoothness_claims(groups, figure, too_short),
-        }[check]()
-    return out
+    rows = [r for g in groups_ for r in catalogue.rows(g)]
+    rows = list(dict.fromkeys(rows))  # a row in two of the groups is judged once
+    runs = by_variant(records)
+    lrs = sorted({float(lr) for v in runs if (lr := _lr_of(v)) is not None}, reverse=True)
+    rows = [r.at_lr(lr) if r.per_lr else r for r in rows for lr in (lrs if r.per_lr else [None])]
+    return [c for row in rows if (c := judge(row, runs, paper)) is not None]
 
 
-def _gate(records: Sequence[RunRecord], paper_steps: int | None) -> str:
-    """Why no verdict can be given whatever the numbers: runs not complete, or too
-    short against the paper's; empty when verdicts may be given."""
-    unfinished = [r.label for r in records if r.status not in ("finished", "diverged")]
-    if unfinished:
-        return f"runs not complete: {', '.join(unfinished)}"
-    if not paper_steps:
+def _lr_of(variant: str) -> float | None:
+    """The learning rate of a run named ``NORM-lrLR`` (None for other names)."""
+    base, sep, value = variant.rpartition("-lr")
+    try:
+        return float(value) if sep and base else None
+    except ValueError:
+        return None
+
+
+def experiment_claims(records: Sequence[RunRecord], kind: str, paper: Mapping[str, Any] | None = None) -> list[Claim]:
+    """The paper's claims on one experiment's runs (``landscape probe``, ``ics``,
+    ``ics-noise``; ``train``: the seed review's): every catalogue row of the kind's
+    groups (:data:`landscape.catalogue.KIND_GROUPS`) whose variants are present."""
+    return group_claims(catalogue.KIND_GROUPS[kind], records, paper)
+
+
+def half_width_text(claim: Mapping[str, Any]) -> str:
+    """The interval's half-width as the verdict prints it: ``x/ 1.19`` for a ratio
+    (a factor either way), ``+- 0.011`` otherwise."""
+    interval = claim.get("interval")
+    if not interval or not all(isinstance(v, (int, float)) for v in interval):
         return ""
-    steps = [r.config.get("total_steps") for r in records]
-    shortest = min((s for s in steps if isinstance(s, (int, float))), default=None)
-    if shortest is None or shortest >= MIN_FRACTION * paper_steps:
+    lo, hi = interval
+    if claim.get("test") and _is_ratio(claim):
+        if lo > 0 and hi > 0 and math.isfinite(hi):
+            return f"x/ {math.sqrt(hi / lo):.3g}"
         return ""
-    return (f"runs of {shortest:g} steps are {100 * shortest / paper_steps:.1f}% of the paper's {paper_steps}; "
-            f"verdicts need at least {100 * MIN_FRACTION:.0f}%")
+    return f"+- {(hi - lo) / 2:.3g}"
 
 
-def experiment_claims(records: Sequence[RunRecord], kind: str, paper_steps: int | None = None) -> list[Claim]:
-    """The paper's claims on one experiment's runs.
-
-    Args:
-        records: the runs (names as the commands give them: ``bn``, ``bn/seed1``,
-            ``none-lr0.1``, ...).
-        kind: ``probe``, ``ics``, ``ics-noise`` or ``train`` (the test-accuracy gain alone).
-        paper_steps: the paper's optimizer steps for this model (for the
-            short-run rule); None: no such rule. Runs that are not complete
-            (running, interrupted) make every verdict inconclusive.
-
-    Returns:
-        The claims that the variants present allow, in the paper's figure order.
-    """
-    too_short = _gate(records, paper_steps)
-    if kind == "train":
-        return _accuracy_claims(by_variant(records), "bn", "none", "seed review", "BN raises the test accuracy",
-                                too_short)
-    if kind == "ics":
-        return _ics_claims(records, too_short)
-    groups = by_variant(records)
-    if kind == "ics-noise":
-        return _noise_claims(groups, too_short)
-    family = next((r.config.get("model", {}).get("name", "") for r in records), "")
-    figure = "Fig. 10" if family == "dln" else "Fig. 4"
-    claims = _smoothness_claims(groups, figure, too_short)
-    claims += _stability_claims(groups, figure, too_short)
-    claims += _accuracy_claims(groups, "bn", "none", "seed review", "BN raises the test accuracy", too_short)
-    return claims + _like_bn_claims(groups, too_short)
+def _is_ratio(claim: Mapping[str, Any]) -> bool:
+    row = next((r for r in catalogue.CATALOGUE if r.id == claim.get("id")), None)
+    return bool(row and row.log_scale)
 
 
-def table(claims: Sequence[Claim]) -> str:
-    """The claims as a short plain-text table (what the commands print)."""
-    if not claims:
+def estimate_text(claim: Mapping[str, Any]) -> str:
+    """``1.81 [1.52, 2.1] (x/ 1.18)``, or ``no interval (REASON)``."""
+    est, interval = claim.get("estimate"), claim.get("interval")
+    if "interval" not in claim:
+        return "no interval (made before intervals)"
+    if est is None or not interval:
+        return "no interval"  # the verdict's reason says why
+    return f"{est:.3g} [{interval[0]:.3g}, {interval[1]:.3g}] ({half_width_text(claim)})"
+
+
+def table(claims: Sequence[Claim | Mapping[str, Any]]) -> str:
+    """The claims as a plain-text table (what the commands print): the paper's claims,
+    then, apart and not counted, the observations beyond the paper."""
+    dicts = [c.to_dict() if isinstance(c, Claim) else dict(c) for c in claims]
+    if not dicts:
         return "claims: none apply to these variants"
-    rows = [("figure", "verdict", "claim", "numbers")]
-    for c in claims:
-        numbers = ", ".join(f"{k} {v:.3g}" for k, v in c.values.items() if "ratio" in k or " - " in k or "/" in k)
-        rows.append((c.figure, c.verdict, c.claim, numbers + (f" [{c.reason}]" if c.reason else "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
+    out = []
+    for beyond in (False, True):
+        part = [c for c in dicts if bool(c.get("beyond_paper")) == beyond]
+        if not part:
+            continue
+        if beyond:
+            out.append("beyond the paper (our observations, not counted among the paper's claims):")
+        rows = [("figure", "verdict", "claim", "statistic [95% interval] (half-width)")]
+        for c in part:
+            label = f"{c.get('figure')}({c['panel']})" if c.get("panel") else str(c.get("figure"))
+            note = f" [{c['reason']}]" if c.get("reason") else ""
+            rows.append((label, str(c.get("verdict")), str(c.get("claim")), estimate_text(c) + note))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        out += [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    scales = sorted({scale_label(c.get("scale")) for c in dicts})
+    out.append("scale: " + "; ".join(scales))
+    return "\n".join(out)
+
+
+__all__ = ["ACCURACY", "Claim", "MEASURES", "NoVerdict", "RATIO", "VERDICTS", "by_variant", "estimate_text",
+           "experiment_claims", "group_claims", "judge", "scale_label", "split_seed", "table", "verdict"]

@@ -22,6 +22,7 @@ import plotly.offline
 
 from landscape import __version__
 from landscape.report import data, density_plots, plots, surface_plots
+from landscape.report.claims import estimate_text, scale_label
 from landscape.report.data import RunRecord
 from landscape.runs import write_atomic
 
@@ -199,20 +200,30 @@ def runs_table(runs: Sequence[RunRecord]) -> str:
 
 
 def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
-    """The paper's claims with their verdicts and numbers; every cell escaped."""
+    """The paper's claims with their verdicts, intervals, scale and the paper's words;
+    every cell escaped."""
     rows = []
     for c in claims:
         verdict = str(c.get("verdict", ""))
+        label = f"{c.get('figure', '')}({c['panel']})" if c.get("panel") else str(c.get("figure", ""))
         numbers = "; ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
                             for k, v in (c.get("values") or {}).items())
         reason = f'<br><span class="note">{html.escape(str(c["reason"]))}</span>' if c.get("reason") else ""
+        quote = (f'<br><span class="note">the paper ({html.escape(str(c.get("quote_source", "")))}): '
+                 f'&ldquo;{html.escape(str(c["quote"]))}&rdquo;</span>') if c.get("quote") else ""
+        scale = html.escape(scale_label(c.get("scale"))) if c.get("scale") else "scale not recorded"
+        method = f'<br><span class="note">{html.escape(str(c["interval_method"]))}</span>' \
+            if c.get("interval_method") else ""
         rows.append(
-            f"<tr><td>{html.escape(str(c.get('figure', '')))}</td>"
+            f"<tr><td>{html.escape(label)}</td>"
             f'<td class="verdict-{html.escape(verdict)}">{html.escape(verdict)}</td>'
-            f"<td>{html.escape(str(c.get('claim', '')))}{reason}</td>"
-            f"<td>{html.escape(str(c.get('statistic', '')))}<br>{html.escape(numbers)}</td></tr>"
+            f"<td>{html.escape(str(c.get('claim', '')))}{quote}{reason}</td>"
+            f"<td>{html.escape(estimate_text(c))}{method}<br>{html.escape(str(c.get('statistic', '')))}"
+            f'<br><span class="note">{html.escape(numbers)}</span></td>'
+            f"<td>{scale}</td></tr>"
         )
-    head = "<tr><th>figure</th><th>verdict</th><th>claim</th><th>statistic and numbers</th></tr>"
+    head = ("<tr><th>figure</th><th>verdict</th><th>claim</th><th>statistic [95% interval] (half-width)</th>"
+            "<th>scale</th></tr>")
     return f'<table class="runs claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -272,10 +283,15 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
     first = ""
     if claims:
         nav.insert(0, '<a href="#claims">Claims</a>')
+        paper = [c for c in claims if not c.get("beyond_paper")]
+        beyond = [c for c in claims if c.get("beyond_paper")]
         first = (
             '<section id="claims"><h2>Claims of the paper</h2><p class="note">Each claim as a statistic of these '
-            "runs, with its verdict (thresholds in the README, 'Claims and verdicts').</p>"
-            f"{claims_table(claims)}</section>"
+            "runs, with its 95% interval and the verdict read from it (README, 'Claims and verdicts').</p>"
+            f"{claims_table(paper)}"
+            + ("<h3>Beyond the paper</h3><p class=\"note\">Our observations, not claims of the paper: never "
+               f"counted among them.</p>{claims_table(beyond)}" if beyond else "")
+            + "</section>"
         )
     rendered = sections_html(runs, chosen)
     nav += [f'<a href="#{section.anchor}">{html.escape(section.title)}</a>' for section, _ in rendered]

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from landscape.report.claims import ACCURACY_MARGIN, MIN_FRACTION, RATIO
+from landscape.catalogue import ACCURACY, COSINE, CORRELATED, MIN_POINTS, RATIO, UNCORRELATED
+from landscape.report.claims import estimate_text, scale_label
 
 
 def _number(value: Any) -> str:
@@ -81,8 +82,34 @@ def train_seconds(out_dir: str | Path, experiments: Sequence[str]) -> float | No
     return total
 
 
+def _verdict_cell(c: dict[str, Any]) -> str:
+    return f"**{c.get('verdict')}**" + (f" ({c['reason']})" if c.get("reason") else "")
+
+
+def _claim_cell(c: dict[str, Any]) -> str:
+    label = f"{c.get('figure')}({c['panel']})" if c.get("panel") else str(c.get("figure", ""))
+    quote = f"<br>*the paper ({c.get('quote_source')}): \"{c['quote']}\"*" if c.get("quote") else ""
+    return f"{label}: {c.get('claim')}{quote}"
+
+
+def _scale_cell(c: dict[str, Any]) -> str:
+    return scale_label(c["scale"]) if c.get("scale") else "not recorded"
+
+
+def _claims_rows(claims: Sequence[dict[str, Any]], counted_in: dict[str, str], label: str) -> list[str]:
+    """A figure's table; ``counted_in``: claim id -> the figure whose summary counts it."""
+    lines = ["| claim | statistic | estimate [95% interval] (half-width) | verdict | scale |", "|---|---|---|---|---|"]
+    for c in claims:
+        owner = counted_in.get(str(c.get("id")), label)
+        note = f" (counted under {owner})" if owner != label else ""
+        lines.append(f"| {_cell(_claim_cell(c))} | {_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | "
+                     f"{_cell(_verdict_cell(c) + note)} | {_cell(_scale_cell(c))} |")
+    return lines
+
+
 def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santurkar et al. (2018)") -> str:
-    """The whole page."""
+    """The whole page: a summary that counts each of the paper's claims once, a
+    section per figure, and the observations beyond the paper apart."""
     figures = load_figures(out_dirs)
     lines = [
         f"# {title}",
@@ -91,13 +118,16 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
         "`figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not edit "
         "by hand.",
         "",
-        f"Verdicts (README, 'Claims and verdicts'): a ratio supports a claim at >= {RATIO} in its direction and "
-        f"contradicts it at <= 1/{RATIO}; accuracy differences count from {ACCURACY_MARGIN:.0%}; runs shorter than "
-        f"{MIN_FRACTION:.0%} of the paper's steps are inconclusive whatever their numbers; with several seeds a "
-        "verdict needs every seed to agree. The CPU scale is VGG-11 at an eighth of its width for a quarter of "
-        "the paper's steps (see `landscape reproduce --list` and `landscape/reproduce.py`): a finding at that "
-        "scale is about that network, not the paper's VGG-16. The runs and the reports named below live in the "
-        "output directories (not kept in git); the command of each figure makes them again.",
+        "Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
+        f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
+        f"in the claimed direction and contradicts when it lies wholly beyond it the other way; accuracy differences "
+        f"count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and for the DLN median |cos| <= "
+        f"{UNCORRELATED} with BN against cos >= {CORRELATED} without. One seed: a stationary bootstrap over the "
+        "steps (within the run: seed variance not included); several seeds: a t-interval over the seeds (geometric "
+        f"mean for ratios). Fewer than {MIN_POINTS} paired measurements, or an unfinished run, give no verdict. "
+        "Every row names its scale: a finding at a reduced scale is about that network, not the paper's VGG-16. "
+        "The runs and reports named below live in the output directories (not kept in git); each figure's command "
+        "makes them again.",
         "",
         *([] if any(f.get("scale") == "paper" for f in figures) else [
             "No figure at paper scale in these directories: it needs a GPU (`bench/gpu_check.sh` runs Fig. 4, 9, 10 "
@@ -105,15 +135,30 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
             "above).", ""]),
         "## Summary",
         "",
+        "The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
+        "observations beyond the paper are apart, below.",
+        "",
         "| figure | scale | seeds | where | supports | contradicts | inconclusive |",
         "|---|---|---|---|---|---|---|",
     ]
+    # (output directory, claim id) -> the figure whose summary row counts it
+    owners: dict[str, dict[str, str]] = {}
     for f in figures:
-        counts = {v: sum(c.get("verdict") == v for c in f["claims"]) for v in ("supports", "contradicts",
-                                                                              "inconclusive")}
+        mine = owners.setdefault(str(Path(f["dir"]).parent), {})
+        counts = dict.fromkeys(("supports", "contradicts", "inconclusive"), 0)
+        for c in f["claims"]:
+            if c.get("beyond_paper"):
+                continue
+            cid = c.get("id") or f"{f.get('figure')}:{c.get('claim')}"
+            if cid in mine and mine[cid] != f.get("label"):
+                continue
+            mine[cid] = str(f.get("label"))
+            if c.get("verdict") in counts:
+                counts[c["verdict"]] += 1
         lines.append(f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
                      f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
                      f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |")
+    beyond: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for f in figures:
         lines += [
             "",
@@ -128,15 +173,21 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
             f"- The paper: {f.get('reading')}",
             "",
         ]
-        if not f["claims"]:
-            lines.append("No claim applies to the runs found.")
+        paper = [c for c in f["claims"] if not c.get("beyond_paper")]
+        beyond += [(f, c) for c in f["claims"] if c.get("beyond_paper")]
+        if not paper:
+            lines.append("No claim of the paper applies to the runs found.")
             continue
-        lines += ["| claim | statistic | numbers | verdict |", "|---|---|---|---|"]
-        for c in f["claims"]:
-            numbers = ", ".join(f"{k} {_number(v)}" for k, v in c.get("values", {}).items())
-            verdict = f"**{c.get('verdict')}**" + (f" ({c['reason']})" if c.get("reason") else "")
-            lines.append(f"| {_cell(c.get('claim'))} | {_cell(c.get('statistic'))} | {_cell(numbers)} | "
-                         f"{_cell(verdict)} |")
+        lines += _claims_rows(paper, owners.get(str(Path(f["dir"]).parent), {}), str(f.get("label")))
+    if beyond:
+        lines += ["", '<a id="beyond-the-paper"></a>', "## Beyond the paper", "",
+                  "Our observations on the same runs, not claims of the paper: never counted above.", "",
+                  "| figure | claim | statistic | estimate [95% interval] (half-width) | verdict | scale |",
+                  "|---|---|---|---|---|---|"]
+        for f, c in beyond:
+            lines.append(f"| [{f.get('label')}](#{_anchor(f)}) | {_cell(c.get('claim'))} | "
+                         f"{_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | {_cell(_verdict_cell(c))} | "
+                         f"{_cell(_scale_cell(c))} |")
     return "\n".join(lines) + "\n"
 
 
