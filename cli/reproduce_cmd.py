@@ -203,7 +203,8 @@ def move_aside(out: Path, mismatched: dict[str, list[tuple[str, str]]]) -> list[
               help="paper: the paper's protocol (GPU work); cpu: the documented reduction for a 2-core CPU "
                    "[default: paper when CUDA is available, else cpu].")
 @click.option("--seeds", default=None, help="Run every variant once per seed: a count N (0..N-1) or a comma list.")
-@click.option("--list", "list_", is_flag=True, help="Print every figure with its command and estimated time, then exit.")
+@click.option("--list", "list_", is_flag=True,
+              help="Print every figure with its command and estimated time, then exit.")
 @click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
               help="Folder holding cifar-10-batches-py [default: ./data].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

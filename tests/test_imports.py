@@ -50,6 +50,7 @@ def test_each_module_imports_alone():
 
 def test_the_report_never_imports_torch():
     code = ("import sys, landscape.report, landscape.report.plots, landscape.report.claims, landscape.report.intervals, "
+            "landscape.report.measures, "
             "landscape.report.reproduction, landscape.catalogue, landscape.run_match, landscape.runs; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

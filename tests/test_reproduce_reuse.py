@@ -231,6 +231,7 @@ def test_rerun_keeps_the_runs_that_match(fig9, monkeypatch):
     result = invoke("reproduce", "fig9", "--scale", "paper", "--out", fig9, "--no-progress", "--rerun")
     assert result.exit_code == 0, result.output
     assert f"{fig9 / 'dln-depth' / 'none'}: already complete" in result.output
+    assert snapshot(fig9 / "dln-depth" / "none") == kept  # the matching run is reused untouched
     assert [p.name.split("-")[0] for p in (fig9 / "dln-depth" / ".replaced").iterdir()] == ["bn"]
     assert stored(fig9 / "dln-depth" / "bn")["total_steps"] == 110
 
