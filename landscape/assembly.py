@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import landscape
-from landscape import distributed
+from landscape import catalogue, distributed
 from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
 from landscape.data import check_fits_data
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
@@ -71,10 +71,19 @@ def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
     return Scheduled(DenseEarly.of(schedule), hook)
 
 
-def default_distribution_layers(model: nn.Module) -> tuple[int, ...]:
-    """The paper's layers #2, #9 and #13 (VGG-16) where the model has them; else its
-    second, middle and last activation sites."""
+def default_distribution_layers(model: nn.Module, config: RunConfig | None = None) -> tuple[int, ...]:
+    """The layers whose inputs the paper's claims on distributions read (Fig. 1(c) #3,
+    #11; Fig. 2 and 8 #2, #9, #13; Fig. 6 #11; Fig. 9's DLN 1, 11, 24), mapped onto the
+    model (:func:`landscape.catalogue.map_layer`); for other families, or without a
+    config, its second, middle and last activation sites."""
     n = len(activation_sites(model))
+    fam = catalogue.family(config.model.name) if config is not None else "other"
+    if fam in catalogue.PAPER_LAYERS:
+        paper = catalogue.paper_layers(catalogue.KIND_GROUPS["ics-noise"], fam)
+        if fam == "dln":
+            paper = tuple(sorted({*paper, 11}))  # Fig. 9 also shows the middle layer
+        mapped = {catalogue.map_layer(i, config.model.name, config.model.depth) for i in paper}
+        return tuple(sorted(i for i in mapped if i <= n))
     if n >= 13:
         return PAPER_LAYERS
     return tuple(sorted({min(2, n), (n + 1) // 2, n}))
@@ -101,7 +110,7 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         hooks.append(_scheduled(config.ics.schedule, ICSHook(reduce=reduce)))
     d = config.distributions
     if d is not None:
-        layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model)
+        layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model, config)
         dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed,
                                        global_batch=ddp)
         dist.resolve(model)  # a layer that does not exist is bad input: fail before training

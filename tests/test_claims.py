@@ -75,9 +75,14 @@ def _records(row: Row, values: np.ndarray, role: str, config: dict) -> list[tupl
     measure, n = row.measure, len(values)
     dense_steps = np.arange(STEPS)
     steps = dense_steps if measure.startswith("train-") else np.arange(0, STEPS, EVERY)
-    rows: dict[int, dict] = {int(s): {} for s in dense_steps}
-    sizes = VGG_SIZES if row.family != "dln" else DLN_SIZES
+    rows: dict[int, dict] = {int(s): {} for s in range(STEPS + 1)}
     layers = [catalogue.map_layer(i, config["model"]["name"], config["model"]["depth"]) for i in row.layers]
+    if measure.startswith("dist-drift"):  # the loop's drift is 0 at the first measurement, by definition
+        _, kind, moment = measure.split("-")
+        steps = steps + EVERY
+        for layer in layers:
+            rows[0][f"dist/{moment}_{kind}/#{layer}"] = [0.0, 0.0, 0.0]
+    sizes = VGG_SIZES if row.family != "dln" else DLN_SIZES
     for i, s in enumerate(steps[:n]):
         v = float(values[i])
         r = rows[int(s)]

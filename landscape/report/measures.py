@@ -88,28 +88,42 @@ def _layer(record: RunRecord, paper_layer: int) -> int:
     return catalogue.map_layer(paper_layer, str(model), depth if isinstance(depth, int) else None)
 
 
+def _at_layer(record: RunRecord, family: str, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """``FAMILY/#k`` at the run's layer k for the paper's ``paper_layer``."""
+    k = _layer(record, paper_layer)
+    name = f"{family}/#{k}"
+    if name not in record.series:
+        raise NoVerdict(f"{record.label}: layer #{k} (the paper's #{paper_layer}) was not recorded ({name})")
+    return _series(record, name)
+
+
 def ics(record: RunRecord, key: str, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
     """``ics/KEY/#k`` at the run's layer for the paper's ``paper_layer``."""
-    return _series(record, f"ics/{key}/#{_layer(record, paper_layer)}")
+    return _at_layer(record, f"ics/{key}", paper_layer)
 
 
 def moments(record: RunRecord, kind: str, paper_layers: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Per measurement: the mean over the layers and sampled channels of ``|dist/KIND|``
-    (KIND: mean_change, var_change, mean_drift, var_drift) at the steps every layer has."""
-    per_layer = [_series(record, f"dist/{kind}/#{_layer(record, layer)}") for layer in paper_layers]
+    (KIND: mean_change, var_change, mean_drift, var_drift) at the steps every layer has
+    (a drift from the first measurement leaves out that first one, where it is 0)."""
+    per_layer = [_at_layer(record, f"dist/{kind}", layer) for layer in paper_layers]
     common = per_layer[0][0]
     for steps, _ in per_layer[1:]:
         common = np.intersect1d(common, steps)
+    if kind.endswith("_drift"):  # drift from the first measurement: 0 there by definition, not a measurement
+        common = common[1:]
     columns = []
     for steps, values in per_layer:
         values = np.abs(values.reshape(len(steps), -1))
         columns.append(values[np.searchsorted(steps, common)])
+    if not common.size:
+        return common, np.empty(0)
     return common, np.concatenate(columns, axis=1).mean(axis=1)
 
 
 def sigma(record: RunRecord, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
     """Per measurement: the mean over the sampled channels of the layer input's standard deviation."""
-    steps, var = _series(record, f"dist/var/#{_layer(record, paper_layer)}")
+    steps, var = _at_layer(record, "dist/var", paper_layer)
     return steps, np.sqrt(np.abs(var.reshape(len(steps), -1))).mean(axis=1)
 
 
