@@ -344,4 +344,5 @@ def test_per_lr_rows_are_judged_at_every_lr_the_runs_have(tmp_path):
     found = claims.group_claims(["ics"], data.load_runs([tmp_path / "ics"]))
     by_id = {c.id: c for c in found}
     assert by_id["fig3a-l2-5-lr0.1"].verdict == "supports" and by_id["fig3a-l2-5-lr0.01"].verdict == "contradicts"
+    assert "x/" in claims.estimate_text(by_id["fig3a-l2-5-lr0.1"].to_dict())  # a ratio's factor either way
     assert "at lr 0.01" in by_id["fig3a-l2-5-lr0.01"].claim

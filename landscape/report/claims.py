@@ -79,6 +79,7 @@ class Claim:
     beyond_paper: bool = False
     also: list[str] = field(default_factory=list)
     layers: dict[str, list[int]] = field(default_factory=dict)  # {"paper": [5], "run": [3]}: the mapping used
+    ratio: bool = False  # the statistic is a ratio (judged on the log scale)
     schema_version: int = catalogue.SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,7 +215,7 @@ def judge(row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]],
                 quote_source=row.quote_source, statistic=statistic_text(row), test=row.test,
                 threshold=row.threshold, scale=_scale(first, paper),
                 seeds=[0 if s is None else s for s in seeds], per_seed=per_seed if len(seeds) > 1 else {},
-                beyond_paper=row.beyond_paper, also=list(row.also),
+                beyond_paper=row.beyond_paper, also=list(row.also), ratio=row.log_scale,
                 layers={"paper": list(row.layers), "run": [_layer(first, i) for i in row.layers]} if row.layers else {})
     if not good:
         return Claim(**base, estimate=None, values={}, interval=None, interval_reason=reasons[0],
@@ -294,16 +295,11 @@ def half_width_text(claim: Mapping[str, Any]) -> str:
     if not interval or not all(isinstance(v, (int, float)) for v in interval):
         return ""
     lo, hi = interval
-    if claim.get("test") and _is_ratio(claim):
+    if claim.get("ratio"):
         if lo > 0 and hi > 0 and math.isfinite(hi):
             return f"x/ {math.sqrt(hi / lo):.3g}"
         return ""
     return f"+- {(hi - lo) / 2:.3g}"
-
-
-def _is_ratio(claim: Mapping[str, Any]) -> bool:
-    row = next((r for r in catalogue.CATALOGUE if r.id == claim.get("id")), None)
-    return bool(row and row.log_scale)
 
 
 def estimate_text(claim: Mapping[str, Any]) -> str:
