@@ -185,7 +185,7 @@ def test_ics_two_processes_equal_one_on_the_global_batch(tmp_path):
 
 def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
     args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "4", "--lr", "0.05",
-            "--norm", "bn", "--sync-bn", "--eval-samples", "64", "--dist-every", "2", *ICS_COMMON]
+            "--norm", "bn", "--sync-bn", "--eval-samples", "64", "--dist-every", "2", "--layers", "2,3", *ICS_COMMON]
     single(*args, "--run-dir", str(tmp_path / "one"), command="ics-noise")
     done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics-noise")
     assert done.returncode == 0, done.stderr[-3000:]
