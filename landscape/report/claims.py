@@ -295,11 +295,21 @@ def half_width_text(claim: Mapping[str, Any]) -> str:
     if not interval or not all(isinstance(v, (int, float)) for v in interval):
         return ""
     lo, hi = interval
-    if claim.get("ratio"):
+    if _is_ratio(claim):
         if lo > 0 and hi > 0 and math.isfinite(hi):
             return f"x/ {math.sqrt(hi / lo):.3g}"
         return ""
     return f"+- {(hi - lo) / 2:.3g}"
+
+
+def _is_ratio(claim: Mapping[str, Any]) -> bool:
+    """Whether the claim's statistic is a ratio (claims written before the ``ratio``
+    field: from their catalogue row, a per-lr id ``ROW-lrLR`` included)."""
+    if "ratio" in claim:
+        return bool(claim["ratio"])
+    cid = str(claim.get("id", ""))
+    row = next((r for r in catalogue.CATALOGUE if cid == r.id or cid.startswith(f"{r.id}-lr")), None)
+    return bool(row and row.log_scale)
 
 
 def estimate_text(claim: Mapping[str, Any]) -> str:
