@@ -1,5 +1,6 @@
 """landscape.integrations.lightning: the probe inside Lightning's own loop leaves the run
-bit-identical, logs through the trainer's loggers, writes a run store that `landscape
+bit-identical, measures the step's weights and batch before the update (against plain
+autograd), logs through the trainer's loggers, writes a run store that `landscape
 report` renders, refuses what it cannot measure, and under DDP measures the global batch."""
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ class Tiny(pl.LightningModule):
     """Conv + BN + dropout: the probe must restore BN buffers and not shift the RNG
     (the dropout masks and the shuffled order would change)."""
 
-    def __init__(self, manual: bool = False) -> None:
+    def __init__(self, manual: bool = False, dropout: float = 0.2) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2),
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Flatten(), nn.Linear(4 * 8 * 8, 4))
         self.loss_fn = nn.functional.cross_entropy
         self.losses: list[torch.Tensor] = []
+        self.seen: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []  # (w_t, x_t, y_t)
         self.automatic_optimization = not manual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +45,7 @@ class Tiny(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        self.seen.append(({k: v.detach().clone() for k, v in self.state_dict().items()}, x.clone(), y.clone()))
         loss = self.loss_fn(self(x), y)
         self.losses.append(loss.detach().clone())
         if not self.automatic_optimization:
@@ -94,6 +97,25 @@ class Perturb(pl.Callback):
         torch.rand(1)
 
 
+def along_gradient(state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                   step_sizes: tuple[float, ...] = ()) -> tuple[float, float, list[float]]:
+    """L(w; B), ||g|| and L(w - eta g; B) by plain autograd on a fresh Tiny without
+    dropout (train-mode BN): the independent calculation the callback is checked against."""
+    net = Tiny(dropout=0.0)
+    net.load_state_dict(state)
+    params = list(net.parameters())
+    start = [p.detach().clone() for p in params]
+    loss = net.loss_fn(net(x), y)
+    grads = torch.autograd.grad(loss, params)
+    losses = []
+    with torch.no_grad():
+        for eta in step_sizes:
+            for p, w, g in zip(params, start, grads):
+                p.copy_(w - eta * g)
+            losses.append(net.loss_fn(net(x), y).item())
+    return loss.item(), torch.cat([g.flatten() for g in grads]).norm().item(), losses
+
+
 def same_run(a: Tiny, b: Tiny) -> bool:
     weights = all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     return weights and torch.equal(torch.stack(a.losses), torch.stack(b.losses))
@@ -120,7 +142,6 @@ def test_the_run_is_bit_identical_and_the_store_renders(tmp_path):
         assert losses.tolist() == [x.item() for x in probed.losses]
         probe_steps, probe_losses = store.series("probe/loss")
         assert probe_steps.tolist() == [0, 2, 4] and probe_losses.shape == (3, 4)
-        assert probe_losses[1].tolist() == [logged[2][f"landscape/probe_loss_{e}"] for e in etas]
         assert store.series("ics/l2/#2")[0].tolist() == [0, 3]
         assert store.series("hessian/lambda_max")[0].tolist() == [0, 5]
         assert store.status == "finished" and store.config["train"]["lr"] == 0.1
@@ -133,6 +154,29 @@ def test_the_run_is_bit_identical_and_the_store_renders(tmp_path):
         assert f'<section id="{anchor}">' in page
     assert "nothing recorded yet" not in page
     assert "0.05, 0.1, 0.2, 0.4 (= 0.5, 1.0, 2.0, 4.0 × lr)" in page  # the step sizes from config.json
+
+
+def test_the_probe_measures_the_steps_weights_and_batch_before_its_update(tmp_path):
+    """The store and the logger against plain autograd at the weights and batch that
+    training_step saw: a probe moved after the optimizer step (w_{t+1}), or run on
+    another step's batch, would not match."""
+    memory = Memory()
+    module = fit([LandscapeCallback(tmp_path / "run", probe_every=2)], steps=5, logger=memory,
+                 module=Tiny(dropout=0.0))
+    sizes = (0.05, 0.1, 0.2, 0.4)  # (0.5, 1, 2, 4) x lr 0.1
+    logged = {step: row for step, row in memory.rows if "landscape/beta" in row}
+    with RunStore(tmp_path / "run", readonly=True) as store:
+        _, train_loss = store.series("train/loss")
+        steps, losses = store.series("probe/loss")
+        _, base_loss = store.series("probe/base_loss")
+        _, grad_norm = store.series("probe/grad_norm")
+    assert steps.tolist() == [0, 2, 4] == sorted(logged)
+    assert train_loss.tolist() == pytest.approx([along_gradient(*seen)[0] for seen in module.seen], rel=1e-6)
+    for i, step in enumerate(steps.tolist()):
+        base, norm, along = along_gradient(*module.seen[step], sizes)
+        assert (base_loss[i], grad_norm[i]) == pytest.approx((base, norm), rel=1e-5)
+        assert losses[i].tolist() == pytest.approx(along, rel=1e-5)
+        assert [logged[step][f"landscape/probe_loss_{eta:g}"] for eta in sizes] == pytest.approx(along, rel=1e-5)
 
 
 def test_logger_names():

@@ -2,30 +2,53 @@
 ICS (Definition 2.1) and Hessian eigenvalues on a LightningModule's own training steps.
 
 At training step t (``trainer.global_step``: optimizer steps done so far) Lightning
-calls ``on_before_optimizer_step`` after the backward and before the step, when
-``.grad`` holds g = grad L(w_t; B_t). There the callback runs the hooks that
-``landscape train`` runs at ``Event.AFTER_BACKWARD`` (:class:`~landscape.hooks.ProbeHook`,
+calls ``on_before_optimizer_step`` after the backward (and, under a GradScaler, after
+``unscale_``) and before gradient clipping and the step, when ``.grad`` holds
+g = grad L(w_t; B_t). There the callback runs the hooks that ``landscape train`` runs
+at ``Event.AFTER_BACKWARD`` (:class:`~landscape.hooks.ProbeHook`,
 :class:`~landscape.hooks.ICSHook`, :class:`~landscape.hooks.HessianHook`) on the
-training batch B_t (taken at ``on_train_batch_start``), reusing g and the training
-loss (from ``on_before_backward``), so a probe costs K passes and leaves the
-weights, buffers, ``.grad``, optimizer state and every RNG bit-identical: the run
-is the same with and without the callback.
+training batch B_t (taken at ``on_train_batch_start``). With ``reuse_grad`` it reuses
+g and the training loss (``on_before_backward``'s, divided by the GradScaler's scale
+in force at that step), so a probe costs K passes. It leaves the weights, buffers,
+``.grad``, optimizer state and every RNG bit-identical: the run is the same with and
+without the callback.
 
 Values go to the trainer's loggers at step t (``landscape/probe_loss_<eta>``,
 ``landscape/grad_diff_<eta>``, ``landscape/beta``, ... with eta the absolute step
 size), every probe whatever ``log_every_n_steps`` says; with ``run_dir`` also into a
 landscape run store that ``landscape report RUN_DIR`` renders (``train/loss`` every
-step, the ``probe/*``, ``ics/*`` and ``hessian/*`` metrics at their steps).
+step: the loss ``training_step`` returned, from ``on_train_batch_end``, never the
+scaled one; the ``probe/*``, ``ics/*`` and ``hessian/*`` metrics at their steps).
+
+Mixed precision. Under ``bf16-mixed``/``16-mixed`` the probe recomputes g in full
+precision unless ``reuse_grad=True``. A step that the GradScaler skips (a non-finite
+gradient after unscaling) is recorded as ``train/skipped`` = 1 (logger:
+``landscape/train/skipped``) with its ``train/loss``, and nothing is measured at it
+(with the training gradient the probe would run along a non-finite g; and the
+optimizer did not step, so ICS's W^{t+1} would not be the next weights); the
+measurements due there run at the next step that is not skipped, and are recorded
+at that step. Steps never skipped have no ``train/skipped`` entry.
 
 Under DDP every value is the global batch's: the probe's losses and gradients are
 all-reduced over the ranks (:func:`landscape.distributed.all_reduce_mean`) and rank 0
-alone writes. Refused, with a one-line error at ``fit``: manual optimization (the
-callback cannot know which gradient a step uses: call
-:func:`landscape.probe_gradient` in your ``training_step`` after
-``manual_backward``) and ``accumulate_grad_batches > 1`` (the accumulated gradient
-is that of several batches, which the probe would have to evaluate together).
-Gradient clipping runs after the hook: the probe sees the unclipped gradient. Under
-mixed precision the probe recomputes g in full precision (``reuse_grad``).
+alone writes (the gradients are all-reduced before the hook, so every rank decides
+a skip alike).
+
+Refused, with a one-line error (at ``fit``, or at the first step where it holds):
+- manual optimization: the callback cannot know which gradient a step uses; call
+  :func:`landscape.probe_gradient` in your ``training_step`` after ``manual_backward``.
+- ``accumulate_grad_batches`` other than 1, checked at every step (a
+  ``GradientAccumulationScheduler`` changes it between epochs): the accumulated
+  gradient is that of several micro-batches, and with BN each micro-batch is
+  normalized by its own statistics, so no single batch's loss is the objective
+  that step optimizes.
+- under a GradScaler, an optimizer that unscales inside ``step()`` (e.g.
+  ``Adam(fused=True)``): its ``.grad`` is still multiplied by the scale when the hook
+  runs.
+- ICS under gradient clipping (``gradient_clip_val``, or an overridden
+  ``configure_gradient_clipping``): clipping runs after the hook, so ICS's dry run of
+  the optimizer would take a step that training does not. The probe and the Hessian
+  are unaffected: they measure along the gradient g itself, before clipping.
 """
 
 from __future__ import annotations
@@ -39,6 +62,7 @@ from typing import Any
 try:  # first: without the optional extra, fail before importing anything heavy
     import lightning
     import lightning.pytorch as pl
+    from lightning.pytorch.utilities.model_helpers import is_overridden
 except ImportError as e:
     raise ImportError(
         "landscape.integrations.lightning needs Lightning: pip install 'torch-landscape[lightning]'"
@@ -93,6 +117,25 @@ def model_norm(model: nn.Module) -> str:
     return "bn" if any(isinstance(m, NORM_LAYER_TYPES) for m in model.modules()) else "none"
 
 
+def grad_scaler(trainer: pl.Trainer) -> torch.amp.GradScaler | None:
+    """The trainer's GradScaler (``16-mixed``), or None when there is none or it is disabled."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def unscales_in_step(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` unscales its gradients inside ``step()`` (fused Adam and
+    friends): then the GradScaler leaves ``.grad`` scaled until the step."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def finite_grads(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every ``.grad`` of ``optimizer`` is finite: after ``unscale_``, the
+    GradScaler's test for taking the step."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or value <= 0):
         raise ValueError(f"LandscapeCallback: {name} must be a positive integer or None, got {value!r}")
@@ -119,16 +162,20 @@ class LandscapeCallback(pl.Callback):
             ``training_step`` returns; default: the module's ``loss_fn`` attribute.
         split_batch: ``fn(batch) -> (inputs, targets)``; default: a batch of two.
         reuse_grad: Reuse the training gradient and loss (K passes per probe); default:
-            yes in full precision. Set False when ``training_step`` returns more than
-            ``loss_fn`` (a regulariser), so the probe recomputes g of ``loss_fn``.
+            yes in full precision. Under mixed precision True reuses the autocast
+            gradient and loss (the loss divided by the GradScaler's scale). Set False
+            when ``training_step`` returns more than ``loss_fn`` (a regulariser), so the
+            probe recomputes g of ``loss_fn``.
         name: The run's name in the report; default: the module's class name.
         norm: The run's normalization in the report (its colour); default ``"bn"``
             when the model has a norm layer, else ``"none"``.
         seed: Base seed of the Hessian's random vectors.
 
     Raises:
-        ValueError: A bad argument; at ``fit``, manual optimization,
-            ``accumulate_grad_batches > 1`` or no loss function.
+        ValueError: A bad argument; at ``fit``, manual optimization, no loss function, an
+            optimizer that unscales inside ``step()`` under a GradScaler, or ICS under
+            gradient clipping; at any step, ``accumulate_grad_batches`` other than 1
+            (see the module's docstring for why).
     """
 
     def __init__(
@@ -165,7 +212,10 @@ class LandscapeCallback(pl.Callback):
         self.loss_fn, self.split_batch, self.reuse_grad = loss_fn, split_batch or split_pair, reuse_grad
         self.name, self.norm = name, norm
         self._batch: Batch = None
-        self._loss: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None  # on_before_backward's: multiplied by a GradScaler's scale
+        self._step: int | None = None  # the step whose optimizer step is under way
+        self._owed: set[str] = set()  # measurements due at a skipped step, run at the next one
+        self._scaler: torch.amp.GradScaler | None = None
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, training loss) not yet written
         self._store: RunStore | None = None
         self._reduce: Callable | None = None
@@ -177,11 +227,19 @@ class LandscapeCallback(pl.Callback):
         if not pl_module.automatic_optimization:
             raise ValueError("LandscapeCallback: manual optimization is not supported (which gradient a step uses "
                              "is up to your training_step): call landscape.probe_gradient there after manual_backward")
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError(f"LandscapeCallback: accumulate_grad_batches={trainer.accumulate_grad_batches} is not "
-                             "supported: the accumulated gradient is not that of the one batch the probe evaluates")
+        self.check_step(trainer)
         if len(trainer.optimizers) != 1:
             raise ValueError(f"LandscapeCallback: needs exactly one optimizer, got {len(trainer.optimizers)}")
+        self._scaler = grad_scaler(trainer)
+        optimizer = trainer.optimizers[0]
+        if self._scaler is not None and unscales_in_step(optimizer):
+            raise ValueError(f"LandscapeCallback: {type(optimizer).__name__} unscales its gradients inside step() "
+                             "(fused), so under the GradScaler .grad is still scaled when the probe runs: use an "
+                             "optimizer that does not (e.g. fused=False)")
+        if self.ics_every is not None and is_overridden("configure_gradient_clipping", pl_module):
+            raise ValueError("LandscapeCallback: ICS under gradient clipping is not supported (the module overrides "
+                             "configure_gradient_clipping): clipping runs after the hook, so ICS's dry run of the "
+                             "optimizer would take a step that training does not; drop ics_every or the clipping")
         if self.loss_fn is None and not callable(getattr(pl_module, "loss_fn", None)):
             raise ValueError("LandscapeCallback: pass loss_fn=... (or give the LightningModule a loss_fn "
                              "attribute): the probe evaluates loss_fn(pl_module(inputs), targets)")
@@ -245,51 +303,89 @@ class LandscapeCallback(pl.Callback):
         return config
 
     # -- every step -------------------------------------------------------------
+    def check_step(self, trainer: pl.Trainer) -> None:
+        """Refuse what would make this step's values wrong: accumulation (a
+        ``GradientAccumulationScheduler`` changes it between epochs) and ICS under
+        ``gradient_clip_val``."""
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(f"LandscapeCallback: accumulate_grad_batches={trainer.accumulate_grad_batches} is not "
+                             f"supported (step {trainer.global_step}, epoch {trainer.current_epoch}): the "
+                             "accumulated gradient is that of several micro-batches, each normalized by its own "
+                             "batch statistics under BN, not that of the one batch the probe evaluates")
+        if self.ics_every is not None and trainer.gradient_clip_val:
+            raise ValueError(f"LandscapeCallback: ICS under gradient clipping (gradient_clip_val="
+                             f"{trainer.gradient_clip_val}) is not supported: clipping runs after the hook, so ICS's "
+                             "dry run of the optimizer would take a step that training does not; drop ics_every or "
+                             "the clipping")
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Batch,
                              batch_idx: int) -> None:
+        self.check_step(trainer)
         self._batch = batch  # already on the module's device
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        self._loss = loss.detach()  # L(w_t; B_t): accumulate_grad_batches is 1, so not rescaled
+        self._loss = loss.detach()  # L(w_t; B_t), times the GradScaler's scale under 16-mixed
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        step = trainer.global_step
-        if self._loss is not None:
-            self._pending.append((step, self._loss))
+        step = self._step = trainer.global_step
+        # The GradScaler has unscaled .grad by now and skips the step iff a gradient is not finite.
+        skipped = self._scaler is not None and not finite_grads(optimizer)
         with torch.enable_grad():
-            metrics, sizes = self.measure(step, pl_module, optimizer)
+            metrics, sizes = self.measure(step, pl_module, optimizer, skipped=skipped)
         if metrics:
             values = logger_metrics(metrics, sizes)
             for logger in trainer.loggers:  # rank 0 only: log_metrics is rank_zero_only
                 logger.log_metrics(values, step=step)
             if self._store is not None:
                 self._store.log(step, metrics)
-        if step % FLUSH_EVERY == 0:
-            self.flush()
         self._loss = None
 
-    def measure(self, step: int, pl_module: pl.LightningModule,
-                optimizer: torch.optim.Optimizer) -> tuple[dict[str, float | list[float]], tuple[float, ...]]:
-        """The metrics of the hooks due at ``step`` and the probe's absolute step sizes."""
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Batch,
+                           batch_idx: int) -> None:
+        # The loss training_step returned (divided by accumulate_grad_batches, which is 1):
+        # on_before_backward's is multiplied by the GradScaler's scale.
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        step, self._step = self._step, None
+        if step is None:
+            return
+        if isinstance(loss, torch.Tensor):
+            self._pending.append((step, loss.detach()))
+        if step % FLUSH_EVERY == 0:
+            self.flush()
+
+    def measure(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer,
+                skipped: bool = False) -> tuple[dict[str, float | list[float]], tuple[float, ...]]:
+        """The metrics of the hooks due at ``step`` (or owed since a skipped step) and the
+        probe's absolute step sizes; at a step the GradScaler skips, ``train/skipped``
+        alone, and what was due is owed to the next step."""
         lr = float(optimizer.param_groups[0]["lr"])
         sizes = tuple(s * lr for s in self.step_sizes) if self.relative else self.step_sizes
-        due = [
-            (self.probe_every, lambda: ProbeHook(sizes, bn_mode=self.bn_mode, curvature=self.curvature,
-                                                 reduce=self._reduce, reuse_grad=self._reuse)),
-            (self.ics_every, lambda: ICSHook(reduce=self._reduce)),
-            (self.hessian_every, lambda: HessianHook(k=self.hessian_k, bn_mode=self.bn_mode, seed=self.seed,
-                                                     reduce=self._reduce)),
-        ]
-        hooks = [make() for every, make in due if every is not None and EveryN(every)(step)]
-        if not hooks:
+        schedules = {"probe": self.probe_every, "ics": self.ics_every, "hessian": self.hessian_every}
+        due = self._owed | {name for name, every in schedules.items() if every is not None and EveryN(every)(step)}
+        if skipped:
+            self._owed = due
+            return {"train/skipped": 1.0}, sizes
+        self._owed = set()
+        if not due:
             return {}, sizes
+        makers = {
+            "probe": lambda: ProbeHook(sizes, bn_mode=self.bn_mode, curvature=self.curvature, reduce=self._reduce,
+                                       reuse_grad=self._reuse),
+            "ics": lambda: ICSHook(reduce=self._reduce),
+            "hessian": lambda: HessianHook(k=self.hessian_k, bn_mode=self.bn_mode, seed=self.seed,
+                                           reduce=self._reduce),
+        }
+        loss = self._loss if self._reuse else None
+        if loss is not None and self._scaler is not None:
+            loss = loss / self._scaler.get_scale()  # the scale in force at this step: update() comes after it
         loss_fn = self.loss_fn or pl_module.loss_fn
-        ctx = Context(Event.AFTER_BACKWARD, step, pl_module, loss_fn, optimizer, lr,
-                      self.split_batch(self._batch), self._loss if self._reuse else None)
+        ctx = Context(Event.AFTER_BACKWARD, step, pl_module, loss_fn, optimizer, lr, self.split_batch(self._batch),
+                      loss)
         metrics: dict[str, float | list[float]] = {}
-        for hook in hooks:
-            metrics.update(hook(ctx) or {})
+        for name in schedules:  # a fixed order, whatever the set's
+            if name in due:
+                metrics.update(makers[name]()(ctx) or {})
         return metrics, sizes
 
     def flush(self, reduce: bool = True) -> None:
