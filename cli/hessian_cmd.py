@@ -15,6 +15,8 @@ _DENSITY = DensityConfig()  # the defaults live in landscape.config
 
 
 def _line(result) -> str:
+    if result.nonfinite is not None:
+        return f"{result.run} step {result.step}: no curvature ({result.nonfinite})"
     values = ", ".join(f"{v:.6g}" for v in result.eigenvalues)
     text = (f"{result.run} step {result.step}: lambda_max {result.lambda_max:.6g} "
             f"(residual {result.residual:.2g}, {result.hvps} HVPs{'' if result.converged else ', not converged'})")
@@ -30,6 +32,23 @@ def _density_line(result) -> str:
     low, high = min(min(t) for t in d.nodes), max(max(t) for t in d.nodes)
     return (f"{result.run} step {result.step}: density nodes in [{low:.6g}, {high:.6g}], "
             f"mean {d.mean:.6g} (tr H / n, n = {d.parameters}), {d.hvps} HVPs ({d.runs} runs x {d.steps} steps)")
+
+
+def _dry_run(run_dir: Path, max_hvps: int, density: DensityConfig | None, device) -> None:
+    """One line: the Lanczos basis's worst case and the device's available memory;
+    exit 2 where it cannot fit (the run would be refused)."""
+    from landscape.spectrum import basis_memory
+
+    m = basis_memory(run_dir, max_hvps=max_hvps, density=density, device=device)
+    available = "unknown memory" if m.available is None else _size(m.available)
+    click.echo(f"{run_dir}: the Lanczos basis takes at most {_size(m.bytes)} ({m.products} products on "
+               f"{m.parameters:,} {m.dtype} parameters, in blocks of 16 vectors); {m.device} has {available} available")
+    if not m.fits:
+        raise InputError(f"the Lanczos basis cannot fit {m.device}: lower --max-hvps (at most {m.most} fit)")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.3g} MiB" if count < 2**30 else f"{count / 2**30:.3g} GiB"
 
 
 @click.command("hessian")
@@ -54,13 +73,20 @@ def _density_line(result) -> str:
               help="Lanczos steps per start vector (Hessian-vector products per run).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the values as JSON to this file.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print the Lanczos basis's worst-case memory against the device's and measure nothing.")
 @friendly_errors
 def hessian(run_dir: Path, checkpoint: str, k: int, trace: bool, bn_mode: str, batches: int, max_hvps: int,
-            device: str, density: bool, density_runs: int, density_steps: int, out: Path | None) -> None:
+            device: str, density: bool, density_runs: int, density_steps: int, out: Path | None,
+            dry_run: bool) -> None:
     """The largest Hessian eigenvalue lambda_max (Lanczos, exact Hessian-vector
     products) of RUN_DIR's training loss at its checkpoint(s), H being the mean over
     its first training batches; compare lambda_max with 2/lr, the stability limit of
     gradient descent. Prints one line per checkpoint.
+
+    A checkpoint whose weights or Hessian-vector products are not finite (a diverged
+    or overflowing run) gets a line saying so instead of numbers; when no checkpoint
+    has finite curvature the command fails (exit 2).
 
     With --density, also the density of H's eigenvalues (Ghorbani et al. 2019) at
     each checkpoint, one more line each, written to RUN_DIR/spectrum/density.json
@@ -73,9 +99,15 @@ def hessian(run_dir: Path, checkpoint: str, k: int, trace: bool, bn_mode: str, b
         if not density and context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
             raise InputError(f"--{name.replace('_', '-')} sets the density: add --density")
     settings = DensityConfig(runs=density_runs, steps=density_steps) if density else None
+    if dry_run:
+        _dry_run(run_dir, max_hvps, settings, resolve_device(device))
+        return
     results = checkpoint_spectrum(run_dir, checkpoint=checkpoint, k=k, trace=trace, bn_mode=bn_mode,
                                   batches=batches, max_hvps=max_hvps, device=resolve_device(device),
                                   density=settings)
+    if all(r.nonfinite is not None for r in results):
+        raise InputError(f"{run_dir}: no finite curvature at "
+                         + "; ".join(f"step {r.step} ({r.nonfinite})" for r in results))
     for result in results:
         click.echo(_line(result))
         if result.density is not None:

@@ -24,6 +24,7 @@ from landscape import catalogue, distributed
 from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
 from landscape.data import check_fits_data
 from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
+from landscape.hessian import check_lanczos_memory
 from landscape.hooks import DenseEarly, HessianHook, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
 from landscape.probes import choose_method
@@ -91,7 +92,12 @@ def default_distribution_layers(model: nn.Module, config: RunConfig | None = Non
 
 def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     """The measurement hooks a run's config asks for (probes, ICS, layer-input
-    distributions, Hessian eigenvalues), so a resumed run gets them back."""
+    distributions, Hessian eigenvalues), so a resumed run gets them back.
+
+    Raises:
+        ValueError: a layer the model lacks, or a Hessian whose Lanczos basis of
+            ``hessian.max_hvps`` vectors cannot fit the run's device.
+    """
     hooks: list[Hook] = []
     ddp = distributed.world_size() > 1  # measure on the global batch: every rank holds a shard
     reduce = distributed.all_reduce_mean if ddp else None
@@ -117,6 +123,10 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         hooks.append(_scheduled(d.schedule, dist))
     h = config.hessian
     if h is not None:
+        # A Lanczos basis that cannot fit is refused before training, not at step 0.
+        check_lanczos_memory(sum(p.numel() for p in model.parameters() if p.requires_grad), h.max_hvps,
+                             getattr(torch, config.train.dtype), distributed.resolve_device(config.train.device),
+                             option="the run config's hessian.max_hvps")
         hessian = HessianHook(k=h.k, trace=h.trace, bn_mode=h.bn_mode, tol=h.tol, max_hvps=h.max_hvps,
                               start=h.start, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))

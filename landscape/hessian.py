@@ -20,6 +20,8 @@ the model bit-identical, and averaged over processes by ``reduce``: see
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,13 +30,14 @@ from torch import nn
 
 from landscape.config import LANCZOS_STARTS, DensityConfig
 from landscape.hvp import Batch, Block, HessianOperator, hessian_operator, problem
-from landscape.lanczos import BOUNDS, lanczos, ritz
+from landscape.lanczos import BLOCK, BOUNDS, basis_bytes, lanczos, ritz
 from landscape.points import LossFn, Reduce
 from landscape.state import flatten
 from landscape.trace import TRACE_METHODS, TraceResult, hessian_trace
 
 __all__ = ["BOUNDS", "STARTS", "TRACE_METHODS", "WHICH", "DensityResult", "EigResult", "TraceResult",
-           "hessian_density", "hessian_eigs", "hessian_trace"]
+           "available_memory", "check_lanczos_memory", "hessian_density", "hessian_eigs", "hessian_trace",
+           "products_that_fit"]
 
 WHICH = ("largest", "magnitude")
 STARTS = LANCZOS_STARTS  # or a vector
@@ -47,7 +50,9 @@ class EigResult:
     Each eigenvalue lies within its residual of an eigenvalue of H (a certificate),
     and within its error bound when the Ritz values' gap estimate holds
     (:mod:`landscape.lanczos`); ``converged`` says whether every error bound met
-    ``tol`` (relative), never more.
+    ``tol`` (relative) after at least ``MIN_PRODUCTS`` products, never more. A
+    non-finite Hessian-vector product (a NaN weight, an overflow) gives NaN values,
+    residuals and bound, and ``converged`` False.
     """
 
     eigenvalues: torch.Tensor  # (k,) float64, largest first (algebraically or in magnitude)
@@ -72,6 +77,11 @@ class DensityResult:
     def mean(self) -> float:
         """Mean of the quadrature measures over the runs: an estimate of tr H / n."""
         return sum(float(t @ w) for t, w in zip(self.nodes, self.weights)) / len(self.nodes)
+
+    @property
+    def finite(self) -> bool:
+        """False where a Hessian-vector product was not finite: then everything is NaN."""
+        return bool(torch.isfinite(self.density).all())
 
 
 def hessian_eigs(
@@ -98,15 +108,28 @@ def hessian_eigs(
 
     Cost: one forward and one graph-keeping backward per batch, then one Hessian-vector
     product (one backward through the gradient graph, per batch) per Lanczos step; the
-    gradient graphs stay in memory throughout. It stops once every wanted Ritz value
-    theta has a residual r = ||H y - theta y|| <= tol * |theta| (or r at rounding
-    level), or after ``max_hvps`` products (or n, where the Krylov space is
-    everything): r certifies that an eigenvalue of H lies within r of theta. With
+    gradient graphs stay in memory throughout, and the Lanczos basis grows by blocks
+    of 16 n-vectors as the products are taken (:func:`check_lanczos_memory`). It
+    stops once every wanted Ritz value theta has a residual r = ||H y - theta y|| <=
+    tol * |theta| (or r at rounding level), after at least ``MIN_PRODUCTS`` = 10
+    products (or n), or after ``max_hvps`` products (or n, where the Krylov space is
+    everything): r certifies that *an* eigenvalue of H lies within r of theta. With
     ``bound="gap"`` it stops on min(r, r^2 / gap) instead, the gap estimated from
-    the other Ritz values (:mod:`landscape.lanczos`). By default Lanczos starts from
-    the gradient (plus noise), which lies mostly in the top eigenspace: at the
-    benchmark's trained VGG-11 point 6 products instead of 8-10 from a random start
-    (three seeds; reports/benchmarks.md).
+    the other Ritz values (:mod:`landscape.lanczos`).
+
+    That the largest value is lambda_max, and not an eigenvalue below it, is a
+    probability over the start vector, never a certificate: every start is a
+    Gaussian from ``generator`` or one mixed with such a Gaussian, and after m
+    products (Kuczynski-Wozniakowski, for H - lambda_min I; :mod:`landscape.lanczos`)
+    P[lambda_max - theta > eps (lambda_max - lambda_min)] <= 3.3 sqrt(n)
+    exp(-sqrt(eps) (2m - 1)). At a failure probability of 1 % that is eps = 0.43 after
+    10 products on 579,098 weights, 0.044 after 30, 0.0039 after 100
+    (:func:`landscape.lanczos.random_start_epsilon`): the few-product regime carries
+    no such guarantee. The 10-product minimum keeps a start that already is an
+    eigenvector (a warm start after the top two eigenvalues swapped) from certifying
+    it after one product, nothing more. By default Lanczos starts from the gradient
+    mixed with a Gaussian; the gradient lies mostly in the top eigenspace
+    (reports/benchmarks.md has the products each start takes).
     A breakdown (an invariant subspace, e.g. repeated eigenvalues) before k values
     have converged goes on from a fresh random vector. Like every single-vector
     Krylov method it may report a repeated eigenvalue fewer times than its
@@ -125,13 +148,15 @@ def hessian_eigs(
         bound: ``"residual"`` (stop on r, the certificate) or ``"gap"`` (stop on
             min(r, r^2 / gap): a few products fewer, but the gap estimate can be
             fooled; on a small BN network, over 40 seeds, both BN modes, both
-            starts and tol 1e-2 to 1e-5, 8 of 480 claims with k = 1 and 13 of 480
-            with k = 3 were beyond ``tol``, one at the second eigenvalue, where
-            ``"residual"`` made none: reports/benchmarks.md).
-        start: ``"gradient"`` (the batch's unit gradient plus a unit Gaussian; the
-            gradient lies mostly in the top eigenspace), ``"random"`` (Gaussian), or
-            a vector (flat or by parameter name, e.g. the eigenvector of a nearby
-            point) plus a 1e-3 Gaussian.
+            starts and tol 1e-2 to 1e-5, 0 of 480 claims with k = 1 and 12 of 480
+            with k = 3 were beyond ``tol`` under the 10-product minimum (8 and 13
+            before it), where ``"residual"`` made none: reports/benchmarks.md).
+            The error bound is never reported below the rounding floor.
+        start: ``"gradient"`` (the batch's gradient; it lies mostly in the top
+            eigenspace), ``"random"`` (Gaussian), or a vector (flat or by parameter
+            name, e.g. the eigenvector of a nearby point). A vector v (the gradient
+            too) starts as (v/||v|| + z/||z||)/sqrt(2), z Gaussian: even a start
+            that is an eigenvector of H keeps every eigenvector's component.
         return_eigenvectors: Also return the unit Ritz vectors.
         block: Restrict H to the parameters of the module of this name (e.g.
             ``"features.0"``), or to those for which ``block(name, param)`` is True.
@@ -146,7 +171,8 @@ def hessian_eigs(
             Needs ``generator``, seeded alike on every rank.
 
     Returns:
-        The :class:`EigResult`.
+        The :class:`EigResult`: NaN values and ``converged`` False where a
+        Hessian-vector product was not finite.
 
     Raises:
         ValueError: Unknown ``which``/``bound``/``bn_mode``/block, no trainable (selected)
@@ -176,8 +202,8 @@ def hessian_eigs(
         pairs = ritz(krylov, k, which, tol, bound)
         vectors = None
         if return_eigenvectors:
-            ritz_vectors = krylov.basis.T @ pairs.coefficients.to(krylov.basis)  # (n, k)
-            vectors = [op.named(y.detach().clone()) for y in ritz_vectors.T]
+            coefficients = pairs.coefficients.to(krylov.basis.dtype)  # (m, k)
+            vectors = [op.named(krylov.basis.combine(c).detach()) for c in coefficients.T]
         hvps = op.hvps
     return EigResult(
         eigenvalues=pairs.values,
@@ -190,27 +216,86 @@ def hessian_eigs(
 
 
 def _start_vector(op: HessianOperator, start, generator: torch.Generator | None) -> torch.Tensor:
-    """Lanczos's start: Gaussian ("random"), the unit gradient plus a unit Gaussian
-    ("gradient": the gradient lies mostly in the top eigenspace, Gur-Ari et al. 2018;
-    the Gaussian keeps every eigenvector's component nonzero), or the given vector
-    (flat, or by parameter name, e.g. an eigenvector of a nearby point) plus a unit
-    Gaussian scaled by 1e-3 (so no eigenvector is missed for good)."""
+    """Lanczos's start: a Gaussian z ("random"), or a vector v mixed with it,
+    (v/||v|| + z/||z||)/sqrt(2): the gradient ("gradient": it lies mostly in the top
+    eigenspace, Gur-Ari et al. 2018) or the given vector (flat, or by parameter name,
+    e.g. an eigenvector of a nearby point). The mix keeps the Kuczynski-Wozniakowski
+    bound of a random start with its constant doubled (:mod:`landscape.lanczos`):
+    no eigenvector is missed because v was orthogonal to it. A v that is zero or not
+    finite leaves z alone."""
     z = op.random("gaussian", generator)
     if start == "random":
         return z
     if start == "gradient":
-        guide, weight = op.gradient(), 1.0
+        guide = op.gradient()
     else:
         if isinstance(start, dict) and (missing := [name for name in op.names if name not in start]):
             raise ValueError(f"start has no values for {missing[0]!r}")
         guide = flatten([start[name] for name in op.names]) if isinstance(start, dict) else start.reshape(-1)
         if guide.numel() != op.n:
             raise ValueError(f"start has {guide.numel()} values, the Hessian's size is {op.n}")
-        guide, weight = guide.to(device=op.device, dtype=op.dtype), 1e-3
+        guide = guide.to(device=op.device, dtype=op.dtype)
     norm = torch.linalg.vector_norm(guide)
-    if not norm > 0:
+    if not (norm > 0 and torch.isfinite(norm)):
         return z
-    return guide / norm + weight * z / torch.linalg.vector_norm(z)
+    return (guide / norm + z / torch.linalg.vector_norm(z)) / math.sqrt(2)
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes a new allocation on ``device`` can take: CUDA's free memory
+    (``torch.cuda.mem_get_info``); on the CPU the smaller of MemAvailable in
+    /proc/meminfo (else the free pages of ``os.sysconf``) and the room left under a
+    cgroup v2 memory limit. None where unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                found.append(max(int(limit) - int(g.read()), 0))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def products_that_fit(n: int, dtype: torch.dtype, free: int) -> int:
+    """The most Lanczos products whose basis (whole blocks of n-vectors) fits ``free`` bytes."""
+    return free // (n * torch.empty((), dtype=dtype).element_size()) // BLOCK * BLOCK
+
+
+def check_lanczos_memory(n: int, max_hvps: int, dtype: torch.dtype, device: torch.device | str,
+                         option: str = "--max-hvps") -> int:
+    """The most memory a Lanczos basis of ``max_hvps`` steps over n parameters takes
+    (:func:`landscape.lanczos.basis_bytes`), checked against :func:`available_memory`.
+
+    Returns:
+        The basis's worst case in bytes.
+
+    Raises:
+        ValueError: It cannot fit the device (one line, naming ``option`` as the way out).
+    """
+    need = basis_bytes(n, max_hvps, dtype)
+    free = available_memory(device)
+    if free is not None and need > free:
+        fit, name = products_that_fit(n, dtype, free), str(dtype).removeprefix("torch.")
+        raise ValueError(f"the Lanczos basis of {max_hvps} products on {n:,} parameters ({name}) needs up to "
+                         f"{need / 2**30:.3g} GiB and {torch.device(device)} has {free / 2**30:.3g} GiB "
+                         f"available: lower {option} (at most {fit} fit)")
+    return need
 
 
 def hessian_density(
@@ -235,7 +320,9 @@ def hessian_density(
     Krylov space is invariant: its quadrature is then exact) from a normalized
     Rademacher vector v; its nodes and weights form a quadrature of the measure
     sum_i (u_i^T v)^2 delta(t - lambda_i), whose mean is v^T H v, so the runs' mean
-    estimates tr H / n. Cost: ``runs * min(steps, n)`` Hessian-vector products.
+    estimates tr H / n. Cost: ``runs * min(steps, n)`` Hessian-vector products. A
+    non-finite product ends the runs: the grid, density, mean and that run's nodes
+    and weights are then NaN (``finite`` False).
 
     Args:
         model, loss_fn, inputs, targets, bn_mode, block, batches, max_batches: As for
@@ -265,10 +352,16 @@ def hessian_density(
     nodes, weights = [], []
     with hessian_operator(model, loss_fn, spec) as op:
         for _ in range(runs):
-            theta, s = lanczos(op, op.random("rademacher", generator), min(steps, op.n)).ritz()
+            krylov = lanczos(op, op.random("rademacher", generator), min(steps, op.n))
+            theta, s = krylov.ritz()
             nodes.append(theta)
-            weights.append(s[0] ** 2)
+            weights.append(s[0] ** 2)  # (e_1^T s_j)^2: the start vector's weight on each Ritz vector
+            if not krylov.finite:
+                break
         hvps = op.hvps
+    if not krylov.finite:
+        nan = torch.full((grid_size,), math.nan, dtype=torch.float64)
+        return DensityResult(grid=nan, density=nan.clone(), nodes=nodes, weights=weights, hvps=hvps)
     every = torch.cat(nodes)
     low, high = float(every.min()), float(every.max())
     if sigma is None:

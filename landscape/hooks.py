@@ -16,6 +16,7 @@ The measurements' hooks live here too, as thin adapters of the pure functions:
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -271,9 +272,11 @@ class HessianHook:
         tol: Relative tolerance on the Lanczos residuals.
         max_hvps: At most this many Hessian-vector products for the eigenvalues (and
             as many for the trace).
-        start: Lanczos's start: ``"gradient"`` (the batch's gradient plus a Gaussian),
-            ``"random"``, or ``"warm"``: the previous measurement's top eigenvector
-            (plus a small Gaussian; the gradient the first time).
+        start: Lanczos's start: ``"gradient"`` (the batch's gradient), ``"random"``, or
+            ``"warm"``: the previous measurement's top eigenvector (the gradient the
+            first time); a vector start is mixed half and half with a Gaussian,
+            (v/|v| + z/|z|)/sqrt(2) (:func:`landscape.hessian.hessian_eigs`), so that a
+            swap of the top eigenvalues between measurements cannot pin it to the second.
         seed: Base seed of the random vectors.
         reduce: Under DDP, averages every product over the ranks: H of the global batch.
 
@@ -281,6 +284,13 @@ class HessianHook:
     residual: an error bound), ``hessian/hvps``, ``hessian/converged`` (0 or 1),
     ``hessian/eigs`` (the k values, largest first, when k > 1), and with ``trace``
     ``hessian/trace`` and ``hessian/trace_stderr``.
+
+    A Hessian-vector product that is not finite (a diverging run: weights or a loss
+    that overflow) records NaN values and ``hessian/converged`` 0, skips the trace,
+    keeps the warm start of the last finite measurement, and leaves the run to end
+    as it would without the hook. Under DDP the products are all-reduced before
+    Lanczos reads them, so every rank sees the same numbers and takes this decision
+    alike: no rank skips a collective another waits in.
     """
 
     k: int = 1
@@ -307,13 +317,37 @@ class HessianHook:
                       generator=torch.Generator(device=device).manual_seed(self.seed + ctx.step))
         warm = self.start == "warm"
         start = self._previous.get("vector", "gradient") if warm else self.start
-        eigs = hessian_eigs(ctx.model, ctx.loss_fn, inputs, targets, k=self.k, tol=self.tol,
-                            max_hvps=self.max_hvps, start=start, return_eigenvectors=warm, **common)
+        try:
+            eigs = hessian_eigs(ctx.model, ctx.loss_fn, inputs, targets, k=self.k, tol=self.tol,
+                                max_hvps=self.max_hvps, start=start, return_eigenvectors=warm, **common)
+        except torch.linalg.LinAlgError:  # eigh of a tridiagonal T holding NaN, where the library raises
+            return nonfinite_hessian_metrics(self.k, self.trace)
+        if not eigs_finite(eigs):
+            return nonfinite_hessian_metrics(self.k, self.trace, eigs.hvps)
         if warm:
             self._previous["vector"] = eigs.eigenvectors[0]
         trace = hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=self.max_hvps,
                               **common) if self.trace else None
         return hessian_metrics(eigs, trace)
+
+
+def eigs_finite(eigs: EigResult) -> bool:
+    """Whether :func:`hessian_eigs` measured anything: every value and the bound finite."""
+    return bool(torch.isfinite(eigs.eigenvalues).all()) and math.isfinite(eigs.error_bound)
+
+
+def nonfinite_hessian_metrics(k: int, trace: bool, hvps: int = 0) -> dict[str, float | list[float]]:
+    """The ``hessian/*`` metrics of :class:`HessianHook` where a product was not finite:
+    NaN values, ``hessian/converged`` 0."""
+    metrics: dict[str, float | list[float]] = {
+        "hessian/lambda_max": math.nan, "hessian/residual": math.nan,
+        "hessian/hvps": float(hvps), "hessian/converged": 0.0,
+    }
+    if k > 1:
+        metrics["hessian/eigs"] = [math.nan] * k
+    if trace:
+        metrics.update({"hessian/trace": math.nan, "hessian/trace_stderr": math.nan})
+    return metrics
 
 
 def hessian_metrics(eigs: EigResult, trace: TraceResult | None = None) -> dict[str, float | list[float]]:

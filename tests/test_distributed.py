@@ -108,12 +108,19 @@ def test_dead_rank_fails_the_job_and_resume_completes_it(tmp_path, cnn_two):
 
 # One rank (a store on a port the OS picks and keeps, nothing to race for) in a fresh
 # interpreter, where torch.distributed.nn is not imported yet: a DDP step as training takes
-# one, then teardown. Native threads are counted, as Gloo's are not Python threads.
+# one, then teardown. Native threads are counted, as Gloo's are not Python threads. The
+# automatic collector is off: a DDP wrapper's reference cycles then hold the group until
+# teardown collects them itself, every time, instead of whenever a collection happens to
+# run first.
 TEARDOWN = """
 import gc
 import os
+import weakref
 import torch
+import torch.distributed as dist
 from landscape import distributed
+
+gc.disable()
 
 def threads():
     return len(os.listdir("/proc/self/task"))
@@ -126,9 +133,10 @@ def ddp_step():
 before = threads()
 distributed.setup()
 ddp_step()
+group = weakref.ref(dist.group.WORLD)
 during = threads()
 distributed.teardown()
-print(before, during, threads())
+print(before, during, threads(), group() is None)
 distributed.setup()
 held = ddp_step()
 distributed.teardown()  # warns: the model holds the group
@@ -146,8 +154,10 @@ def test_teardown_ends_the_gloo_threads_before_the_interpreter_ends():
                           env=dict(env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                                    MASTER_PORT="0"))
     assert done.returncode == 0, done.stderr[-3000:]
-    before, during, after, released = map(int, done.stdout.split())
-    assert during > before and after == before
+    before, during, after, gone, released = done.stdout.split()
+    before, during, after, released = map(int, (before, during, after, released))
+    assert during > before and after == before  # no Gloo thread left alive
+    assert gone == "True"  # and nothing holds the group any more
     # A group that something still holds (here the model) cannot end; teardown says so.
     assert done.stderr.count("the process group outlives teardown") == 1, done.stderr[-3000:]
     assert released == before

@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.hessian import hessian_density, hessian_eigs, hessian_trace
+from landscape.lanczos import MIN_PRODUCTS
 from landscape.state import differences, snapshot
 
 BN_MODES = ("train", "eval")
@@ -126,22 +127,24 @@ def test_the_certificate_holds_at_every_step(bn_mode, seed, start):
 
 
 def test_the_gap_bound_stops_sooner_and_can_be_fooled_where_the_residual_is_not():
-    # bound="gap" (min(r, r^2 / gap)) stops sooner on the dense fixture's net and is
-    # right there; on this seed it claims convergence after 6 products at the second
-    # eigenvalue (0.883; lambda_max 1.50 is not in the Krylov space yet), as measured
-    # when choosing the default: the residual rule goes on and finds lambda_max.
+    # bound="gap" (min(r, r^2 / gap)) reports a smaller bound on the dense fixture's net
+    # and is right there. On this seed (k = 3, tol 1e-2) it claims convergence after 13
+    # products with 0.795 for the third eigenvalue (0.864), as in the scan of 40 seeds
+    # under the 10-product minimum (12 such claims of 960, all at k = 3): the residual
+    # rule goes on and finds it.
     net, (x, y) = tiny_net(), batch(0)
     spectrum = torch.linalg.eigvalsh(dense_hessian(net, ce, x, y, "train"))
     gap = hessian_eigs(net, ce, x, y, bound="gap", generator=gen())
     strict = hessian_eigs(net, ce, x, y, generator=gen())
-    assert gap.converged and gap.hvps < strict.hvps and gap.error_bound < strict.error_bound
+    assert gap.converged and gap.hvps <= strict.hvps and gap.error_bound < strict.error_bound
     assert float(spectrum[-1] - gap.eigenvalues[0]) <= gap.error_bound
-    net, (x, y) = tiny_net(29), batch(29)
-    top = float(torch.linalg.eigvalsh(dense_hessian(net, ce, x, y, "eval"))[-1])
-    fooled = hessian_eigs(net, ce, x, y, bn_mode="eval", tol=1e-2, bound="gap", start="random", generator=gen(29))
-    assert fooled.converged and float(fooled.eigenvalues[0]) < 0.6 * top
-    strict = hessian_eigs(net, ce, x, y, bn_mode="eval", tol=1e-2, start="random", generator=gen(29))
-    assert strict.converged and float(strict.eigenvalues[0]) == pytest.approx(top, rel=1e-2)
+    net, (x, y) = tiny_net(1), batch(1)
+    top = torch.linalg.eigvalsh(dense_hessian(net, ce, x, y, "train")).flip(0)[:3]
+    fooled = hessian_eigs(net, ce, x, y, k=3, tol=1e-2, bound="gap", generator=gen(1))
+    assert fooled.converged and float(fooled.eigenvalues[2]) < 0.93 * float(top[2])
+    strict = hessian_eigs(net, ce, x, y, k=3, tol=1e-2, generator=gen(1))
+    assert strict.converged and strict.hvps > fooled.hvps
+    torch.testing.assert_close(strict.eigenvalues, top, rtol=1e-2, atol=0)
 
 
 def test_starts_from_the_gradient_or_a_given_vector(dense):
@@ -151,14 +154,15 @@ def test_starts_from_the_gradient_or_a_given_vector(dense):
     for start in ("gradient", "random"):
         r = hessian_eigs(net, ce, x, y, start=start, tol=1e-8, generator=gen())
         assert float(r.eigenvalues[0]) == pytest.approx(exact, rel=1e-7)
-    # From the top eigenvector itself (by name or flat) it is done in very few products.
+    # From the top eigenvector itself (by name or flat), mixed half and half with a
+    # Gaussian, it is done at the minimum of products.
     top = vectors[:, -1]
     names = [n for n, _ in net.named_parameters()]
     by_name = dict(zip(names, [c.view_as(p) for c, p in zip(top.split([p.numel() for p in net.parameters()]),
                                                              net.parameters())]))
     for start in (top, by_name):
         r = hessian_eigs(net, ce, x, y, start=start, tol=1e-3, generator=gen())
-        assert r.converged and r.hvps <= 3
+        assert r.converged and r.hvps == MIN_PRODUCTS
         assert float(r.eigenvalues[0]) == pytest.approx(exact, rel=1e-3)
 
 
@@ -216,18 +220,20 @@ class Diagonal(nn.Module):
 
 def test_a_breakdown_restarts_until_k_values_are_found():
     # H = diag(3, 3, 3, 1, 1, 1): a start vector's Krylov space has dimension 2, so a
-    # third value needs a restart after the breakdown at step 2 (whose residuals are 0).
+    # third value needs a restart after the breakdown at step 2 (whose residuals are at
+    # the rounding floor). n = 6 < MIN_PRODUCTS: the claim waits for all of R^6.
     r = hessian_eigs(Diagonal([3, 3, 3, 1, 1, 1]), lambda out, _: out, torch.zeros(1), torch.zeros(1), k=3,
                      generator=gen())
-    assert r.converged and r.hvps == 4 and r.error_bound < 1e-12
+    assert r.converged and r.hvps == 6 and 0 < r.error_bound < 1e-12
     assert float(r.eigenvalues[0]) == pytest.approx(3.0, abs=1e-12)
     assert all(min(abs(v - 3), abs(v - 1)) < 1e-12 for v in r.eigenvalues.tolist())
 
 
-def test_zero_hessian_converges_at_once():
+def test_zero_hessian_converges_once_the_space_is_spanned():
+    # Every product is exactly 0 (residual 0, no rounding); n = 3 < MIN_PRODUCTS.
     linear = nn.Linear(3, 1, bias=False).double()
     r = hessian_eigs(linear, lambda out, _: out.sum(), torch.ones(2, 3, dtype=torch.float64), torch.zeros(2))
-    assert r.converged and r.hvps == 1 and float(r.eigenvalues[0]) == 0.0
+    assert r.converged and r.hvps == 3 and float(r.eigenvalues[0]) == 0.0
 
 
 @pytest.mark.parametrize("bn_mode", BN_MODES)
@@ -440,24 +446,28 @@ def test_bad_input_is_a_one_line_value_error(call, message):
     assert differences(before, snapshot(net)) == []
 
 
-def test_the_hook_warm_starts_from_its_last_eigenvector():
+def test_the_hook_warm_starts_from_its_last_eigenvector(dense):
     # HessianHook(start="warm") starts each measurement from the previous top
-    # eigenvector: at an unchanged point that is (nearly) the answer, so the second
-    # measurement takes fewer products than the first; the values agree.
+    # eigenvector (mixed half and half with a Gaussian, tests/test_lanczos.py): at an
+    # unchanged point that saves a product here (16 against 17 at tol 1e-6), and every
+    # value is the dense Hessian's lambda_max.
     from landscape.hooks import Context, Event, HessianHook
 
     net, (x, y) = tiny_net(), batch(0)
+    top = float(torch.linalg.eigvalsh(dense["train"])[-1])
     ctx = Context(Event.AFTER_BACKWARD, 0, net, ce, torch.optim.SGD(net.parameters(), lr=0.1), 0.1, batch=(x, y))
     before = snapshot(net)
     for start in ("gradient", "random", "warm"):
-        hook = HessianHook(start=start, tol=1e-3, max_hvps=60)
+        hook = HessianHook(start=start, tol=1e-6, max_hvps=60)
         first, second = hook(ctx), hook(ctx)
         assert first["hessian/converged"] == second["hessian/converged"] == 1.0
-        assert second["hessian/lambda_max"] == pytest.approx(first["hessian/lambda_max"], rel=1e-3)
+        for measured in (first, second):
+            assert measured["hessian/lambda_max"] == pytest.approx(top, rel=1e-6)
+            assert measured["hessian/hvps"] >= MIN_PRODUCTS
         if start == "warm":
-            assert second["hessian/hvps"] <= 2 < first["hessian/hvps"]
+            assert second["hessian/hvps"] < first["hessian/hvps"]
         else:
-            assert second["hessian/hvps"] == first["hessian/hvps"]  # each measurement alike
+            assert second == first  # each measurement alike
     assert differences(before, snapshot(net)) == []
     with pytest.raises(ValueError, match="unknown start"):
         HessianHook(start="previous")
