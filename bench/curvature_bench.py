@@ -335,7 +335,8 @@ def run_ours(b: Bench) -> dict[tuple[str, str], int]:
                                                       **options),
                               lambda r: {"hvps": r.hvps, "value": r.trace, "stderr": r.stderr,
                                          "converged": str(r.converged),
-                                         "note": f"stops at stderr <= {rtol:.0%}; sketch {r.sketch}"},
+                                         "note": f"sized for stderr <= {rtol:.0%}: pilot + {r.samples} fresh; "
+                                                 f"sketch {r.sketch}"},
                               model_mode="train")
                     if label == "hutch++" and rtol == 0.05:
                         budget[point, mode] = t.hvps
