@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from landscape_cli.main import cli
@@ -78,3 +79,33 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+class Quadratic(nn.Module):
+    """L(w) = 1/2 w^T A w - b^T w (b = 0 by default) at w (0 by default): H = A, in
+    closed form. The forward ignores its input and returns L; A is a buffer, so it can
+    change between two measurements."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor | None = None, w: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("a", a.clone())
+        self.register_buffer("b", torch.zeros(len(a), dtype=a.dtype) if b is None else b.clone())
+        self.w = nn.Parameter(torch.zeros(len(a), dtype=a.dtype) if w is None else w.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.w @ self.a @ self.w - self.b @ self.w
+
+
+# A 2-step vgg_tiny run with every checkpoint kept: what the checkpoint and curvature
+# commands read.
+TINY_TRAIN = ["train", "--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "2", "--batch-size", "16",
+              "--subset", "64", "--eval-samples", "32", "--checkpoint-every", "1", "--keep-checkpoints",
+              "--device", "cpu", "--no-progress"]
+
+
+def train_tiny(tmp_path_factory: pytest.TempPathFactory, name: str):
+    """A fresh :data:`TINY_TRAIN` run directory."""
+    run_dir = tmp_path_factory.mktemp(name) / "r"
+    result = invoke(*TINY_TRAIN, "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    return run_dir

@@ -10,19 +10,13 @@ import torch
 
 from landscape.runs import RunStore
 
-from conftest import assert_one_line_error, invoke
+from conftest import assert_one_line_error, invoke, train_tiny
 
-TRAIN = ["train", "--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "2", "--batch-size", "16",
-         "--subset", "64", "--eval-samples", "32", "--checkpoint-every", "1", "--keep-checkpoints",
-         "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ckpt") / "r"
-    result = invoke(*TRAIN, "--run-dir", run_dir)
-    assert result.exit_code == 0, result.output
-    return run_dir
+    return train_tiny(tmp_path_factory, "ckpt")
 
 
 def _contents(saved):

@@ -16,6 +16,7 @@ from torch.func import functional_call
 from landscape.hessian import hessian_density, hessian_eigs, hessian_trace
 from landscape.lanczos import MIN_PRODUCTS
 from landscape.state import differences, snapshot
+from conftest import Quadratic
 
 BN_MODES = ("train", "eval")
 ce = nn.functional.cross_entropy
@@ -281,28 +282,21 @@ def test_trace_within_its_standard_error(dense, bn_mode, method):
     assert r.converged == (r.stderr <= 0.05 * abs(r.trace))
 
 
-class Quadratic(nn.Module):
+def rotated_quadratic(a: torch.Tensor, seed: int = 0) -> Quadratic:
     """L(w) = 1/2 w^T A w, A = U diag(a) U^T for a random orthogonal U: H = A."""
-
-    def __init__(self, a: torch.Tensor, seed: int = 0) -> None:
-        super().__init__()
-        u = torch.linalg.qr(torch.randn(len(a), len(a), generator=gen(seed), dtype=torch.float64)).Q
-        self.register_buffer("a", u @ torch.diag(a.double()) @ u.T)
-        self.w = nn.Parameter(torch.zeros(len(a), dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.w @ self.a @ self.w
+    u = torch.linalg.qr(torch.randn(len(a), len(a), generator=gen(seed), dtype=torch.float64)).Q
+    return Quadratic(u @ torch.diag(a.double()) @ u.T)
 
 
 def quadratic_trace(a: torch.Tensor, **kwargs):
-    return hessian_trace(Quadratic(a), lambda out, _: out, torch.zeros(1), torch.zeros(1), generator=gen(1), **kwargs)
+    return hessian_trace(rotated_quadratic(a), lambda out, _: out, torch.zeros(1), torch.zeros(1), generator=gen(1), **kwargs)
 
 
 def test_the_gradient_start_helps_where_the_gradient_is_the_top_eigenvector():
     # At w = the top eigenvector of A, the gradient A w is too: half the start vector
     # lies along it, against ~1/sqrt(n) of a random one, so fewer products reach tol.
     a = torch.linspace(1, 2, 300, dtype=torch.float64)
-    model = Quadratic(a)
+    model = rotated_quadratic(a)
     with torch.no_grad():
         model.w.copy_(torch.linalg.eigh(model.a).eigenvectors[:, -1])
     runs = {start: hessian_eigs(model, lambda out, _: out, torch.zeros(1), torch.zeros(1), start=start, tol=1e-6,

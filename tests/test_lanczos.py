@@ -23,6 +23,7 @@ from landscape.lanczos import (
     lanczos,
     random_start_epsilon,
 )
+from conftest import Quadratic
 
 ce = nn.functional.cross_entropy
 NOTHING = torch.zeros(1)  # the quadratic models ignore their input
@@ -34,19 +35,6 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def value(out: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     return out
-
-
-class Quadratic(nn.Module):
-    """L(w) = 1/2 w^T A w at w = 0: H = A, the gradient is 0. A is a buffer, so it can
-    change between two measurements."""
-
-    def __init__(self, a: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("a", a.clone())
-        self.w = nn.Parameter(torch.zeros(len(a), dtype=a.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.w @ self.a @ self.w
 
 
 def rotated(spectrum: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

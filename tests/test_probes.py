@@ -18,19 +18,7 @@ from landscape.probes import (
     training_grads,
 )
 from landscape.state import differences, snapshot
-
-
-class Quadratic(nn.Module):
-    """L(w) = 1/2 w^T A w - b^T w; the forward ignores its input and returns L."""
-
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-        self.register_buffer("a", a)
-        self.register_buffer("b", b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.w @ self.a @ self.w - self.b @ self.w
+from conftest import Quadratic
 
 
 def identity_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

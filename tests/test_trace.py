@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from landscape.hvp import HessianOperator
 from landscape.trace import MIN_SAMPLES, PILOT_SAMPLES, estimate_trace, hessian_trace
+from conftest import Quadratic
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -26,18 +26,6 @@ def rotated(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(n, n, generator=gen(seed), dtype=torch.float64))
     u = q * torch.sign(torch.diagonal(r))
     return u @ torch.diag(eigenvalues.double()) @ u.T
-
-
-class Quadratic(nn.Module):
-    """L(w) = 1/2 w^T A w at w = 0: H = A."""
-
-    def __init__(self, a: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("a", a)
-        self.w = nn.Parameter(torch.zeros(len(a), dtype=a.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * self.w @ self.a @ self.w
 
 
 def quadratic_trace(model: Quadratic, seed: int, **kwargs):
