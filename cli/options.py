@@ -32,8 +32,11 @@ def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Cal
         click.option("--model", default="vgg16", show_default=True,
                      help="Registry name (vgg11/13/16/19, resnet18/50, dln, tiny), torchvision:NAME, or pkg.module:factory."),
         click.option("--norm", default=default_norm, show_default=True, help=norm_help),
-        click.option("--init", type=click.Choice(["glorot", "torch"]), default="glorot", show_default=True,
-                     help="glorot: Xavier-uniform weights, zero biases (the paper's); torch: PyTorch defaults."),
+        click.option("--init", type=click.Choice(["glorot", "glorot-normal", "torch"]), default="glorot",
+                     show_default=True, help="glorot: Xavier-uniform weights, zero biases (the paper's); "
+                                             "glorot-normal: Xavier-normal; torch: PyTorch defaults."),
+        click.option("--init-gain", type=float, default=1.0, show_default=True,
+                     help="Glorot's gain (the paper's: 1; it compounds over a deep linear network's layers)."),
         click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
                      help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem."),
         click.option("--depth", type=int, default=25, show_default=True, help="Deep linear network: layers."),
@@ -153,7 +156,8 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     the run's length."""
     from landscape.paper import paper_config, with_measurements
 
-    model_fields = {"init": o["init"], "stem": o["stem"], "depth": o["depth"], "width": o["width"],
+    model_fields = {"init": o["init"], "init_gain": o.get("init_gain", 1.0), "stem": o["stem"], "depth": o["depth"],
+                    "width": o["width"],
                     "width_mult": o.get("width_mult", 1.0)}
     config = paper_config(o["model"], "train", norm=norm or o["norm"], **model_fields)
     steps, epochs = o["steps"], o["epochs"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf")
+INITS = ("glorot", "glorot-normal", "torch")  # weights: Xavier-uniform (the paper's), Xavier-normal, PyTorch's
 BN_MODES = ("train", "eval")
 DTYPES = ("float32", "float64")
 # How a batch's loss is reduced: "mean" over every entry (torch's default), "sum"
@@ -45,7 +46,8 @@ class ModelConfig:
     name: str = "vgg16"
     norm: str = "bn"
     num_classes: int = 10
-    init: str = "glorot"  # "glorot" (paper: Xavier-uniform, zero bias) or "torch"
+    init: str = "glorot"  # "glorot" (paper: Xavier-uniform, zero bias), "glorot-normal" or "torch"
+    init_gain: float = 1.0  # Glorot's gain (the scale compounds over a deep linear network's layers)
     stem: str = "cifar"  # ResNets: "cifar" (3x3 conv, no max-pool) or "imagenet"
     depth: int = 25  # deep linear network: number of layers
     width: int = 10  # deep linear network: width of every layer
@@ -54,7 +56,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name is empty")
         _require(self.norm in NORMS, f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}")
-        _require(self.init in ("glorot", "torch"), f"unknown init {self.init!r}; choose glorot or torch")
+        _require(self.init in INITS, f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        _require(self.init_gain > 0 and math.isfinite(self.init_gain), "--init-gain must be a positive number")
         _require(self.stem in ("cifar", "imagenet"), f"unknown stem {self.stem!r}; choose cifar or imagenet")
         _require(self.num_classes > 0, "num_classes must be positive")
         _require(self.depth > 0 and self.width > 0, "depth and width must be positive")

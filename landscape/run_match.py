@@ -20,7 +20,7 @@ from landscape.config import DistributionConfig, ICSConfig, ProbeConfig, RunConf
 # The leaves compared, by section; everything else (data_dir, device, versions, commit,
 # timestamps, eval and logging cadence, ...) may differ.
 COMPARED: dict[str, tuple[str, ...]] = {
-    "model": ("name", "norm", "width_mult", "depth", "width"),
+    "model": ("name", "norm", "width_mult", "depth", "width", "init", "init_gain"),
     "data": ("name", "subset"),
     "train": ("steps", "epochs", "lr", "batch_size", "dtype", "loss_reduction", "seed"),
 }

@@ -1,5 +1,6 @@
 import csv
 import io
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -112,3 +113,15 @@ def test_dtype_and_loss_reduction_options_reach_the_config(tmp_path):
     with RunStore(tmp_path / "r", readonly=True) as store:
         assert store.config["train"]["dtype"] == "float64" and store.config["train"]["loss_reduction"] == "sum"
     assert_one_line_error(run("train", *TINY, "--bf16", "--dtype", "float64"), "--bf16")
+
+
+def test_the_init_and_its_gain_reach_the_runs_config(tmp_path):
+    from conftest import invoke
+
+    result = invoke("train", "--model", "dln", "--steps", 1, "--init", "glorot-normal", "--init-gain", 1.5,
+                    "--no-progress", "--run-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "r" / "config.json").read_text())["model"]
+    assert (model["init"], model["init_gain"]) == ("glorot-normal", 1.5)
+    assert_one_line_error(invoke("train", "--model", "dln", "--init-gain", -1, "--run-dir", tmp_path / "bad"),
+                          "--init-gain must be a positive number")

@@ -1,6 +1,9 @@
 """Weight initialization of the paper's protocol (Santurkar et al. 2018):
 Glorot/Xavier-uniform weights, W_ij ~ U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
-zero biases, and normalization layers at the identity (weight 1, bias 0).
+zero biases, and normalization layers at the identity (weight 1, bias 0). The paper
+says "standard Glorot initialization" and leaves uniform or normal, and the gain,
+open: Xavier-normal and a gain are options (a gain s multiplies a deep linear
+network's product of 25 layers by s^25).
 
 Also the zero-init of the last convolution of every residual branch, which keeps
 residual networks without normalization trainable (each block starts as the
@@ -50,9 +53,11 @@ def learns_shift(norm: nn.Module | None) -> bool:
     return norm is not None and isinstance(getattr(norm, "bias", None), nn.Parameter)
 
 
-def glorot_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Xavier-uniform every conv/linear weight, zero their biases, and set every
-    normalization layer's affine weight to 1 and bias to 0. In place.
+def glorot_init_(model: nn.Module, generator: torch.Generator | None = None, *, normal: bool = False,
+                 gain: float = 1.0) -> nn.Module:
+    """Xavier-uniform (``normal``: Xavier-normal, std = gain sqrt(2 / (fan_in + fan_out)))
+    every conv/linear weight with ``gain`` (the paper's: uniform, gain 1), zero their
+    biases, and set every normalization layer's affine weight to 1 and bias to 0. In place.
 
     The weights are drawn in module order from ``generator``, so the k-th
     conv/linear weight depends only on the generator's seed and the shapes of the
@@ -69,7 +74,8 @@ def glorot_init_(model: nn.Module, generator: torch.Generator | None = None) -> 
     """
     for module in model.modules():
         if is_weight_layer(module):
-            nn.init.xavier_uniform_(module.weight, generator=generator)
+            init = nn.init.xavier_normal_ if normal else nn.init.xavier_uniform_
+            init(module.weight, gain=gain, generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif is_norm_layer(module):
