@@ -89,28 +89,19 @@ def _where(device: str) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def figure_runs(fig, out: Path) -> list[dict]:
+def figure_runs(loaded: dict, out: Path) -> list[dict]:
     """What each of the figure's runs actually is, from its stored config (figure.json's
-    ``runs``): its model, width, steps, training images, test samples and seed."""
-    from landscape.runs import RunStore, StoreError, find_runs
-
+    ``runs``): its model, width, steps, training images, test samples and seed.
+    ``loaded``: the runs of each experiment, as :func:`_load` read them."""
     rows = []
-    for key in fig.all_experiments:
-        try:
-            paths = find_runs([out / key])
-        except StoreError:  # not run (yet)
-            continue
-        for path in paths:
-            try:
-                with RunStore(path, readonly=True) as store:
-                    c = store.config
-            except StoreError:
-                continue
+    for key, records in loaded.items():
+        for record in records:
+            c = record.config
             model, data, train = (c.get(k) or {} for k in ("model", "data", "train"))
-            rows.append({"experiment": key, "run": path.relative_to(out / key).as_posix(), "model": model.get("name"),
-                         "width_mult": model.get("width_mult"), "steps": c.get("total_steps", train.get("steps")),
-                         "train_images": data.get("subset"), "eval_samples": train.get("eval_samples"),
-                         "seed": train.get("seed")})
+            rows.append({"experiment": key, "run": record.path.relative_to(out / key).as_posix(),
+                         "model": model.get("name"), "width_mult": model.get("width_mult"),
+                         "steps": c.get("total_steps", train.get("steps")), "train_images": data.get("subset"),
+                         "eval_samples": train.get("eval_samples"), "seed": train.get("seed")})
     return rows
 
 
@@ -136,7 +127,7 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
         "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
         "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
         "where": _where(device), "subset": subset,
-        "runs": figure_runs(fig, out),
+        "runs": figure_runs(loaded, out),
     })
     write_page(figure_records(loaded), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
                [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")

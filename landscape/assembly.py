@@ -28,6 +28,7 @@ from landscape.hessian import check_lanczos_memory
 from landscape.hooks import DenseEarly, HessianHook, Hook, ICSHook, ProbeHook, Scheduled
 from landscape.models import build_model
 from landscape.probes import choose_method
+from landscape.state import trainable_count
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     h = config.hessian
     if h is not None:
         # A Lanczos basis that cannot fit is refused before training, not at step 0.
-        check_lanczos_memory(sum(p.numel() for p in model.parameters() if p.requires_grad), h.max_hvps,
+        check_lanczos_memory(trainable_count(model), h.max_hvps,
                              getattr(torch, config.train.dtype), distributed.resolve_device(config.train.device),
                              option="the run config's hessian.max_hvps")
         hessian = HessianHook(k=h.k, trace=h.trace, bn_mode=h.bn_mode, tol=h.tol, max_hvps=h.max_hvps,

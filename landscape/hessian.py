@@ -62,6 +62,11 @@ class EigResult:
     error_bound: float  # the largest of the k error bounds (min(r, r^2 / gap), or r)
     eigenvectors: list[dict[str, torch.Tensor]] | None  # unit Ritz vectors by parameter name
 
+    @property
+    def finite(self) -> bool:
+        """False where a Hessian-vector product was not finite: then the values are NaN."""
+        return bool(torch.isfinite(self.eigenvalues).all()) and math.isfinite(self.error_bound)
+
 
 @dataclass(frozen=True)
 class DensityResult:

@@ -322,18 +322,13 @@ class HessianHook:
                                 max_hvps=self.max_hvps, start=start, return_eigenvectors=warm, **common)
         except torch.linalg.LinAlgError:  # eigh of a tridiagonal T holding NaN, where the library raises
             return nonfinite_hessian_metrics(self.k, self.trace)
-        if not eigs_finite(eigs):
+        if not eigs.finite:
             return nonfinite_hessian_metrics(self.k, self.trace, eigs.hvps)
         if warm:
             self._previous["vector"] = eigs.eigenvectors[0]
         trace = hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=self.max_hvps,
                               **common) if self.trace else None
         return hessian_metrics(eigs, trace)
-
-
-def eigs_finite(eigs: EigResult) -> bool:
-    """Whether :func:`hessian_eigs` measured anything: every value and the bound finite."""
-    return bool(torch.isfinite(eigs.eigenvalues).all()) and math.isfinite(eigs.error_bound)
 
 
 def nonfinite_hessian_metrics(k: int, trace: bool, hvps: int = 0) -> dict[str, float | list[float]]:

@@ -137,31 +137,34 @@ def stored_config(run_dir: str | Path) -> dict[str, Any] | None:
         return dict(store.config)
 
 
+def _stored(run_dir: str | Path) -> dict[str, Any] | str | None:
+    """:func:`stored_config`, or :data:`UNREADABLE` where a run directory exists but its
+    store does not read."""
+    from landscape.runs import StoreError
+
+    try:
+        return stored_config(run_dir)
+    except StoreError:
+        return UNREADABLE
+
+
 def run_differences(run_dir: str | Path, wanted: Mapping[str, Any]) -> list[str] | None:
     """:func:`config_differences` of the run in ``run_dir`` against ``wanted``; None
     when there is no run there yet; ``["unreadable"]`` when a run directory exists but
     its store does not read."""
-    from landscape.runs import StoreError
-
-    try:
-        stored = stored_config(run_dir)
-    except StoreError:
-        return [UNREADABLE]
-    return None if stored is None else config_differences(stored, wanted)
+    stored = _stored(run_dir)
+    if stored is None or stored == UNREADABLE:
+        return None if stored is None else [UNREADABLE]
+    return config_differences(stored, wanted)
 
 
 def run_mismatch(run_dir: str | Path, wanted: Mapping[str, Any]) -> str | None:
     """How the run in ``run_dir`` differs from ``wanted``, as :func:`describe` says it
     (``unreadable`` for a store that does not read); None when there is no run there
     or it matches."""
-    from landscape.runs import StoreError
-
-    try:
-        stored = stored_config(run_dir)
-    except StoreError:
-        return UNREADABLE
-    if stored is None:
-        return None
+    stored = _stored(run_dir)
+    if stored is None or stored == UNREADABLE:
+        return stored
     names = config_differences(stored, wanted)
     return describe(stored, wanted, names) if names else None
 

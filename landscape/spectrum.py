@@ -35,7 +35,7 @@ from landscape.hessian import (available_memory, check_lanczos_memory, hessian_d
 from landscape.lanczos import basis_bytes
 from landscape.run_model import install_weights, load_run_config, load_run_model
 from landscape.runs import DENSITY_JSON, SPECTRUM_DIR, write_json_atomic
-from landscape.state import trainable_params
+from landscape.state import trainable_count
 
 CHECKPOINTS = ("last", "all")
 DENSITY_FORMAT = 1
@@ -141,7 +141,7 @@ def checkpoint_spectrum(
         raise ValueError("batches must be at least 1")
     device = torch.device(device)
     run = load_run_model(run_dir, "last", batches, device)  # the data once, for every checkpoint
-    check_lanczos_memory(_parameters(run.model), _longest(max_hvps, density), getattr(torch, run.config.train.dtype),
+    check_lanczos_memory(trainable_count(run.model), _longest(max_hvps, density), getattr(torch, run.config.train.dtype),
                          device)
 
     def measure(step: int) -> CheckpointSpectrum:
@@ -154,7 +154,7 @@ def checkpoint_spectrum(
                       generator=torch.Generator(device=device).manual_seed(run.config.train.seed))
         try:
             eigs = hessian_eigs(run.model, run.loss_fn, k=k, tol=tol, max_hvps=max_hvps, **common)
-            if not all(map(math.isfinite, [*eigs.eigenvalues.tolist(), eigs.error_bound])):
+            if not eigs.finite:
                 return replace(nothing, hvps=eigs.hvps, nonfinite=NONFINITE_PRODUCT)
             tr = hessian_trace(run.model, run.loss_fn, max_hvps=max_hvps, **common) if trace else None
             found = None if density is None else measure_density(step)
@@ -173,14 +173,13 @@ def checkpoint_spectrum(
 
     def measure_density(step: int) -> CheckpointDensity:
         generator = torch.Generator(device=device).manual_seed(run.config.train.seed)
-        _, params = trainable_params(run.model)
         result = hessian_density(run.model, run.loss_fn, runs=density.runs, steps=density.steps,
                                  grid_size=density.grid_size, bn_mode=bn_mode, batches=run.batches,
                                  generator=generator)
         return CheckpointDensity(
             step=step, grid=result.grid.tolist(), density=result.density.tolist(),
             nodes=[t.tolist() for t in result.nodes], weights=[w.tolist() for w in result.weights],
-            mean=result.mean, hvps=result.hvps, parameters=sum(p.numel() for p in params.values()),
+            mean=result.mean, hvps=result.hvps, parameters=trainable_count(run.model),
             runs=density.runs, steps=density.steps, bn_mode=bn_mode, batches=len(run.batches),
         )
 
@@ -256,15 +255,10 @@ def basis_memory(run_dir: str | Path, *, max_hvps: int = 100, density: DensityCo
     config = load_run_config(run_dir)
     with torch.random.fork_rng():
         model = build_run_model(config)
-    n, products, dtype = _parameters(model), _longest(max_hvps, density), getattr(torch, config.train.dtype)
+    n, products, dtype = trainable_count(model), _longest(max_hvps, density), getattr(torch, config.train.dtype)
     free = available_memory(device)
     return BasisMemory(n, products, config.train.dtype, basis_bytes(n, products, dtype), str(torch.device(device)),
                        free, None if free is None else products_that_fit(n, dtype, free))
-
-
-def _parameters(model: nn.Module) -> int:
-    _, params = trainable_params(model)
-    return sum(p.numel() for p in params.values())
 
 
 def _longest(max_hvps: int, density: DensityConfig | None) -> int:

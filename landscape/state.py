@@ -146,6 +146,12 @@ def has_filters(p: torch.Tensor) -> bool:
     return p.dim() > 1
 
 
+def trainable_count(model: nn.Module) -> int:
+    """How many numbers the trainable parameters hold (each tensor once): H's size."""
+    _, params = trainable_params(model)
+    return sum(p.numel() for p in params.values())
+
+
 def trainable_params(model: nn.Module) -> tuple[list[nn.Module], dict[str, nn.Parameter]]:
     """Every module once, and the trainable parameters by name, as ``named_parameters``
     gives them (each tensor once), from a single walk over the modules."""

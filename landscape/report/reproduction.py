@@ -11,19 +11,12 @@ directory, each row marked with where it comes from.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from landscape.catalogue import ACCURACY, COSINE, CORRELATED, MIN_POINTS, RATIO, UNCORRELATED
 from landscape.report.claims import estimate_text, scale_label
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, (int, float)):
-        return "nan" if math.isnan(value) else "inf" if math.isinf(value) else f"{value:.3g}"
-    return str(value)
 
 
 def _minutes(seconds: float | None) -> str:
@@ -114,11 +107,11 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
     lines = [
         f"# {title}",
         "",
-        "Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + "` from the "
-        "`figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not edit "
-        "by hand.",
+        ("Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + "` from the "
+         "`figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not edit "
+         "by hand."),
         "",
-        "Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
+        ("Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
         f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
         f"in the claimed direction and contradicts when it lies wholly beyond it the other way; accuracy differences "
         f"count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and for the DLN median |cos| <= "
@@ -127,16 +120,16 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
         f"mean for ratios). Fewer than {MIN_POINTS} paired measurements, or an unfinished run, give no verdict. "
         "Every row names its scale: a finding at a reduced scale is about that network, not the paper's VGG-16. "
         "The runs and reports named below live in the output directories (not kept in git); each figure's command "
-        "makes them again.",
+        "makes them again."),
         "",
         *([] if any(f.get("scale") == "paper" for f in figures) else [
-            "No figure at paper scale in these directories: it needs a GPU (`bench/gpu_check.sh` runs Fig. 4, 9, 10 "
-            "and 13 at paper scale when a device is lent, and its output directory can be added to the command "
-            "above).", ""]),
+            ("No figure at paper scale in these directories: it needs a GPU (`bench/gpu_check.sh` runs Fig. 4, 9, "
+             "10 and 13 at paper scale when a device is lent, and its output directory can be added to the command "
+             "above)."), ""]),
         "## Summary",
         "",
-        "The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
-        "observations beyond the paper are apart, below.",
+        ("The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
+         "observations beyond the paper are apart, below."),
         "",
         "| figure | scale | seeds | where | supports | contradicts | inconclusive |",
         "|---|---|---|---|---|---|---|",
