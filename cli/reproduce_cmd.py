@@ -20,27 +20,31 @@ def _default_scale() -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def _listing(scale: str, seeds: int) -> str:
+def _listing(scale: str, seeds: int, network: str | None = None) -> str:
     from landscape.reproduce import FIGURES, SCHEMATIC, figure_seconds
 
     rows = [("figure", "command", "estimate", "what")]
     owner: dict[str, str] = {}  # experiment -> the first figure that runs it
     total = 0.0
-    for name, fig in FIGURES.items():
-        seconds = figure_seconds(name, scale, seeds, set(owner))
+    flag = f" --network {network}" if network else ""
+    for name, whole in FIGURES.items():
+        fig = whole.only(network) if network else whole
+        if fig is None:
+            continue
+        seconds = figure_seconds(name, scale, seeds, set(owner), network)
         total += seconds
         shared = sorted({owner[k] for k in fig.all_experiments if k in owner})
         note = f" + runs of {', '.join(shared)}" if shared else ""
         owner.update({k: name for k in fig.all_experiments if k not in owner})
-        rows.append((name, f"landscape reproduce {name} --scale {scale}",
+        rows.append((name, f"landscape reproduce {name} --scale {scale}{flag}",
                      experiment.duration(seconds) + note, f"{fig.label}: {fig.title}"))
-    for name, why in SCHEMATIC.items():  # in the paper's order, with nothing to run
+    for name, why in ({} if network else SCHEMATIC).items():  # in the paper's order, with nothing to run
         at = next((i for i, r in enumerate(rows) if r[0] == f"fig{int(name[3:]) + 1}"), len(rows))
         rows.insert(at, (name, "-", "-", why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
     where = "a 2-core CPU" if scale == "cpu" else "one H200"
-    lines.append(f"all: landscape reproduce all --scale {scale}: about {experiment.duration(total)} on {where} "
+    lines.append(f"all: landscape reproduce all --scale {scale}{flag}: about {experiment.duration(total)} on {where} "
                  f"(estimates from passes x measured seconds per pass; each experiment runs once)")
     return "\n".join(lines)
 
@@ -106,7 +110,8 @@ def figure_runs(loaded: dict, out: Path) -> list[dict]:
 
 
 def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subset: int | None = None) -> str:
-    """The figure's claims (claims.json, figure.json) and report; returns the table."""
+    """The figure's claims (claims.json, figure.json) and report, in ``out/<fig.folder>``
+    (``fig3-dln`` for Fig. 3's DLN panels alone); returns the table."""
     from landscape.report import claims
     from landscape.report.html import write_page
     from landscape.reproduce import paper_protocol
@@ -117,16 +122,17 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
     for check in fig.checks:
         found += claims.group_claims([check.name], _check_records(loaded, check.experiments),
                                      paper_protocol(check.experiments[0]))
-    fig_dir = out / fig.name
+    fig_dir = out / fig.folder
     fig_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
     command = f"landscape reproduce {fig.name} --scale {scale}" + (f" --seeds {','.join(map(str, seeds))}"
                                                                     if seeds else "")
     command += f" --subset {subset}" if subset else ""
+    command += f" --network {fig.network}" if fig.network else ""
     write_json_atomic(fig_dir / "figure.json", {
         "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
         "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
-        "where": _where(device), "subset": subset,
+        "where": _where(device), "subset": subset, "network": fig.network,
         "runs": figure_runs(loaded, out),
     })
     write_page(figure_records(loaded), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
@@ -208,10 +214,14 @@ def move_aside(out: Path, mismatched: dict[str, list[tuple[str, str]]]) -> list[
 @click.option("--rerun", is_flag=True,
               help="Runs in OUT made with other settings (another scale, subset or seed): move them to "
                    "OUT/<experiment>/.replaced/ and run them again [default: refuse, and change nothing].")
+@click.option("--network", type=click.Choice(["vgg", "dln", "resnet"]), default=None,
+              help="Only the figure's panels on this network (Fig. 3, 5 and 11 show the VGG and the DLN; the "
+                   "DLN's are cheap): written to OUT/FIGURE-NETWORK when the figure has others [default: all].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @friendly_errors
 def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: bool, data_dir: str | None,
-              out: Path | None, device: str, subset: int | None, rerun: bool, progress: bool) -> None:
+              out: Path | None, device: str, subset: int | None, rerun: bool, network: str | None,
+              progress: bool) -> None:
     """Regenerate FIGURE of the paper (fig1 ... fig13 but fig7, the theory's schematic;
     seed-vgg11, seed-resnet50; or all): train its experiments with the paper's protocol (--scale paper) or the CPU
     reduction (--scale cpu), check the paper's claims on them and write
@@ -220,11 +230,12 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
     in OUT are reused only when made with the same settings (else it stops before
     anything is written; see --rerun)."""
     from landscape.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, paper_protocol
+    from landscape.reproduce import figure as pick
 
     scale = scale or _default_scale()
     seed_list = parse_seeds(seeds, 0)
     if list_:
-        click.echo(_listing(scale, len(seed_list or (0,))))
+        click.echo(_listing(scale, len(seed_list or (0,)), network))
         return
     if figure is None:
         raise InputError("give a FIGURE (fig1 ... fig13, seed-vgg11, seed-resnet50, all) or --list")
@@ -232,10 +243,17 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
         raise InputError(SCHEMATIC[figure] + f"; choose from {', '.join(FIGURES)} or all (see --list)")
     if figure != "all" and figure not in FIGURES:
         raise InputError(f"unknown figure {figure!r}; choose from {', '.join(FIGURES)} or all (see --list)")
-    names = list(FIGURES) if figure == "all" else [figure]
+    if figure == "all":
+        figs = [f for f in (w.only(network) if network else w for w in FIGURES.values()) if f is not None]
+    else:
+        try:
+            figs = [pick(figure, network)]
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    names = [f.folder for f in figs]
     out = out or default_out(scale, seed_list, subset)
     wanted = {key: experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list, subset=subset)
-              for name in names for key in FIGURES[name].all_experiments}
+              for fig in figs for key in fig.all_experiments}
     mismatched = mismatched_runs(out, wanted)  # before anything is trained or written
     if mismatched and not rerun:
         raise InputError(mismatch_message(out, mismatched))
@@ -246,8 +264,8 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
         for src, dst in distributed.on_main(lambda: move_aside(out, mismatched)):
             click.echo(f"moved {src} (made with other settings) to {dst}; running it again")
     done: set[str] = set()
-    for name in names:
-        fig = FIGURES[name]
+    for fig in figs:
+        name = fig.folder
         click.echo(f"== {name}: {fig.label}: {fig.title}")
         for key in fig.all_experiments:
             if key in done:

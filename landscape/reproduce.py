@@ -5,7 +5,10 @@ set of runs of one kind: train, probe, ics or ics-noise) and the claim groups of
 the catalogue (:mod:`landscape.catalogue`) judged on them
 (:func:`landscape.report.claims.group_claims`). Experiments are shared between
 figures (Fig. 1, 2 and 8 read the same noisy-BN runs) and run once. Fig. 7 (v3) is
-the theory's schematic: there is nothing to run for it.
+the theory's schematic: there is nothing to run for it. Fig. 3, 5 and 11 show the
+VGG and the DLN side by side; :meth:`Figure.only` keeps one network's panels (the
+DLN's take minutes on a CPU where the VGG's take an hour), written to
+``<out>/fig3-dln``.
 
 Two scales:
 
@@ -77,11 +80,45 @@ class Figure:
     checks: tuple[Check, ...]
     sections: tuple[str, ...]  # report sections, in the figure's panel order
     experiments: tuple[str, ...] = field(default=())  # beside those of the checks (shown only)
+    network: str | None = None  # set when only this network's panels are kept (see only())
 
     @property
     def all_experiments(self) -> tuple[str, ...]:
         keys = [k for c in self.checks for k in c.experiments] + list(self.experiments)
         return tuple(dict.fromkeys(keys))
+
+    @property
+    def folder(self) -> str:
+        """The figure's output folder: ``fig3``, or ``fig3-dln`` for its DLN panels alone."""
+        return self.name + (f"-{self.network}" if self.network else "")
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The networks of the figure's experiments (:func:`network_of`), in order."""
+        return tuple(dict.fromkeys(network_of(EXPERIMENTS[k].model) for k in self.all_experiments))
+
+    def only(self, network: str) -> Figure | None:
+        """The figure restricted to ``network``'s panels (Fig. 3, 5 and 11 show the VGG
+        and the DLN side by side): itself when all its panels are that network's, None
+        when none is."""
+        def mine(keys: tuple[str, ...]) -> bool:
+            return all(network_of(EXPERIMENTS[k].model) == network for k in keys)
+
+        checks = tuple(c for c in self.checks if mine(c.experiments))
+        if len(checks) == len(self.checks) and mine(self.experiments):
+            return self
+        if not checks:
+            return None
+        return dataclasses.replace(self, label=f"{self.label}, {network.upper()}", checks=checks,
+                                   experiments=tuple(k for k in self.experiments if mine((k,))), network=network)
+
+
+NETWORKS = ("vgg", "dln", "resnet")
+
+
+def network_of(model: str) -> str:
+    """The network family of a model name: ``vgg16``/``vgg11`` -> vgg, ``resnet50`` -> resnet, ``dln``."""
+    return next((n for n in NETWORKS if model.startswith(n)), model)
 
 
 LP = catalogue.LP
@@ -200,13 +237,26 @@ SECONDS_PER_PASS = {
 }
 
 
-def figure(name: str) -> Figure:
-    """Raises ValueError for an unknown figure name (or Fig. 7, which has no experiment)."""
+def figure(name: str, network: str | None = None) -> Figure:
+    """The figure, restricted to ``network``'s panels when given (:meth:`Figure.only`).
+
+    Raises:
+        ValueError: an unknown figure name (or Fig. 7, which has no experiment), an
+            unknown network, or a figure with no panel of that network.
+    """
     if name in SCHEMATIC:
         raise ValueError(SCHEMATIC[name])
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)} or all")
-    return FIGURES[name]
+    fig = FIGURES[name]
+    if network is None:
+        return fig
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose from {', '.join(NETWORKS)}")
+    kept = fig.only(network)
+    if kept is None:
+        raise ValueError(f"{name} has no {network} panel (its networks: {', '.join(fig.networks)})")
+    return kept
 
 
 def _paper_base(exp: Experiment, norm: str, kind: str) -> RunConfig:
@@ -289,10 +339,13 @@ def estimate_seconds(key: str, scale: str, seeds: int = 1) -> float:
     return seeds * per_pass * sum(estimate_passes(c, total_steps(c))["total"] for c in configs)
 
 
-def figure_seconds(name: str, scale: str, seeds: int = 1, done: set[str] | None = None) -> float:
-    """Time of ``name``'s experiments, leaving out those in ``done`` (run for an earlier figure)."""
-    return sum(estimate_seconds(k, scale, seeds) for k in figure(name).all_experiments if k not in (done or set()))
+def figure_seconds(name: str, scale: str, seeds: int = 1, done: set[str] | None = None,
+                   network: str | None = None) -> float:
+    """Time of ``name``'s experiments (``network``'s alone when given), leaving out
+    those in ``done`` (run for an earlier figure)."""
+    return sum(estimate_seconds(k, scale, seeds) for k in figure(name, network).all_experiments
+               if k not in (done or set()))
 
 
-__all__ = ["CPU_SCALE", "EXPERIMENTS", "FIGURES", "SCALES", "SCHEMATIC", "Check", "Experiment", "Figure",
-           "experiment_configs", "figure", "paper_protocol", "paper_steps"]
+__all__ = ["CPU_SCALE", "EXPERIMENTS", "FIGURES", "NETWORKS", "SCALES", "SCHEMATIC", "Check", "Experiment", "Figure",
+           "experiment_configs", "figure", "network_of", "paper_protocol", "paper_steps"]

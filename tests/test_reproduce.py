@@ -124,6 +124,48 @@ def test_a_figure_end_to_end_writes_claims_figure_json_and_its_report_and_resume
     assert reproduction_script.main([str(tmp_path / "nothing")]) == 2
 
 
+def test_a_figure_of_two_networks_keeps_one_networks_panels_alone():
+    fig3 = reproduce.figure("fig3")
+    assert fig3.networks == ("vgg", "dln") and fig3.folder == "fig3"
+    dln = reproduce.figure("fig3", "dln")
+    assert dln.all_experiments == ("dln-ics",) and dln.folder == "fig3-dln" and dln.label == "Fig. 3, DLN"
+    assert reproduce.figure("fig5", "vgg").all_experiments == ("vgg-lp", "vgg-noise")
+    assert reproduce.figure("fig10", "dln") is reproduce.FIGURES["fig10"]  # all its panels: unchanged
+    for name, network, message in [("fig9", "vgg", "fig9 has no vgg panel (its networks: dln)"),
+                                   ("fig3", "lstm", "unknown network 'lstm'")]:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            reproduce.figure(name, network)
+    result = CliRunner().invoke(cli, ["reproduce", "fig9", "--network", "vgg", "--scale", "cpu"])
+    assert result.exit_code == 2 and result.output == "Error: fig9 has no vgg panel (its networks: dln)\n"
+    listing = CliRunner().invoke(cli, ["reproduce", "--list", "--scale", "cpu", "--network", "dln"]).output
+    assert "landscape reproduce fig11 --scale cpu --network dln" in listing and "fig4 " not in listing
+
+
+def test_one_networks_panels_end_to_end_in_their_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setitem(reproduce.CPU_SCALE, "dln", dataclasses.replace(reproduce.CPU_SCALE["dln"], fraction=0.01))
+    args = ["reproduce", "fig11", "--scale", "cpu", "--network", "dln", "--seeds", "2", "--out", str(tmp_path),
+            "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dln-probe", "fig11-dln"]  # no VGG run started
+    meta = json.loads((tmp_path / "fig11-dln" / "figure.json").read_text())
+    assert meta["command"] == "landscape reproduce fig11 --scale cpu --seeds 0,1 --network dln"
+    assert meta["figure"] == "fig11" and meta["network"] == "dln" and meta["seeds"] == [0, 1]
+    found = json.loads((tmp_path / "fig11-dln" / "claims.json").read_text())
+    assert [c["id"] for c in found] == [f"fig11b-{m:g}lr" for m in (0.01, 0.1, 1, 10, 30)]  # panel (b) alone
+    assert {c["scale"]["model"] for c in found} == {"dln"}
+    text = markdown([tmp_path])
+    assert "| [Fig. 11, DLN](#fig11-dln-cpu-2seeds)" in text and '<a id="fig11-dln-cpu-2seeds"></a>' in text
+    assert text.count("| reduced: dln, 100 of 10,000 steps, 1,000 training images; seeds 0, 1 |") == 5  # every row: its scale and seeds
+    notes, written = tmp_path / "notes.md", tmp_path / "REPRODUCTION.md"
+    notes.write_text("Fig. 11(b) was judged on one seed before.\n")
+    assert reproduction_script.main([str(tmp_path), "-o", str(written), "--notes", str(notes)]) == 0
+    page = written.read_text()
+    assert page == markdown([tmp_path], notes=notes) and f"--notes {notes}`" in page
+    assert page.index("## Summary") < page.index("## What changed\n\nFig. 11(b) was judged") < page.index("## Fig. 11")
+    assert reproduction_script.main([str(tmp_path), "-o", str(written), "--notes", str(tmp_path / "none.md")]) == 2
+
+
 def test_a_subset_keeps_the_scales_steps_even_for_runs_given_in_epochs():
     for key in ("resnet50-20ep", "vgg-probe"):
         full = reproduce.experiment_configs(key, "paper")

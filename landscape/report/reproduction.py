@@ -29,7 +29,8 @@ def _seeds(figure: dict[str, Any]) -> str:
 
 
 def _anchor(figure: dict[str, Any]) -> str:
-    return f"{figure.get('figure')}-{figure.get('scale')}-{len(figure.get('seeds', [0]))}seeds"
+    network = f"-{figure['network']}" if figure.get("network") else ""
+    return f"{figure.get('figure')}{network}-{figure.get('scale')}-{len(figure.get('seeds', [0]))}seeds"
 
 
 def _cell(text: str) -> str:
@@ -86,7 +87,11 @@ def _claim_cell(c: dict[str, Any]) -> str:
 
 
 def _scale_cell(c: dict[str, Any]) -> str:
-    return scale_label(c["scale"]) if c.get("scale") else "not recorded"
+    scale = scale_label(c["scale"]) if c.get("scale") else "scale not recorded"
+    seeds = c.get("seeds")
+    if not seeds:
+        return scale
+    return f"{scale}; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _claims_rows(claims: Sequence[dict[str, Any]], counted_in: dict[str, str], label: str) -> list[str]:
@@ -100,16 +105,21 @@ def _claims_rows(claims: Sequence[dict[str, Any]], counted_in: dict[str, str], l
     return lines
 
 
-def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santurkar et al. (2018)") -> str:
+def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santurkar et al. (2018)",
+             notes: str | Path | None = None) -> str:
     """The whole page: a summary that counts each of the paper's claims once, a
-    section per figure, and the observations beyond the paper apart."""
+    section per figure, and the observations beyond the paper apart. ``notes``: a
+    markdown file (kept in git beside the page) printed below the summary under
+    "What changed", for what the figure folders cannot say (how this page's verdicts
+    differ from the previous one's, and why)."""
     figures = load_figures(out_dirs)
+    notes_flag = f" --notes {notes}" if notes is not None else ""
     lines = [
         f"# {title}",
         "",
-        ("Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + "` from the "
-         "`figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not edit "
-         "by hand."),
+        ("Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + notes_flag + "` from "
+         "the `figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not "
+         "edit by hand."),
         "",
         ("Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
         f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
@@ -123,9 +133,10 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
         "makes them again."),
         "",
         *([] if any(f.get("scale") == "paper" for f in figures) else [
-            ("No figure at paper scale in these directories: it needs a GPU (`bench/gpu_check.sh` runs Fig. 4, 9, "
-             "10 and 13 at paper scale when a device is lent, and its output directory can be added to the command "
-             "above)."), ""]),
+            ("No VGG figure at the paper's scale in these directories: VGG-16 for 15k steps needs a GPU "
+             "(`bench/gpu_check.sh` runs Fig. 4, 9, 10 and 13 at paper scale when a device is lent, and its output "
+             "directory can be added to the command above). The deep linear network's CPU scale is the paper's "
+             "protocol (10k full-batch steps, float64): its rows say \"paper protocol\"."), ""]),
         "## Summary",
         "",
         ("The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
@@ -151,6 +162,8 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
         lines.append(f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
                      f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
                      f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |")
+    if notes is not None:
+        lines += ["", '<a id="what-changed"></a>', "## What changed", "", Path(notes).read_text().strip()]
     beyond: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for f in figures:
         lines += [
