@@ -49,12 +49,12 @@ import torch
 from torch import nn
 
 from landscape.config import DataConfig
+from landscape.curvature.hessian import hessian_density, hessian_eigs, hessian_trace
+from landscape.curvature.hvp import hessian_operator, problem
+from landscape.curvature.surface import loss_surface
 from landscape.data import batches, load_data
-from landscape.hessian import hessian_density, hessian_eigs, hessian_trace
-from landscape.hvp import hessian_operator, problem
 from landscape.models import build_model
 from landscape.state import differences, snapshot
-from landscape.surface import loss_surface
 
 ce = nn.functional.cross_entropy
 MODES = ("train", "eval")

@@ -19,8 +19,8 @@ from torch import nn
 
 from landscape import distributed
 from landscape.config import ModelConfig
+from landscape.measure.probes import probe_gradient
 from landscape.models import build_model
-from landscape.probes import probe_gradient
 
 CASES = {  # name: (model config, global batch builder)
     "dln depth 25, batch 1000": (ModelConfig(name="dln", norm="none", depth=25, width=10),

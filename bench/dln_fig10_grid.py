@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.paper import paper_config, probe_config
+from landscape.paper.defaults import paper_config, probe_config
+from landscape.paper.measures import band_width, beta
 from landscape.report import data
-from landscape.report.measures import band_width, beta
-from landscape.train import train
+from landscape.runner.train import train
 
 REDUCTIONS = ("sample-sum", "sum")
 INITS = (("glorot", 1.0), ("glorot-normal", 1.0), ("glorot", 1.5), ("glorot", 2.0))

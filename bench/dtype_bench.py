@@ -18,8 +18,8 @@ import time
 import torch
 
 from landscape.data import Objective
+from landscape.measure.probes import probe_gradient, training_grads
 from landscape.models import build_model
-from landscape.probes import probe_gradient, training_grads
 
 LR = 1e-6
 STEP_SIZES = tuple(m * LR for m in (0.01, 0.1, 1.0, 10.0, 30.0))

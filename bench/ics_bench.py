@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from landscape.config import ModelConfig, NoiseConfig
-from landscape.distributions import LayerInputDistributions
-from landscape.ics import measure_ics
+from landscape.measure.ics import measure_ics
 from landscape.models import build_model
-from landscape.noise import Noise
+from landscape.models.noise import Noise
+from landscape.runner.adapters import LayerInputDistributions
 
 device = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu")
 if device.type == "cpu":

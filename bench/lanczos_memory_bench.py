@@ -36,7 +36,7 @@ def worker(what: str) -> dict:
     import torch
     from torch import nn
 
-    from landscape.hessian import hessian_eigs
+    from landscape.curvature.hessian import hessian_eigs
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 512), nn.Tanh(), nn.Linear(512, 256), nn.Tanh(), nn.Linear(256, 10))

@@ -25,11 +25,11 @@ import statistics
 import torch
 from torch import nn
 
-import landscape.hessian
-import landscape.lanczos
+import landscape.curvature.hessian
+import landscape.curvature.lanczos
 from landscape.config import DataConfig
+from landscape.curvature.hessian import hessian_eigs
 from landscape.data import batches, load_data
-from landscape.hessian import hessian_eigs
 from landscape.models import build_model
 
 ce = nn.functional.cross_entropy
@@ -58,7 +58,7 @@ def swap_study() -> None:
              "mixed start, no minimum": (True, 1), "neither (the old rule)": (False, 1)}
     print("| bulk | n | tol | rule | claims at 9 (of 200) | converged | HVPs: mean | max |")
     print("|---|---|---|---|---|---|---|---|")
-    mixed, minimum = landscape.hessian._start_vector, landscape.lanczos.MIN_PRODUCTS
+    mixed, minimum = landscape.curvature.hessian._start_vector, landscape.curvature.lanczos.MIN_PRODUCTS
     for low, high, n in [(-1.0, 1.0, 50), (0.0, 8.5, 200)]:
         g = torch.Generator().manual_seed(0)
         u = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
@@ -66,20 +66,20 @@ def swap_study() -> None:
         model = Quadratic(u @ torch.diag(torch.cat([torch.tensor([10.0, 9.0], dtype=torch.float64), bulk])) @ u.T)
         for tol in (1e-2, 1e-3):
             for rule, (mix, products) in rules.items():
-                landscape.hessian._start_vector = mixed if mix else _old_start
-                landscape.lanczos.MIN_PRODUCTS = products
+                landscape.curvature.hessian._start_vector = mixed if mix else _old_start
+                landscape.curvature.lanczos.MIN_PRODUCTS = products
                 try:
                     runs = [hessian_eigs(model, lambda out, _: out, torch.zeros(1), torch.zeros(1), start=u[:, 1],
                                          tol=tol, max_hvps=n, generator=torch.Generator().manual_seed(seed))
                             for seed in range(200)]
                 finally:
-                    landscape.hessian._start_vector, landscape.lanczos.MIN_PRODUCTS = mixed, minimum
+                    landscape.curvature.hessian._start_vector, landscape.curvature.lanczos.MIN_PRODUCTS = mixed, minimum
                 wrong = sum(r.converged and abs(float(r.eigenvalues[0]) - 10) > tol * 10 for r in runs)
                 hvps = [r.hvps for r in runs]
                 print(f"| [{low:g}, {high:g}] | {n} | {tol:g} | {rule} | {wrong} | {sum(r.converged for r in runs)} | "
                       f"{statistics.mean(hvps):.1f} | {max(hvps)} |", flush=True)
-    print(f"\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: {landscape.lanczos.random_start_epsilon(50, 10):.2f}, "
-          f"n = 200: {landscape.lanczos.random_start_epsilon(200, 10):.2f} (of lambda_max - lambda_min; "
+    print(f"\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: {landscape.curvature.lanczos.random_start_epsilon(50, 10):.2f}, "
+          f"n = 200: {landscape.curvature.lanczos.random_start_epsilon(200, 10):.2f} (of lambda_max - lambda_min; "
           f"10 vs 9 is {1 / 11:.2f} and {1 / 10:.2f} of it)")
 
 

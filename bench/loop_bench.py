@@ -17,10 +17,10 @@ import torch
 
 from landscape.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from landscape.data import batches, load_data, objective
-from landscape.hooks import Event, hook
-from landscape.models import build_model
 from landscape.distributed import resolve_device
-from landscape.train import train
+from landscape.models import build_model
+from landscape.runner.train import train
+from landscape.training.hooks import Event, hook
 
 
 @hook(*Event)

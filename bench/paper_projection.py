@@ -1,11 +1,21 @@
 """ResNet-50 paper-scale probe command on one GPU: measure per-step, per-probe and
 per-evaluation cost inside one process, then project the full command's wall time."""
-import dataclasses, json, statistics, sys, tempfile, time
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+
 import torch
+
 from landscape.config import DataConfig, ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
-from landscape.paper import count_steps, scaled_probe_schedule, total_steps
-from landscape.train import evaluate, train
+from landscape.data import total_steps
 from landscape.models import build_model
+from landscape.paper.defaults import scaled_probe_schedule
+from landscape.runner.train import train
+from landscape.training.hooks import count_steps
+from landscape.training.loop import evaluate
 
 dev = torch.device("cuda")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300

@@ -3,7 +3,7 @@
 Side by side, in one run with interleaved repeats (median reported):
 - floor: K plain forward+backward passes of the same model and batch
   (``model(x)`` + ``loss.backward()``), the least any K-point probe can cost;
-- probe: :func:`landscape.probes.probe_gradient` reusing the training gradient,
+- probe: :func:`landscape.measure.probes.probe_gradient` reusing the training gradient,
   with curvature off and on, by the loop and by vmap;
 - naive: what public reproductions do, for each step size deepcopy the model,
   ``w -= eta g`` in place, forward+backward and read the ``.grad`` fields.
@@ -26,8 +26,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from landscape.measure.probes import probe_gradient, training_grads
 from landscape.models import build_model
-from landscape.probes import probe_gradient, training_grads
+
 
 def make_case(name: str, device: torch.device) -> tuple[nn.Module, Callable, torch.Tensor, torch.Tensor]:
     """The model (registry builder, paper init, training mode), loss and one batch."""

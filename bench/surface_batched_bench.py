@@ -1,4 +1,4 @@
-"""Benchmark of :func:`landscape.surface.loss_surface` by the loop against N points per
+"""Benchmark of :func:`landscape.curvature.surface.loss_surface` by the loop against N points per
 forward (``points_per_forward``, ``torch.func.vmap`` over stacked parameter sets).
 
 Side by side in one process, with interleaved repeats (median reported): a STEPS x
@@ -24,8 +24,8 @@ import time
 import torch
 from torch import nn
 
+from landscape.curvature.surface import Surface, loss_surface
 from landscape.models import build_model
-from landscape.surface import Surface, loss_surface
 
 
 def make_case(device: torch.device, batch_size: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from curvature_bench import make_points, fresh, ce
-from landscape.surface import loss_surface
+from curvature_bench import ce, fresh, make_points
+
+from landscape.curvature.surface import loss_surface
 
 torch.set_num_threads(1)
 states, x, y = make_points("/work/shared/data", Path("/tmp/landscape_curvature_bench"))

@@ -1,4 +1,4 @@
-"""Does the trace's error bar cover? :func:`landscape.trace.estimate_trace` (the rule
+"""Does the trace's error bar cover? :func:`landscape.curvature.trace.estimate_trace` (the rule
 of ``hessian_trace``: a pilot sizes the sample, fresh samples estimate) on three
 spectra, each rotated by a fixed Haar-random orthogonal U (on a diagonal matrix
 Rademacher Hutchinson is exact):
@@ -25,8 +25,8 @@ import statistics
 
 import torch
 
-from landscape.hvp import HessianOperator
-from landscape.trace import estimate_trace
+from landscape.curvature.hvp import HessianOperator
+from landscape.curvature.trace import estimate_trace
 
 ESTIMATORS = {"hutch++ (adaptive, the default)": {}, "hutchinson": {"method": "hutchinson"},
               "hutch++ sketch=8": {"sketch": 8}}

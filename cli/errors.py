@@ -21,8 +21,8 @@ class InputError(click.ClickException):
 def _input_errors() -> tuple[type[BaseException], ...]:
     from landscape.config import ConfigError
     from landscape.data import DataError
+    from landscape.integrations.tensorboard import TensorBoardMissing
     from landscape.runs import StoreError
-    from landscape.tensorboard import TensorBoardMissing
 
     return (ConfigError, DataError, StoreError, TensorBoardMissing, ValueError)
 

@@ -53,9 +53,9 @@ def duration(seconds: float) -> str:
 
 def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     """The plan line and a timed estimate from a short micro-benchmark."""
-    from landscape.experiments import check_configs, estimate_passes, time_one_pass
-    from landscape.paper import total_steps
+    from landscape.data import total_steps
     from landscape.distributed import resolve_device
+    from landscape.runner.experiments import check_configs, estimate_passes, time_one_pass
 
     check_configs(configs)
     passes = [estimate_passes(c, total_steps(c)) for c in configs]
@@ -90,12 +90,12 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
     if resume_dir is not None:
         configs, exp_dir = resume_configs(resume_dir, kind), resume_dir
     else:
-        from landscape.experiments import with_seeds
+        from landscape.runner.experiments import with_seeds
 
         configs = build() if seeds is None else with_seeds(build(), seeds)
         exp_dir = new_experiment_dir(run_dir, kind, configs[0].model.name)
     if tensorboard is not None:
-        from landscape.tensorboard import summary_writer_class
+        from landscape.integrations.tensorboard import summary_writer_class
 
         summary_writer_class()  # a missing tensorboard fails before the plan's benchmark
     click.echo(plan(configs))
@@ -109,7 +109,7 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
     ``paper``: ``{"model", "steps"}`` of the paper's protocol the verdicts' scale is
     measured against (default: the model family's). Returns the runs' results."""
     from landscape import distributed
-    from landscape.experiments import choose_layout, run_experiment
+    from landscape.runner.experiments import choose_layout, run_experiment
 
     world = distributed.world_size()
     layout = choose_layout(layout, len(configs), world)
@@ -150,9 +150,11 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
 def write_claims(exp_dir: Path, kind: str, config, paper: dict | None = None) -> str | None:
     """The paper's claims on the experiment's runs: ``claims.json`` beside them and the
     printed table (None when no run was created)."""
-    from landscape.catalogue import PAPER_MODEL, family
-    from landscape.paper import paper_config, total_steps
-    from landscape.report import claims, data
+    from landscape.data import total_steps
+    from landscape.paper import claims
+    from landscape.paper.catalogue import PAPER_MODEL, family
+    from landscape.paper.defaults import paper_config
+    from landscape.report import data
     from landscape.runs import CLAIMS, StoreError, write_json_atomic
 
     try:

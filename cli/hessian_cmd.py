@@ -37,7 +37,7 @@ def _density_line(result) -> str:
 def _dry_run(run_dir: Path, max_hvps: int, density: DensityConfig | None, device) -> None:
     """One line: the Lanczos basis's worst case and the device's available memory;
     exit 2 where it cannot fit (the run would be refused)."""
-    from landscape.spectrum import basis_memory
+    from landscape.runner.spectrum import basis_memory
 
     m = basis_memory(run_dir, max_hvps=max_hvps, density=density, device=device)
     available = "unknown memory" if m.available is None else _size(m.available)
@@ -92,7 +92,7 @@ def hessian(run_dir: Path, checkpoint: str, k: int, trace: bool, bn_mode: str, b
     each checkpoint, one more line each, written to RUN_DIR/spectrum/density.json
     (one entry per checkpoint), which `landscape report RUN_DIR` draws."""
     from landscape.distributed import resolve_device
-    from landscape.spectrum import checkpoint_spectrum, density_record, save_density
+    from landscape.runner.spectrum import checkpoint_spectrum, density_record, save_density
 
     context = click.get_current_context()
     for name in ("density_runs", "density_steps"):

@@ -12,8 +12,15 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, model_options, parse_seeds, split_norms, train_options,
+    build_run_config,
+    data_options,
+    experiment_options,
+    model_options,
+    parse_seeds,
+    split_norms,
+    train_options,
 )
+
 
 def _schedule(default, every: int | None):
     """The paper's schedule as scaled for the run, with ``every`` in place of its interval."""
@@ -51,7 +58,7 @@ def ics_noise(nproc: int | None, norm: str, control: bool, layers: str | None, c
     Under DDP (--layout ddp) the distributions are the global batch's: histograms
     summed and moments pooled over the processes."""
     relaunch(nproc)
-    from landscape.experiments import variants
+    from landscape.runner.experiments import variants
 
     def build() -> list:
         norms = split_norms(norm) + (["noise"] if control and "noise" not in norm else [])
@@ -86,8 +93,8 @@ def ics(nproc: int | None, norm: str, lrs: str | None, ics_every: int | None, ru
 
     Under DDP (--layout ddp) G and G' are the global batch's gradients (all-reduced)."""
     relaunch(nproc)
-    from landscape.experiments import lr_variants
-    from landscape.paper import protocol
+    from landscape.paper.defaults import protocol
+    from landscape.runner.experiments import lr_variants
 
     def build() -> list:
         norms = split_norms(norm)

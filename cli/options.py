@@ -1,6 +1,6 @@
 """Options shared by the training commands, defined once, and their translation
 into a :class:`landscape.config.RunConfig` (CLI flag > the paper's per-model
-default from :mod:`landscape.paper` > library default)."""
+default from :mod:`landscape.paper.defaults` > library default)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from landscape.config import HESSIAN_STARTS, NORMS, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
+
 
 def _options(*decorators: Callable) -> Callable:
     def apply(fn: Callable) -> Callable:
@@ -150,11 +151,11 @@ def experiment_options(kind: str) -> Callable:
 
 
 def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: Any) -> RunConfig:
-    """The run a command starts from: :func:`landscape.paper.paper_config` for the model,
+    """The run a command starts from: :func:`landscape.paper.defaults.paper_config` for the model,
     with every option the user gave in place of the paper's default (CLI flag >
     paper default > library default), and the measurements of ``kind`` scaled to
     the run's length."""
-    from landscape.paper import paper_config, with_measurements
+    from landscape.paper.defaults import paper_config, with_measurements
 
     model_fields = {"init": o["init"], "init_gain": o.get("init_gain", 1.0), "stem": o["stem"], "depth": o["depth"],
                     "width": o["width"],

@@ -12,7 +12,13 @@ from landscape_cli import experiment
 from landscape_cli.errors import InputError, friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, experiment_options, hessian_options, model_options, parse_seeds, split_norms,
+    build_run_config,
+    data_options,
+    experiment_options,
+    hessian_options,
+    model_options,
+    parse_seeds,
+    split_norms,
     train_options,
 )
 
@@ -62,9 +68,9 @@ def probe(nproc: int | None, norm: str, step_sizes: str | None, direction: str, 
     they are the global batch's."""
     relaunch(nproc)
     from landscape.config import ScheduleConfig
-    from landscape.experiments import variants
-    from landscape.paper import probe_config
-    from landscape.probes import parse_step_sizes
+    from landscape.measure.probes import parse_step_sizes
+    from landscape.paper.defaults import probe_config
+    from landscape.runner.experiments import variants
 
     def build() -> list:
         norms = split_norms(norm)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:  # the command line starts (and completes words) without importing torch
-    from landscape.train import Progress
+    from landscape.training.loop import Progress
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """``landscape reproduce FIGURE``: one figure of Santurkar et al. 2018 (or ``all``)
 with the paper's protocol or its CPU-scale reduction, its claims and a report laid
-out like the figure (see :mod:`landscape.reproduce`)."""
+out like the figure (see :mod:`landscape.paper.reproduce`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _default_scale() -> str:
 
 
 def _listing(scale: str, seeds: int, network: str | None = None) -> str:
-    from landscape.reproduce import FIGURES, SCHEMATIC, figure_seconds
+    from landscape.paper.reproduce import FIGURES, SCHEMATIC, figure_seconds
 
     rows = [("figure", "command", "estimate", "what")]
     owner: dict[str, str] = {}  # experiment -> the first figure that runs it
@@ -112,9 +112,9 @@ def figure_runs(loaded: dict, out: Path) -> list[dict]:
 def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subset: int | None = None) -> str:
     """The figure's claims (claims.json, figure.json) and report, in ``out/<fig.folder>``
     (``fig3-dln`` for Fig. 3's DLN panels alone); returns the table."""
-    from landscape.report import claims
+    from landscape.paper import claims
+    from landscape.paper.reproduce import paper_protocol
     from landscape.report.html import write_page
-    from landscape.reproduce import paper_protocol
     from landscape.runs import write_json_atomic
 
     loaded = _load(fig, out)
@@ -150,7 +150,7 @@ def default_out(scale: str, seeds, subset: int | None = None) -> Path:
 def mismatched_runs(out: Path, wanted: dict) -> dict[str, list[tuple[str, str]]]:
     """The existing runs under ``out`` made with other settings than ``wanted`` asks
     (experiment key -> its configs): key -> [(run name, how it differs)]; read only."""
-    from landscape.run_match import run_mismatch
+    from landscape.runner.run_match import run_mismatch
 
     found: dict[str, list[tuple[str, str]]] = {}
     for key, configs in wanted.items():
@@ -229,8 +229,8 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
     run once; a second call continues where an interrupted one stopped. Runs already
     in OUT are reused only when made with the same settings (else it stops before
     anything is written; see --rerun)."""
-    from landscape.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, paper_protocol
-    from landscape.reproduce import figure as pick
+    from landscape.paper.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, paper_protocol
+    from landscape.paper.reproduce import figure as pick
 
     scale = scale or _default_scale()
     seed_list = parse_seeds(seeds, 0)

@@ -117,8 +117,8 @@ def _write_jsonl(rows, handle) -> None:
 
 
 def _export_tensorboard(run_dir: Path, output: Path | None) -> None:
+    from landscape.integrations.tensorboard import export_run
     from landscape.runs import find_runs
-    from landscape.tensorboard import export_run
 
     if output is None:
         raise InputError("--format tensorboard needs -o DIR, the directory of the event files")

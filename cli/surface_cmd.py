@@ -58,7 +58,7 @@ def surface(run_dir: Path, out: Path | None, points_per_forward: int, nproc: int
     relaunch(nproc)
     from landscape import distributed
     from landscape.report.html import write_surface_page
-    from landscape.surface_run import default_output, run_surface, save_surface
+    from landscape.runner.surface_run import default_output, run_surface, save_surface
 
     config = SurfaceConfig(**settings)
     record = run_surface(run_dir, config, points_per_forward=points_per_forward)

@@ -9,7 +9,12 @@ import click
 from landscape_cli.errors import friendly_errors
 from landscape_cli.launch import nproc_option, relaunch
 from landscape_cli.options import (
-    build_run_config, data_options, hessian_options, model_options, tensorboard_option, train_options,
+    build_run_config,
+    data_options,
+    hessian_options,
+    model_options,
+    tensorboard_option,
+    train_options,
 )
 from landscape_cli.progress import progress_bar
 
@@ -45,7 +50,7 @@ def train(nproc: int | None, run_dir: Path | None, resume_dir: Path | None, prog
     and record train/test loss and accuracy in a run directory (DDP over the global
     batch under torchrun or with --nproc)."""
     relaunch(nproc)
-    from landscape.train import train as train_run
+    from landscape.runner.train import train as train_run
 
     if resume_dir is not None:
         with progress_bar(f"resume {resume_dir.name}", progress) as bar:

@@ -166,7 +166,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class SurfaceConfig:
-    """A loss surface of a recorded run (``landscape surface``, :mod:`landscape.surface_run`):
+    """A loss surface of a recorded run (``landscape surface``, :mod:`landscape.runner.surface_run`):
     Li et al. 2018's grid around one checkpoint's weights, on the run's first
     ``batches`` training batches; with ``trajectory``, over the two PCA directions of
     the run's kept checkpoints."""
@@ -201,7 +201,7 @@ class SurfaceConfig:
 @dataclass(frozen=True)
 class DensityConfig:
     """The Hessian's eigenvalue density at a run's checkpoints (``landscape hessian
-    --density``, :mod:`landscape.spectrum`): stochastic Lanczos quadrature with ``runs``
+    --density``, :mod:`landscape.runner.spectrum`): stochastic Lanczos quadrature with ``runs``
     start vectors of ``steps`` Lanczos steps each, drawn on ``grid_size`` points."""
 
     runs: int = 5
@@ -225,7 +225,7 @@ class ProbeConfig:
     # Every 100 steps and every 10 before step 1,000 (the paper's, at 15k steps).
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(every=100, dense_until=1000))
     curvature: bool = True  # also g^T H g / ||g||^2 (one Hessian-vector product, ~2 passes)
-    method: str = "loop"  # "loop", "vmap" or "auto" (see landscape.probes.probe_gradient)
+    method: str = "loop"  # "loop", "vmap" or "auto" (see landscape.measure.probes.probe_gradient)
     chunk_size: int | None = None  # vmap: evaluation points per call (None: all)
 
     def __post_init__(self) -> None:
@@ -268,15 +268,15 @@ class DistributionConfig:
 
 
 # Lanczos's start for tracked eigenvalues: the batch's gradient (plus noise), a random
-# vector, or the previous measurement's top eigenvector (landscape.hooks.HessianHook).
-LANCZOS_STARTS = ("gradient", "random")  # landscape.hessian.hessian_eigs's (or a vector)
+# vector, or the previous measurement's top eigenvector (landscape.runner.adapters.HessianHook).
+LANCZOS_STARTS = ("gradient", "random")  # landscape.curvature.hessian.hessian_eigs's (or a vector)
 HESSIAN_STARTS = (*LANCZOS_STARTS, "warm")
 
 
 @dataclass(frozen=True)
 class HessianConfig:
     """Hessian spectrum of the training batch's loss on a schedule
-    (:mod:`landscape.hessian`): the ``k`` largest eigenvalues by Lanczos, stopping
+    (:mod:`landscape.curvature.hessian`): the ``k`` largest eigenvalues by Lanczos, stopping
     at relative residual ``tol`` or after ``max_hvps`` Hessian-vector products, from
     ``start`` (one of :data:`HESSIAN_STARTS`), and with ``trace`` also tr H by Hutch++
     (at most ``max_hvps`` products too)."""
@@ -292,10 +292,10 @@ class HessianConfig:
     def __post_init__(self) -> None:
         _require(self.k >= 1, "--hessian-k must be at least 1")
         _require(self.start in HESSIAN_STARTS,
-                 f"unknown --hessian-start {self.start!r}; choose from {', '.join(HESSIAN_STARTS)}")
+                 f"unknown start {self.start!r} (--hessian-start); choose from {', '.join(HESSIAN_STARTS)}")
         _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
         _require(math.isfinite(self.tol) and self.tol > 0, "hessian tol must be a positive finite number")
-        _require(self.max_hvps >= max(self.k, 2), "hessian max_hvps must be at least k and at least 2")
+        _require(self.max_hvps >= self.k, "hessian max_hvps must be at least k")
 
 
 @dataclass(frozen=True)

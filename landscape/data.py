@@ -402,3 +402,19 @@ def check_fits_data(config: RunConfig, model: nn.Module) -> None:
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{what}: outputs of shape {shape} for 2 examples, the data needs {want}")
+
+
+def train_size(data: DataConfig) -> int:
+    """Training examples a run on ``data`` sees (without loading the data)."""
+    n = {"cifar10": CIFAR_TRAIN, "synthetic": data.synthetic_train, "gaussian-linear": LINEAR_TRAIN}[data.name]
+    return min(n, data.subset) if data.subset else n
+
+
+def total_steps(config: RunConfig) -> int:
+    """Optimizer steps of a run, as the training loop counts them."""
+    t = config.train
+    if t.epochs is None:
+        return t.steps
+    n = train_size(config.data)
+    batch = n if t.full_batch else min(t.batch_size, n)
+    return t.epochs * max(n // batch, 1)

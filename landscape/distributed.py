@@ -1,6 +1,6 @@
 """Multi-process runs on torch.distributed: set-up from torchrun's environment and
 collectives over the global batch (the SyncBatchNorm that also runs on CPUs is
-:mod:`landscape.syncbn`).
+:mod:`landscape.training.syncbn`).
 
 torchrun (``python -m torch.distributed.run``) starts one process per rank and
 sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. With equal

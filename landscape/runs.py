@@ -15,7 +15,7 @@ one SQLite transaction in WAL mode, so a process killed at any moment leaves a
 store that opens and reads. An *experiment* directory holds several runs as
 sub-directories plus ``experiment.json``. This module does not import torch
 (the report reads stores without it); checkpoints live in
-:mod:`landscape.checkpoint`.
+:mod:`landscape.training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import numpy as np
 CONFIG = "config.json"
 METRICS = "metrics.sqlite"
 EXPERIMENT = "experiment.json"
-CLAIMS = "claims.json"  # the paper's claims on an experiment (landscape.report.claims)
-SURFACE_DIR = "surface"  # a run's loss surface (landscape.surface_run): surface.json and surface.html
+CLAIMS = "claims.json"  # the paper's claims on an experiment (landscape.paper.claims)
+SURFACE_DIR = "surface"  # a run's loss surface (landscape.runner.surface_run): surface.json and surface.html
 SURFACE_JSON = "surface.json"
-SPECTRUM_DIR = "spectrum"  # a run's Hessian spectrum (landscape.spectrum): density.json
+SPECTRUM_DIR = "spectrum"  # a run's Hessian spectrum (landscape.runner.spectrum): density.json
 DENSITY_JSON = "density.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 

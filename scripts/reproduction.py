@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from landscape.report.reproduction import load_figures, markdown
+from landscape.paper.reproduction import load_figures, markdown
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,11 +7,9 @@ import shutil
 
 import pytest
 import torch
-
-from landscape.runs import RunStore
-
 from conftest import assert_one_line_error, invoke, train_tiny
 
+from landscape.runs import RunStore
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Every row of the claims catalogue (landscape.catalogue) judged on stores written
+"""Every row of the claims catalogue (landscape.paper.catalogue) judged on stores written
 through RunStore with the keys the training loop writes: a statistic beyond the
 threshold in the claimed direction supports, the reverse contradicts, one on the
 threshold is inconclusive with an interval that straddles it, a zero denominator is
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape import catalogue
-from landscape.catalogue import Row
 from landscape.config import ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
-from landscape.report import claims, data
+from landscape.paper import catalogue, claims
+from landscape.paper.catalogue import Row
+from landscape.report import data
 from landscape.runs import RunStore
 
 STEPS = 400  # train/acc, train/loss every step; probes, ICS and moments every 10 steps (40 points)

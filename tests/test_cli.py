@@ -4,11 +4,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 
 from landscape.runs import RunStore
 from landscape_cli.main import cli
-
-from conftest import assert_one_line_error
 
 TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16",
         "--eval-every", "3", "--device", "cpu", "--no-progress"]

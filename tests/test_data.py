@@ -19,12 +19,12 @@ from landscape.data import (
     CHECKSUM_WARNING,
     DataError,
     Dataset,
+    Objective,
     augment_batch,
     batches,
-    Objective,
     check_fits_data,
-    objective,
     load_data,
+    objective,
 )
 
 SYNTH = DataConfig(name="synthetic", synthetic_train=64, synthetic_test=32, image_size=8, num_classes=4)

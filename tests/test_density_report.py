@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke
 
 import landscape.report
-from landscape.assembly import build_run_model
 from landscape.config import ConfigError, DensityConfig, RunConfig
+from landscape.curvature.hessian import hessian_density
 from landscape.data import batches, load_data, objective
-from landscape.hessian import hessian_density
-from landscape.report.density_plots import FLOOR, load_density, plot_density, plot_run_densities
 from landscape.report.data import load_runs
-
-from conftest import assert_one_line_error, invoke
+from landscape.report.density_plots import FLOOR, load_density, plot_density, plot_run_densities
+from landscape.runner.assembly import build_run_model
 
 TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "64", "--batch-size", "16",
          "--steps", "8", "--checkpoint-every", "4", "--keep-checkpoints", "--eval-samples", "32",

@@ -11,11 +11,10 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import torchrun as launch
 
 from landscape.runs import RunStore
 from landscape_cli.main import cli
-
-from conftest import torchrun as launch
 
 pytestmark = pytest.mark.slow
 
@@ -297,7 +296,7 @@ def test_noisy_bn_ranks_draw_independent_noise_and_resume_keeps_each_ranks(tmp_p
     assert not torch.equal(rank0[0], rank1[0])  # each rank its own noise stream
     # Rank 0 is the configured seed, advanced by one draw per noisy layer and step.
     from landscape.models import build_model
-    from landscape.noise import Noise
+    from landscape.models.noise import Noise
 
     layers = sum(isinstance(m, Noise) for m in build_model("vgg_tiny", norm="noisy_bn").modules())
     g = torch.Generator().manual_seed(7)

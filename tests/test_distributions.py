@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from landscape.config import NoiseConfig
-from landscape.distributions import LayerInputDistributions, activation_sites, layer_inputs
-from landscape.hooks import Context, Event
-from landscape.noise import make_norm_layer
+from landscape.measure.distributions import activation_sites, layer_inputs
+from landscape.models.noise import make_norm_layer
+from landscape.runner.adapters import LayerInputDistributions
 from landscape.state import differences, snapshot
+from landscape.training.hooks import Context, Event
 
 B, HW = 5, 6
 

@@ -6,16 +6,15 @@ import signal
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import replace_train
 
 from landscape.config import NORMS, ProbeConfig, ScheduleConfig
-from landscape.experiments import estimate_passes, run_experiment, variants, with_seeds
-from landscape.hooks import Event, hook
 from landscape.models import MODEL_NAMES, build_model
+from landscape.runner.experiments import estimate_passes, run_experiment, variants, with_seeds
+from landscape.runner.train import train
 from landscape.runs import RunStore
-from landscape.train import train
+from landscape.training.hooks import Event, hook
 from landscape_cli.main import cli
-
-from conftest import replace_train
 
 PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), schedule=ScheduleConfig(every=3, dense_until=4, dense_every=1),
                     curvature=True)
@@ -207,7 +206,7 @@ def test_every_run_is_resumable_from_step_zero(tmp_path, tiny):
 
 
 def test_choose_layout():
-    from landscape.experiments import choose_layout
+    from landscape.runner.experiments import choose_layout
 
     assert choose_layout("auto", 2, 1) == "ddp"  # one process: plain training
     assert choose_layout("spread", 2, 1) == "ddp"
@@ -226,8 +225,8 @@ def test_every_registry_variant_starts_as_its_standalone_build_sharing_what_its_
     # What train() builds for each variant at step 0 (run_experiment adds nothing to it) equals
     # the standalone build from the seed, and the variants' conv/linear weights are equal
     # wherever their own init leaves them nonzero.
-    from landscape.assembly import build_run_model
-    from landscape.paper import paper_config
+    from landscape.paper.defaults import paper_config
+    from landscape.runner.assembly import build_run_model
 
     starts = {}
     for config in variants(paper_config(name, "train"), NORMS):  # no data is loaded

@@ -10,13 +10,13 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import Quadratic
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import hessian_density, hessian_eigs, hessian_trace
-from landscape.lanczos import MIN_PRODUCTS
+from landscape.curvature.hessian import hessian_density, hessian_eigs, hessian_trace
+from landscape.curvature.lanczos import MIN_PRODUCTS
 from landscape.state import differences, snapshot
-from conftest import Quadratic
 
 BN_MODES = ("train", "eval")
 ce = nn.functional.cross_entropy
@@ -445,7 +445,8 @@ def test_the_hook_warm_starts_from_its_last_eigenvector(dense):
     # eigenvector (mixed half and half with a Gaussian, tests/test_lanczos.py): at an
     # unchanged point that saves a product here (16 against 17 at tol 1e-6), and every
     # value is the dense Hessian's lambda_max.
-    from landscape.hooks import Context, Event, HessianHook
+    from landscape.runner.adapters import HessianHook
+    from landscape.training.hooks import Context, Event
 
     net, (x, y) = tiny_net(), batch(0)
     top = float(torch.linalg.eigvalsh(dense["train"])[-1])

@@ -11,23 +11,21 @@ import re
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error, tiny_config, torchrun
 from torch.func import functional_call
 
-import landscape.hessian
-import landscape.spectrum
-
-from landscape.assembly import build_run_model
+import landscape.curvature.hessian
+import landscape.runner.spectrum
 from landscape.config import ConfigError, HessianConfig, RunConfig, ScheduleConfig
+from landscape.curvature.hessian import hessian_eigs
 from landscape.data import batches, load_data, objective
-from landscape.hessian import hessian_eigs
-from landscape.hooks import Event, at_steps, hook
 from landscape.report.data import load_runs
 from landscape.report.plots import plot_beta_smoothness
+from landscape.runner.assembly import build_run_model
+from landscape.runner.train import train
 from landscape.runs import RunStore
-from landscape.train import train
+from landscape.training.hooks import Event, at_steps, hook
 from landscape_cli.main import cli
-
-from conftest import assert_one_line_error, tiny_config, torchrun
 
 TRACKED = HessianConfig(schedule=ScheduleConfig(every=4, dense_until=0), k=2, trace=True)
 PROBE = ["probe", "--model", "tiny", "--width-mult", "0.25", "--dataset", "synthetic", "--steps", "20",
@@ -193,14 +191,14 @@ def test_hessian_dry_run_prints_the_basis_memory_and_a_basis_too_big_is_refused(
     assert f"at most {48 * n * 4 / 2**20:.3g} MiB (40 products on {n:,} float32 parameters" in result.output  # 3 blocks
     # A device with room for 100 vectors: 96 (6 blocks) fit, 200 products are refused
     # by the command, its dry run and a training run's --hessian-every, before anything.
-    for module in (landscape.hessian, landscape.spectrum):
+    for module in (landscape.curvature.hessian, landscape.runner.spectrum):
         monkeypatch.setattr(module, "available_memory", lambda device: 100 * n * 4)
     refused = CliRunner().invoke(cli, ["hessian", str(run_dir), "--max-hvps", "200"])
     assert_one_line_error(refused, "lower --max-hvps (at most 96 fit)")
     dry = CliRunner().invoke(cli, ["hessian", str(run_dir), "--dry-run", "--max-hvps", "200"])
     assert dry.exit_code == 2 and "lower --max-hvps (at most 96 fit)" in dry.output.splitlines()[-1]
     # --hessian-every's 20 products take 2 blocks (32 vectors): room for 20 is refused.
-    monkeypatch.setattr(landscape.hessian, "available_memory", lambda device: 20 * n * 4)
+    monkeypatch.setattr(landscape.curvature.hessian, "available_memory", lambda device: 20 * n * 4)
     args = [a for a in PROBE if a != "probe"]
     train = CliRunner().invoke(cli, ["train", *args, "--run-dir", str(tmp_path / "r")])
     assert_one_line_error(train, "hessian.max_hvps (at most 16 fit)")
@@ -221,7 +219,7 @@ def test_old_config_without_hessian_loads_and_new_one_round_trips():
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(max_hvps=1),
+@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(k=3, max_hvps=2),
                                      dict(start="previous")])
 def test_bad_hessian_config_is_a_config_error(changes):
     with pytest.raises(ConfigError):

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from landscape.config import NoiseConfig
-from landscape.hooks import Context, Event, ICSHook
-from landscape.ics import measure_ics, optimizer_update
-from landscape.noise import make_norm_layer
+from landscape.measure.ics import measure_ics, optimizer_update
+from landscape.models.noise import make_norm_layer
+from landscape.runner.adapters import ICSHook
 from landscape.state import differences, snapshot
+from landscape.training.hooks import Context, Event
 
 N, DIMS = 6, (4, 3, 3, 2)  # batch and widths d0 -> d1 -> d2 -> d3
 

@@ -4,14 +4,13 @@ import signal
 
 import pytest
 from click.testing import CliRunner
+from conftest import replace_train, tiny_config
 
 from landscape.config import DistributionConfig, ICSConfig, ScheduleConfig
-from landscape.hooks import Event, hook
+from landscape.runner.train import train
 from landscape.runs import RunStore
-from landscape.train import train
+from landscape.training.hooks import Event, hook
 from landscape_cli.main import cli
-
-from conftest import replace_train, tiny_config
 
 TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16", "--device", "cpu",
         "--no-progress", "--no-report"]

@@ -1,4 +1,4 @@
-"""Confidence intervals (landscape.report.intervals) against known truths.
+"""Confidence intervals (landscape.paper.intervals) against known truths.
 
 The stationary bootstrap's indices are checked for their defining properties (range, uniform marginals, mean
 block length), and every interval for its coverage of a known truth on simulated data with fixed seeds: AR(1)
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from landscape.report.intervals import (
+from landscape.paper.intervals import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
     Interval,

@@ -1,4 +1,4 @@
-"""Lanczos (landscape.lanczos) and the estimators built on it, against independent
+"""Lanczos (landscape.curvature.lanczos) and the estimators built on it, against independent
 calculations: closed-form Hessians of quadratic models (H = A), float64 products
 of the same operator, and the exact spectral measure of a known matrix. Each test
 names the break it catches (issue 21)."""
@@ -9,13 +9,13 @@ import math
 
 import pytest
 import torch
+from conftest import Quadratic
 from torch import nn
 
-import landscape.hessian
-import landscape.lanczos
-from landscape.hessian import check_lanczos_memory, hessian_density, hessian_eigs
-from landscape.hooks import Context, Event, HessianHook
-from landscape.lanczos import (
+import landscape.curvature.hessian
+import landscape.curvature.lanczos
+from landscape.curvature.hessian import check_lanczos_memory, hessian_density, hessian_eigs
+from landscape.curvature.lanczos import (
     BLOCK,
     KW_CONSTANT,
     MIN_PRODUCTS,
@@ -23,7 +23,8 @@ from landscape.lanczos import (
     lanczos,
     random_start_epsilon,
 )
-from conftest import Quadratic
+from landscape.runner.adapters import HessianHook
+from landscape.training.hooks import Context, Event
 
 ce = nn.functional.cross_entropy
 NOTHING = torch.zeros(1)  # the quadratic models ignore their input
@@ -140,7 +141,7 @@ def test_the_documented_epsilons_solve_the_bound():
     table = {(579_098, 10): "0.43", (579_098, 30): "0.044", (579_098, 100): "0.0039"}
     for (n, m), quoted in table.items():
         assert f"{random_start_epsilon(n, m):.2g}" == quoted
-        assert quoted in landscape.lanczos.__doc__ and quoted in hessian_eigs.__doc__
+        assert quoted in landscape.curvature.lanczos.__doc__ and quoted in hessian_eigs.__doc__
 
 
 def test_the_second_dgks_pass_keeps_a_float32_basis_orthogonal():
@@ -181,10 +182,10 @@ def test_hessian_eigs_allocates_blocks_for_the_products_it_takes(monkeypatch):
     kept = []
 
     def spy(*args, **kwargs):
-        kept.append(landscape.lanczos.lanczos(*args, **kwargs))
+        kept.append(landscape.curvature.lanczos.lanczos(*args, **kwargs))
         return kept[-1]
 
-    monkeypatch.setattr(landscape.hessian, "lanczos", spy)
+    monkeypatch.setattr(landscape.curvature.hessian, "lanczos", spy)
     a, _ = rotated(torch.cat([torch.tensor([5.0]), torch.linspace(0, 1, 299)]))
     r = hessian_eigs(Quadratic(a), value, NOTHING, NOTHING, max_hvps=300, generator=gen())
     assert r.converged and r.hvps < 2 * BLOCK
@@ -192,7 +193,7 @@ def test_hessian_eigs_allocates_blocks_for_the_products_it_takes(monkeypatch):
 
 
 def test_a_basis_that_cannot_fit_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setattr(landscape.hessian, "available_memory", lambda device: 10**9)
+    monkeypatch.setattr(landscape.curvature.hessian, "available_memory", lambda device: 10**9)
     assert check_lanczos_memory(1_000_000, 100, torch.float32, "cpu") == 112 * 4 * 10**6
     with pytest.raises(ValueError, match=r"lower --max-hvps \(at most 240 fit\)") as info:
         check_lanczos_memory(1_000_000, 400, torch.float32, "cpu")

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.integrations.lightning import LandscapeCallback, logger_metrics
-from landscape.probes import probe_gradient
+from landscape.measure.probes import probe_gradient
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
@@ -283,7 +283,7 @@ def test_under_ddp_the_probe_measures_the_global_batch(tmp_path):
 
 
 def test_the_core_never_imports_the_integrations():
-    code = ("import sys, landscape, landscape.report, landscape.tensorboard, landscape_cli.main; "
+    code = ("import sys, landscape, landscape.report, landscape.integrations.tensorboard, landscape_cli.main; "
             "print(any(m.split('.')[0] in ('lightning', 'pytorch_lightning', 'tensorboard') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,8 +11,8 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from landscape.config import NoiseConfig
-from landscape.noise import Noise, NoisyBatchNorm, make_norm_layer
-from landscape.norms import LpNorm
+from landscape.models.noise import Noise, NoisyBatchNorm, make_norm_layer
+from landscape.models.norms import LpNorm
 from landscape.state import module_generators
 
 ZERO = NoiseConfig(mean_range=0.0, scale_low=1.0, scale_high=1.0, mean_jitter=0.0, scale_jitter_std=0.0)
@@ -213,10 +213,11 @@ def test_one_draw_per_noisy_layer_per_training_step(tmp_path):
     # advances by exactly one draw per noisy layer per training step (measurements rewind it).
     import dataclasses
 
-    from landscape.config import ICSConfig, ProbeConfig, ScheduleConfig
-    from landscape.hooks import Event, hook
-    from landscape.train import train
     from conftest import replace_train, tiny_config
+
+    from landscape.config import ICSConfig, ProbeConfig, ScheduleConfig
+    from landscape.runner.train import train
+    from landscape.training.hooks import Event, hook
 
     steps = 5
     config = replace_train(tiny_config(), steps=steps)

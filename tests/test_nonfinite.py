@@ -10,12 +10,12 @@ import threading
 
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke, train_tiny
 from torch import nn
 
-from landscape.hooks import Context, Event, HessianHook
+from landscape.runner.adapters import HessianHook
 from landscape.runs import RunStore
-
-from conftest import assert_one_line_error, invoke, train_tiny
+from landscape.training.hooks import Context, Event
 
 HESSIAN = ["--max-hvps", "12", "--batches", "2"]
 
@@ -137,7 +137,7 @@ def test_the_hook_records_nan_where_the_library_raises_on_a_nan_product(monkeypa
     def raising(*args, **kwargs):
         raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
 
-    monkeypatch.setattr("landscape.hooks.hessian_eigs", raising)
+    monkeypatch.setattr("landscape.training.hooks.hessian_eigs", raising)
     model = nn.Linear(4, 3)
     ctx = Context(Event.AFTER_BACKWARD, 0, model, nn.functional.cross_entropy,
                   torch.optim.SGD(model.parameters(), lr=0.1), 0.1, batch=(torch.randn(8, 4), torch.zeros(8).long()))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.noise import make_norm_layer
-from landscape.norms import LpNorm
+from landscape.models.noise import make_norm_layer
+from landscape.models.norms import LpNorm
 
 SHAPES = {1: (7, 3), 2: (5, 3, 4, 2)}
 

@@ -1,4 +1,4 @@
-"""landscape.paper is the one home of the paper's defaults: the commands run exactly
+"""landscape.paper.defaults is the one home of the paper's defaults: the commands run exactly
 the RunConfig that paper_config returns, and store the paper's step sizes."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from landscape.config import RunConfig
+from landscape.data import total_steps
 from landscape.models import MODEL_NAMES
-from landscape.paper import paper_config, paper_schedule, protocol, scaled_probe_schedule, total_steps
+from landscape.paper.defaults import paper_config, paper_schedule, protocol, scaled_probe_schedule
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
@@ -23,8 +24,8 @@ class Captured(Exception):
 
 def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
     """The first RunConfig ``landscape KIND --model MODEL`` would run (nothing is trained)."""
-    import landscape.experiments  # noqa: F401 (imported now, it keeps the real train when that is patched)
-    import landscape.train
+    import landscape.runner.experiments  # noqa: F401 (imported now, it keeps the real train when that is patched)
+    import landscape.training.loop
     from landscape_cli import experiment
 
     monkeypatch.delenv("LANDSCAPE_DATA", raising=False)
@@ -35,7 +36,7 @@ def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
     def capture_experiment(kind, build, **_):
         raise Captured(build()[0])
 
-    monkeypatch.setattr(landscape.train, "train", capture)
+    monkeypatch.setattr(landscape.training.loop, "train", capture)
     monkeypatch.setattr(experiment, "execute", capture_experiment)
     result = CliRunner().invoke(cli, [kind, "--model", model])
     assert isinstance(result.exception, Captured), result.output
@@ -69,7 +70,7 @@ def test_paper_config_is_the_paper_protocol():
 
 
 def test_scaled_probe_schedule_costs_at_most_half_the_training():
-    from landscape.paper import count_steps
+    from landscape.training.hooks import count_steps
 
     assert scaled_probe_schedule(15_000, 6) == paper_schedule(15_000)
     small = scaled_probe_schedule(300, 6)

@@ -7,18 +7,19 @@ import copy
 
 import pytest
 import torch
+from conftest import Quadratic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from landscape.hooks import Context, Event, ProbeHook, every
-from landscape.probes import (
+from landscape.measure.probes import (
     parse_step_sizes,
     probe_gradient,
     training_grads,
 )
+from landscape.runner.adapters import ProbeHook
 from landscape.state import differences, snapshot
-from conftest import Quadratic
+from landscape.training.hooks import Context, Event, every
 
 
 def identity_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -339,7 +340,7 @@ def normed_net(norm: str, seed: int) -> nn.Sequential:
     """conv -> norm -> ReLU -> conv -> norm -> ReLU -> linear, float64, with running
     statistics (and the noise generator) moved away from their start."""
     from landscape.config import NoiseConfig
-    from landscape.noise import make_norm_layer
+    from landscape.models.noise import make_norm_layer
 
     torch.manual_seed(seed)
     factory = make_norm_layer(norm, 2, NoiseConfig(seed=seed))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from landscape import catalogue, paper, reproduce
-from landscape.report.reproduction import markdown
+from landscape import paper
+from landscape.paper import catalogue, reproduce
+from landscape.paper.reproduction import markdown
 from landscape_cli.main import cli
 
 _SPEC = importlib.util.spec_from_file_location("reproduction", Path(__file__).parents[1] / "scripts" / "reproduction.py")

@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, invoke
 
-from landscape import reproduce
 from landscape.config import ICSConfig, ProbeConfig, RunConfig, ScheduleConfig
-from landscape.run_match import config_differences, describe, run_differences
+from landscape.paper import reproduce
+from landscape.runner.run_match import config_differences, describe, run_differences
 from landscape.runs import RunStore
 from landscape_cli.reproduce_cmd import default_out
-
-from conftest import assert_one_line_error, invoke
 
 SMALL = 0.01  # of the paper's steps: the DLN's 10,000 become 100
 
@@ -158,7 +157,7 @@ def test_run_differences_of_no_run_an_unreadable_one_and_a_run(cpu_fig9, tmp_pat
 
 
 def test_the_module_imports_without_torch():
-    code = "import sys, landscape.run_match; print('torch' in sys.modules)"
+    code = "import sys, landscape.runner.run_match; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

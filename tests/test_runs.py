@@ -1,11 +1,8 @@
-import json
 import math
 import os
-import sqlite3
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from landscape.runs import RunStore, StoreError, find_runs, write_json_atomic

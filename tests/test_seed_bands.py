@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape.report import claims, data, plots
+from landscape.paper import claims
+from landscape.report import data, plots
 from landscape.report.data import RunRecord
 
 STEPS = np.arange(0, 50, 5)

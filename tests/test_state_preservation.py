@@ -13,10 +13,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from landscape.config import NoiseConfig
-from landscape.distributions import LayerInputDistributions
-from landscape.ics import measure_ics
+from landscape.measure.ics import measure_ics
+from landscape.measure.probes import probe_gradient, training_grads
 from landscape.models import build_model
-from landscape.probes import probe_gradient, training_grads
+from landscape.runner.adapters import LayerInputDistributions
 from landscape.state import differences, snapshot
 
 
@@ -57,7 +57,7 @@ def _sync_bn_rank(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     from landscape import distributed
-    from landscape.syncbn import SyncBatchNorm, convert_sync_batchnorm
+    from landscape.training.syncbn import SyncBatchNorm, convert_sync_batchnorm
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from landscape.curvature.surface import Shard, loss_surface
 from landscape.state import differences, snapshot
-from landscape.surface import Shard, loss_surface
 
 CE = nn.functional.cross_entropy
 

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from landscape.assembly import build_run_model
-from landscape.checkpoint import kept_steps, load_checkpoint, weights_path
-from landscape.config import RunConfig
-from landscape.data import batches, load_data, objective
-from landscape.hessian import hessian_eigs
-from landscape.surface import loss_surface, trajectory_directions
-from landscape_cli.options import train_options
-
 from conftest import assert_one_line_error, invoke
+
+from landscape.config import RunConfig
+from landscape.curvature.hessian import hessian_eigs
+from landscape.curvature.surface import loss_surface, trajectory_directions
+from landscape.data import batches, load_data, objective
+from landscape.runner.assembly import build_run_model
+from landscape.training.checkpoint import kept_steps, load_checkpoint, weights_path
+from landscape_cli.options import train_options
 
 TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "128", "--batch-size", "32",
          "--steps", "30", "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import run_session
 from conftest import torchrun as launch
 from test_surface import CE, Counted, batch, conv_net
@@ -49,7 +48,7 @@ def worker(out: Path) -> None:
     0's), with the forwards counted, and on this process alone with rank 0's seed and
     with its own."""
     from landscape import distributed
-    from landscape.surface import Shard, loss_surface
+    from landscape.curvature.surface import Shard, loss_surface
 
     distributed.setup()
     torch.set_num_threads(1)

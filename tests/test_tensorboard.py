@@ -12,15 +12,15 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from landscape.config import DistributionConfig, HessianConfig, ProbeConfig, ScheduleConfig
+from landscape.integrations.tensorboard import TensorBoardMirror, export_run
+from landscape.runner.experiments import run_experiment, variants
+from landscape.runner.train import train
 from landscape.runs import RunStore
-from landscape.tensorboard import TensorBoardMirror, export_run
-from landscape.experiments import run_experiment, variants
-from landscape.train import train
 from landscape_cli.main import cli
-from conftest import tiny_config
 
 SIZES = ("eta=0.025", "eta=0.05", "eta=0.1", "eta=0.2")  # (0.5, 1, 2, 4) x lr 0.05
 

@@ -1,4 +1,4 @@
-"""Tests of :func:`landscape.trace.hessian_trace`'s error bar and adaptive sketch on
+"""Tests of :func:`landscape.curvature.trace.hessian_trace`'s error bar and adaptive sketch on
 quadratics 1/2 w^T A w (H = A) with a known spectrum, each rotated by a fixed
 Haar-random orthogonal U: on a diagonal A, Rademacher Hutchinson would be exact. The
 truth is the sum of the eigenvalues, never the code's own output."""
@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-
-from landscape.hvp import HessianOperator
-from landscape.trace import MIN_SAMPLES, PILOT_SAMPLES, estimate_trace, hessian_trace
 from conftest import Quadratic
+
+from landscape.curvature.hvp import HessianOperator
+from landscape.curvature.trace import MIN_SAMPLES, PILOT_SAMPLES, estimate_trace, hessian_trace
 
 
 def gen(seed: int = 0) -> torch.Generator:

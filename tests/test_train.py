@@ -7,13 +7,12 @@ import time
 
 import pytest
 import torch
+from conftest import replace_train
 
 from landscape.config import DataConfig, ModelConfig, RunConfig, ScheduleConfig, TrainConfig
-from landscape.hooks import Event, at_steps, every, hook
+from landscape.runner.train import train
 from landscape.runs import RunStore
-from landscape.train import train
-
-from conftest import replace_train
+from landscape.training.hooks import Event, at_steps, every, hook
 
 
 def rows(run_dir):
@@ -175,7 +174,7 @@ def test_bf16_probes_use_the_gradient_of_the_loss_they_evaluate(tmp_path, tiny):
     # Under bf16 autocast the training gradient is not that of the float32 loss the probe
     # evaluates; at small step sizes reusing it makes beta rounding noise (410 vs 16).
     from landscape.config import ProbeConfig
-    from landscape.probes import probe_gradient
+    from landscape.measure.probes import probe_gradient
 
     sizes = (1e-4, 1e-2)
     seen = {}
@@ -224,7 +223,7 @@ def test_dtype_is_recorded_and_used(tmp_path):
 
 def test_the_noise_seed_is_honoured(tmp_path, tiny):
     from landscape.config import NoiseConfig
-    from landscape.noise import Noise
+    from landscape.models.noise import Noise
 
     def first_noise(config, name):
         drawn = []
@@ -247,8 +246,8 @@ def test_the_noise_seed_is_honoured(tmp_path, tiny):
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_a_one_line_error(tmp_path, tiny):
-    from landscape.checkpoint import load_checkpoint, save_checkpoint
     from landscape.runs import StoreError
+    from landscape.training.checkpoint import load_checkpoint, save_checkpoint
 
     config = replace_train(tiny, steps=4, checkpoint_every=100)
     train(config, run_dir=tmp_path / "r")

@@ -5,8 +5,8 @@ At training step t (``trainer.global_step``: optimizer steps done so far) Lightn
 calls ``on_before_optimizer_step`` after the backward (and, under a GradScaler, after
 ``unscale_``) and before gradient clipping and the step, when ``.grad`` holds
 g = grad L(w_t; B_t). There the callback runs the hooks that ``landscape train`` runs
-at ``Event.AFTER_BACKWARD`` (:class:`~landscape.hooks.ProbeHook`,
-:class:`~landscape.hooks.ICSHook`, :class:`~landscape.hooks.HessianHook`) on the
+at ``Event.AFTER_BACKWARD`` (:class:`~landscape.runner.adapters.ProbeHook`,
+:class:`~landscape.runner.adapters.ICSHook`, :class:`~landscape.runner.adapters.HessianHook`) on the
 training batch B_t (taken at ``on_train_batch_start``). With ``reuse_grad`` it reuses
 g and the training loss (``on_before_backward``'s, divided by the GradScaler's scale
 in force at that step), so a probe costs K passes. It leaves the weights, buffers,
@@ -71,11 +71,12 @@ import torch
 from torch import nn
 
 from landscape import distributed
-from landscape.assembly import environment
 from landscape.config import BN_MODES
-from landscape.hooks import Context, Event, EveryN, HessianHook, ICSHook, ProbeHook
-from landscape.noise import NORM_LAYER_TYPES
+from landscape.models.noise import NORM_LAYER_TYPES
+from landscape.runner.adapters import HessianHook, ICSHook, ProbeHook
+from landscape.runner.assembly import environment
 from landscape.runs import RunStore, is_run
+from landscape.training.hooks import Context, Event, EveryN
 
 Batch = Any
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

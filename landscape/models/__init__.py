@@ -1,6 +1,6 @@
 """Model registry: a name and a :class:`~landscape.config.ModelConfig` become a
 network, with every normalization layer taken from
-:func:`landscape.noise.make_norm_layer` and the paper's initialization
+:func:`landscape.models.noise.make_norm_layer` and the paper's initialization
 (Santurkar et al. 2018: Glorot-uniform weights, zero biases, norm layers at the
 identity).
 
@@ -21,9 +21,9 @@ from landscape.config import ModelConfig, NoiseConfig
 from landscape.models.external import TORCHVISION_PREFIX, build_from_path, build_torchvision
 from landscape.models.init import glorot_init_, zero_init_residual_
 from landscape.models.linear import DeepLinearNetwork
+from landscape.models.noise import make_norm_layer
 from landscape.models.resnet import build_resnet
 from landscape.models.vgg import LAYOUTS, POOL, VGG
-from landscape.noise import make_norm_layer
 
 _SEED_BOUND = 2**62
 

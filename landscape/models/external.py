@@ -16,7 +16,7 @@ from typing import Any
 import torchvision
 from torch import nn
 
-from landscape.noise import NormFactory
+from landscape.models.noise import NormFactory
 
 TORCHVISION_PREFIX = "torchvision:"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from landscape.noise import NormFactory
+from landscape.models.noise import NormFactory
 
 
 class DeepLinearNetwork(nn.Module):

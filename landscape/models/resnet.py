@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from landscape.models.init import learns_shift
-from landscape.noise import NormFactory
+from landscape.models.noise import NormFactory
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": torchvision.models.resnet18,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from landscape.models.init import learns_shift
-from landscape.noise import NormFactory
+from landscape.models.noise import NormFactory
 
 POOL = "M"
 

@@ -1,5 +1,5 @@
 """Figures of a run's Hessian eigenvalue density (``spectrum/density.json`` of
-:mod:`landscape.spectrum`; stochastic Lanczos quadrature, Ghorbani et al. 2019, Fig. 1-3).
+:mod:`landscape.runner.spectrum`; stochastic Lanczos quadrature, Ghorbani et al. 2019, Fig. 1-3).
 
 The density phi(t) is drawn against the eigenvalue t on a log axis, as Ghorbani et
 al. and PyHessian draw it: a few outliers carry densities decades below the bulk's.
@@ -25,7 +25,6 @@ from landscape.report import data
 from landscape.report.data import RunRecord
 from landscape.report.plots import _figure, template_text, text
 from landscape.runs import DENSITY_JSON, SPECTRUM_DIR
-
 
 FLOOR = 1e-8  # relative to the figure's highest density: the log axis spans 8 decades at most
 COLORSCALE = "Viridis"

@@ -22,8 +22,8 @@ import plotly.offline
 
 from landscape import __version__
 from landscape.report import data, density_plots, plots, surface_plots
-from landscape.report.claims import estimate_text, scale_label
 from landscape.report.data import RunRecord
+from landscape.report.verdicts import estimate_text, scale_label
 from landscape.runs import write_atomic
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Figures of a run's loss surface (``surface.json`` of :mod:`landscape.surface_run`;
+"""Figures of a run's loss surface (``surface.json`` of :mod:`landscape.runner.surface_run`;
 Li et al. 2018, Visualizing the Loss Landscape of Neural Nets, Fig. 1, 5 and 9).
 
 A 2-D surface is drawn as contours and as a 3-D surface, a 1-D one as a line, and
@@ -19,7 +19,6 @@ import plotly.graph_objects as go
 from landscape.report.data import RunRecord, load_checked_json
 from landscape.report.plots import _figure, text
 from landscape.runs import SURFACE_DIR, SURFACE_JSON
-
 
 COLORSCALE = "Viridis"
 CONTOURS = 30

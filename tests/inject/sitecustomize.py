@@ -12,7 +12,7 @@ import os
 _STEP = os.environ.get("LANDSCAPE_TEST_KILL_RANK1_AT_STEP")
 
 if _STEP and os.environ.get("RANK") == "1":
-    import landscape.train as _train
+    import landscape.training.loop as _train
 
     _after_step = _train._Loop.after_step
 

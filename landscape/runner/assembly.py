@@ -7,7 +7,6 @@ every run's config.json keeps.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import itertools
 import platform
@@ -20,15 +19,18 @@ import torch
 from torch import nn
 
 import landscape
-from landscape import catalogue, distributed
-from landscape.config import NoiseConfig, RunConfig, ScheduleConfig
+from landscape import distributed
+from landscape.config import RunConfig, ScheduleConfig
+from landscape.curvature.hessian import check_lanczos_memory
 from landscape.data import check_fits_data
-from landscape.distributions import PAPER_LAYERS, LayerInputDistributions, activation_sites
-from landscape.hessian import check_lanczos_memory
-from landscape.hooks import DenseEarly, HessianHook, Hook, ICSHook, ProbeHook, Scheduled
+from landscape.measure.distributions import PAPER_LAYERS, activation_sites
+from landscape.measure.probes import choose_method
 from landscape.models import build_model
-from landscape.probes import choose_method
+from landscape.models.noise import rank_noise
+from landscape.paper import catalogue
+from landscape.runner.adapters import HessianHook, ICSHook, LayerInputDistributions, ProbeHook
 from landscape.state import trainable_count
+from landscape.training.hooks import DenseEarly, Hook, Scheduled
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
 def default_distribution_layers(model: nn.Module, config: RunConfig | None = None) -> tuple[int, ...]:
     """The layers whose inputs the paper's claims on distributions read (Fig. 1(c) #3,
     #11; Fig. 2 and 8 #2, #9, #13; Fig. 6 #11; Fig. 9's DLN 1, 11, 24), mapped onto the
-    model (:func:`landscape.catalogue.map_layer`); for other families, or without a
+    model (:func:`landscape.paper.catalogue.map_layer`); for other families, or without a
     config, its second, middle and last activation sites."""
     n = len(activation_sites(model))
     fam = catalogue.family(config.model.name) if config is not None else "other"
@@ -128,8 +130,7 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
         check_lanczos_memory(trainable_count(model), h.max_hvps,
                              getattr(torch, config.train.dtype), distributed.resolve_device(config.train.device),
                              option="the run config's hessian.max_hvps")
-        hessian = HessianHook(k=h.k, trace=h.trace, bn_mode=h.bn_mode, tol=h.tol, max_hvps=h.max_hvps,
-                              start=h.start, seed=config.train.seed, reduce=reduce)
+        hessian = HessianHook(h, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))
     return hooks
 
@@ -151,17 +152,3 @@ def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn
     return model
 
 
-def rank_noise(noise: NoiseConfig, rank: int) -> NoiseConfig:
-    """The noise constants process ``rank`` uses: ``noise`` itself on rank 0 (so a
-    one-process run uses the configured seed), a seed of its own derived from
-    (seed, rank) on the others, so that ranks holding different shards of a global
-    batch draw independent noise (Algorithm 1 draws it per element)."""
-    if rank == 0:
-        return noise
-    seeds = torch.randint(2**62, (rank,), generator=torch.Generator().manual_seed(noise.seed))
-    return dataclasses.replace(noise, seed=int(seeds[-1]))
-
-
-def unscheduled(hook: Hook) -> Hook:
-    """The hook a schedule wraps (the hook itself when it is not scheduled)."""
-    return hook.hook if isinstance(hook, Scheduled) else hook

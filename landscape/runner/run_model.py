@@ -2,10 +2,10 @@
 first training batches: what the after-training measurements (``landscape hessian``,
 ``landscape surface``) evaluate.
 
-The network is built as :func:`landscape.train.train` builds it on resume
-(:func:`landscape.assembly.build_run_model`), then given the checkpoint's weights,
+The network is built as :func:`landscape.runner.train.train` builds it on resume
+(:func:`landscape.runner.assembly.build_run_model`), then given the checkpoint's weights,
 buffers and noise generators. The batches are the global batches of the run's steps
-0, 1, ... (:func:`landscape.train.first_batches`: epoch 0's order from the run's seed,
+0, 1, ... (:func:`landscape.training.loop.first_batches`: epoch 0's order from the run's seed,
 no augmentation), the same at every checkpoint, so measurements along a run compare.
 """
 
@@ -20,15 +20,15 @@ import torch
 from torch import nn
 
 from landscape import distributed
-from landscape.assembly import build_run_model
-from landscape.checkpoint import LAST, load_weights
 from landscape.config import ConfigError, RunConfig
+from landscape.curvature.hvp import Batch
 from landscape.data import load_data, objective
-from landscape.hvp import Batch
-from landscape.points import LossFn
+from landscape.measure.points import LossFn
+from landscape.runner.assembly import build_run_model
 from landscape.runs import RunStore, StoreError
 from landscape.state import module_generators
-from landscape.train import first_batches
+from landscape.training.checkpoint import LAST, load_weights
+from landscape.training.loop import first_batches
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 def load_checkpoint_weights(run_dir: str | Path, checkpoint: str | int, device: torch.device) -> dict[str, Any]:
     """The ``step``, ``model`` state and ``generators`` of checkpoint ``"last"`` or of the
-    kept checkpoint at a step (:func:`landscape.checkpoint.load_weights`).
+    kept checkpoint at a step (:func:`landscape.training.checkpoint.load_weights`).
 
     Raises:
         StoreError: No such checkpoint, or it cannot be read.
@@ -108,7 +108,7 @@ def load_checkpoint_weights(run_dir: str | Path, checkpoint: str | int, device: 
 
 def install_weights(model: nn.Module, weights: dict[str, Any]) -> None:
     """Give ``model`` a checkpoint's weights, buffers and noise generators (``weights``
-    as :func:`landscape.checkpoint.load_weights` returns them).
+    as :func:`landscape.training.checkpoint.load_weights` returns them).
 
     Raises:
         StoreError: The weights do not fit the model.

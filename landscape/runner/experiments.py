@@ -33,13 +33,13 @@ import torch
 from landscape import distributed
 from landscape.config import ProbeConfig, RunConfig
 from landscape.data import CIFAR_TEST, LINEAR_TEST, example_batch
-from landscape.hooks import Hook
 from landscape.models import build_model
 from landscape.models.init import is_weight_layer
-from landscape.paper import count_steps
+from landscape.runner.train import train
 from landscape.runs import EXPERIMENT, RunStore, StoreError, is_run, write_json_atomic
-from landscape.syncbn import convert_sync_batchnorm
-from landscape.train import TrainResult, train
+from landscape.training.hooks import Hook, count_steps
+from landscape.training.loop import TrainResult
+from landscape.training.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     """Fail before anything is written: build each variant's model and hooks
     (an unknown model, a model that does not fit the data, or a layer the model
     does not have, raises ValueError)."""
-    from landscape.assembly import build_run_model, config_hooks
+    from landscape.runner.assembly import build_run_model, config_hooks
 
     for config in configs:
         with torch.random.fork_rng():

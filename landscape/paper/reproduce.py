@@ -2,8 +2,8 @@
 
 A :class:`Figure` names the experiments it draws on (:data:`EXPERIMENTS`, each a
 set of runs of one kind: train, probe, ics or ics-noise) and the claim groups of
-the catalogue (:mod:`landscape.catalogue`) judged on them
-(:func:`landscape.report.claims.group_claims`). Experiments are shared between
+the catalogue (:mod:`landscape.paper.catalogue`) judged on them
+(:func:`landscape.paper.claims.group_claims`). Experiments are shared between
 figures (Fig. 1, 2 and 8 read the same noisy-BN runs) and run once. Fig. 7 (v3) is
 the theory's schematic: there is nothing to run for it. Fig. 3, 5 and 11 show the
 VGG and the DLN side by side; :meth:`Figure.only` keeps one network's panels (the
@@ -12,14 +12,14 @@ DLN's take minutes on a CPU where the VGG's take an hour), written to
 
 Two scales:
 
-* ``paper``: the paper's protocol (:mod:`landscape.paper`): VGG-16 on CIFAR-10 for
+* ``paper``: the paper's protocol (:mod:`landscape.paper.defaults`): VGG-16 on CIFAR-10 for
   15k steps at batch 128, the DLN for 10k full-batch steps, the seed review's
   VGG-11 (50 epochs) and ResNet-50 (20 epochs) at lr 0.01. GPU work.
 * ``cpu``: a documented reduction for a 2-core CPU (:data:`CPU_SCALE`): VGG-11 at
   an eighth of its width (every conv's channels x 0.125) instead of VGG-16, on all
   of CIFAR-10's training images, for a quarter of the paper's steps, test accuracy
   on all 10,000 test images, ICS measured 50 times per run, the paper's layers
-  mapped onto VGG-11's 8 (:func:`landscape.catalogue.map_layer`). The DLN is cheap:
+  mapped onto VGG-11's 8 (:func:`landscape.paper.catalogue.map_layer`). The DLN is cheap:
   its CPU scale is the paper's protocol. ResNet-50 cannot run its paper steps on a
   CPU (one step of batch 128 takes 20-45 s here): its CPU scale is a 2-epoch run on
   512 images (8 steps), a smoke test of the pipeline whose verdicts say "too few
@@ -39,10 +39,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from landscape import catalogue
 from landscape.config import RunConfig, ScheduleConfig
-from landscape.experiments import estimate_passes, lr_variants, variants, with_seeds
-from landscape.paper import paper_config, total_steps, with_measurements
+from landscape.data import total_steps
+from landscape.paper import catalogue
+from landscape.paper.defaults import paper_config, with_measurements
+from landscape.runner.experiments import estimate_passes, lr_variants, variants, with_seeds
 
 SCALES = ("paper", "cpu")
 
@@ -62,7 +63,7 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Check:
-    """A claim group of the catalogue (:data:`landscape.catalogue.GROUPS`) judged on
+    """A claim group of the catalogue (:data:`landscape.paper.catalogue.GROUPS`) judged on
     some experiments' runs."""
 
     name: str

@@ -1,5 +1,5 @@
 """The paper's claims judged on recorded runs: every row of the catalogue
-(:mod:`landscape.catalogue`) by one function, :func:`judge`, with an interval.
+(:mod:`landscape.paper.catalogue`) by one function, :func:`judge`, with an interval.
 
 A row compares variant ``a`` with variant ``b`` (``none`` and ``bn``, ``l1`` and
 ``bn``, ...) through a *measure* (:data:`MEASURES`) that turns the two runs of one
@@ -15,11 +15,11 @@ seed into values paired by training step, as the paper plots them:
 * cosines (Fig. 3): the difference of the two runs' median cos(G, G'), or for the
   DLN ``max(median |cos_bn| - 0.3, 0.9 - median cos_none)`` (<= 0: both hold).
 
-Intervals (:mod:`landscape.report.intervals`), 95%:
+Intervals (:mod:`landscape.paper.intervals`), 95%:
 
 * one seed: a stationary bootstrap over the step index (B = 2000,
   ``numpy.random.default_rng(0)``; the estimate +- t x the bootstrap standard
-  deviation, see :func:`landscape.report.intervals.stationary_bootstrap` for why and
+  deviation, see :func:`landscape.paper.intervals.stationary_bootstrap` for why and
   its measured coverage): within the run, seed variance not included; a final test
   accuracy: the binomial interval of the difference on the test images;
 * two seeds or more: the mean of the per-seed statistics (for ratios, the mean of
@@ -27,7 +27,7 @@ Intervals (:mod:`landscape.report.intervals`), 95%:
 
 The verdict is read from the interval against the row's threshold (the catalogue's
 table). No verdict ("inconclusive", with the reason) when a run is not complete,
-when fewer than :data:`~landscape.catalogue.MIN_POINTS` steps pair up, when a ratio
+when fewer than :data:`~landscape.paper.catalogue.MIN_POINTS` steps pair up, when a ratio
 has a zero on either side, or when a layer or series the row reads was not recorded.
 Pure numpy on run records, like the rest of the report.
 """
@@ -41,13 +41,21 @@ from typing import Any
 
 import numpy as np
 
-from landscape import catalogue
-from landscape.catalogue import ACCURACY, RATIO, Row
-from landscape.report import data, intervals
-from landscape.report.data import RunRecord, split_seed  # split_seed: re-exported
-from landscape.report.measures import (
-    MEASURES, STATISTICS, NotApplicable, NoVerdict, _layer, statistic_text, test_images, train_images,
+from landscape.paper import catalogue, intervals
+from landscape.paper.catalogue import ACCURACY, RATIO, Row
+from landscape.paper.measures import (
+    MEASURES,
+    STATISTICS,
+    NotApplicable,
+    NoVerdict,
+    _layer,
+    statistic_text,
+    test_images,
+    train_images,
 )
+from landscape.report import data, verdicts
+from landscape.report.data import RunRecord, split_seed  # split_seed: re-exported
+from landscape.report.verdicts import scale_label
 
 VERDICTS = ("supports", "contradicts", "inconclusive")
 COMPLETE = ("finished", "diverged")
@@ -89,7 +97,7 @@ class Claim:
 # -- verdicts ---------------------------------------------------------------------
 def verdict(test: str, lo: float, hi: float, threshold: float) -> tuple[str, str]:
     """The verdict of an interval ``[lo, hi]`` of a statistic (on the log scale for
-    ratios) against ``threshold`` (see :mod:`landscape.catalogue`), and why it is
+    ratios) against ``threshold`` (see :mod:`landscape.paper.catalogue`), and why it is
     inconclusive when it is."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "inconclusive", "no finite interval"
@@ -152,26 +160,6 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
     scale["protocol"] = bool(model == paper_model and width == 1 and paper_steps and steps == paper_steps
                              and not data._get(config, "data", "subset") and scale["test_images"] == full_test)
     return scale
-
-
-def scale_label(scale: Mapping[str, Any] | None) -> str:
-    """``paper protocol: dln, 10,000 steps`` or ``reduced: vgg11 x1/8, 3,750 of 15,000
-    steps, 10,000 test images``."""
-    if not scale:
-        return "scale unknown"
-    parts = [str(scale.get("model"))]
-    width = scale.get("width_mult")
-    if isinstance(width, (int, float)) and width != 1:
-        parts[0] += f" x1/{1 / width:g}" if 1 / width == round(1 / width) else f" x{width:g}"
-    steps, paper_steps = scale.get("steps"), scale.get("paper_steps")
-    if isinstance(steps, (int, float)):
-        of = f" of {paper_steps:,}" if isinstance(paper_steps, (int, float)) and paper_steps != steps else ""
-        parts.append(f"{steps:,}{of} steps")
-    if isinstance(scale.get("train_images"), int) and scale.get("protocol") is False:
-        parts.append(f"{scale['train_images']:,} training images")
-    if isinstance(scale.get("test_images"), int):
-        parts.append(f"{scale['test_images']:,} test images")
-    return ("paper protocol: " if scale.get("protocol") else "reduced: ") + ", ".join(parts)
 
 
 def judge(row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]],
@@ -284,42 +272,25 @@ def _lr_of(variant: str) -> float | None:
 def experiment_claims(records: Sequence[RunRecord], kind: str, paper: Mapping[str, Any] | None = None) -> list[Claim]:
     """The paper's claims on one experiment's runs (``landscape probe``, ``ics``,
     ``ics-noise``; ``train``: the seed review's): every catalogue row of the kind's
-    groups (:data:`landscape.catalogue.KIND_GROUPS`) whose variants are present."""
+    groups (:data:`landscape.paper.catalogue.KIND_GROUPS`) whose variants are present."""
     return group_claims(catalogue.KIND_GROUPS[kind], records, paper)
 
 
-def half_width_text(claim: Mapping[str, Any]) -> str:
-    """The interval's half-width as the verdict prints it: ``x/ 1.19`` for a ratio
-    (a factor either way), ``+- 0.011`` otherwise."""
-    interval = claim.get("interval")
-    if not interval or not all(isinstance(v, (int, float)) for v in interval):
-        return ""
-    lo, hi = interval
-    if _is_ratio(claim):
-        if lo > 0 and hi > 0 and math.isfinite(hi):
-            return f"x/ {math.sqrt(hi / lo):.3g}"
-        return ""
-    return f"+- {(hi - lo) / 2:.3g}"
-
-
-def _is_ratio(claim: Mapping[str, Any]) -> bool:
-    """Whether the claim's statistic is a ratio (claims written before the ``ratio``
-    field: from their catalogue row, a per-lr id ``ROW-lrLR`` included)."""
-    if "ratio" in claim:
-        return bool(claim["ratio"])
-    cid = str(claim.get("id", ""))
-    row = next((r for r in catalogue.CATALOGUE if cid == r.id or cid.startswith(f"{r.id}-lr")), None)
-    return bool(row and row.log_scale)
+def with_ratio(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """The claim with its ``ratio`` field; claims written before that field get it
+    from their catalogue row (a per-lr id ``ROW-lrLR`` included)."""
+    claim = dict(claim)
+    if "ratio" not in claim:
+        cid = str(claim.get("id", ""))
+        row = next((r for r in catalogue.CATALOGUE if cid == r.id or cid.startswith(f"{r.id}-lr")), None)
+        claim["ratio"] = bool(row and row.log_scale)
+    return claim
 
 
 def estimate_text(claim: Mapping[str, Any]) -> str:
-    """``1.81 [1.52, 2.1] (x/ 1.18)``, or ``no interval (REASON)``."""
-    est, interval = claim.get("estimate"), claim.get("interval")
-    if "interval" not in claim:
-        return "no interval (made before intervals)"
-    if est is None or not interval:
-        return "no interval"  # the verdict's reason says why
-    return f"{est:.3g} [{interval[0]:.3g}, {interval[1]:.3g}] ({half_width_text(claim)})"
+    """:func:`landscape.report.verdicts.estimate_text` of the claim, old claims included
+    (:func:`with_ratio`)."""
+    return verdicts.estimate_text(with_ratio(claim))
 
 
 def table(claims: Sequence[Claim | Mapping[str, Any]]) -> str:

@@ -13,14 +13,14 @@ d_ij <- d_ij / ||d_ij|| * ||w_ij||, so that the scale invariance of ReLU network
 normalization does not distort the picture and surfaces of different networks compare.
 
 The surface is a pure function, built on the probe's machinery
-(:mod:`landscape.probes`): every point is written into one working set of parameters
+(:mod:`landscape.measure.probes`): every point is written into one working set of parameters
 and buffers installed in the model (:class:`landscape.state.Workspace`) and evaluated
-by :class:`landscape.points.PointEvaluator`, so a point costs one forward under
+by :class:`landscape.measure.points.PointEvaluator`, so a point costs one forward under
 ``torch.no_grad`` and no copy of the model; random draws happen inside
 :func:`landscape.state.fork_rng`. Afterwards parameters, buffers, ``.grad`` fields,
 ``requires_grad``, training flags and all RNGs are bit-identical. With
 ``points_per_forward`` N > 1, N points share one forward instead
-(:mod:`landscape.surface_batched`: ``torch.func.vmap`` over stacked parameter sets).
+(:mod:`landscape.curvature.surface_batched`: ``torch.func.vmap`` over stacked parameter sets).
 
 Over several processes (a :class:`Shard` each) every process evaluates the points
 i % world == rank of the flattened grid on the whole batches it was given, and one
@@ -41,12 +41,18 @@ import torch
 from torch import nn
 
 from landscape.config import BN_MODES
-from landscape.points import LossFn, PointEvaluator, Reduce
-from landscape.probes import gaussian_draw, make_direction, norm_layers_mode
+from landscape.curvature.surface_batched import BatchedPoints, offset
+from landscape.measure.points import LossFn, PointEvaluator, Reduce
+from landscape.measure.probes import gaussian_draw, make_direction, norm_layers_mode
 from landscape.state import (
-    Workspace, flatten, fork_rng, has_filters, replay_rng, rng_sources, trainable_params,
+    Workspace,
+    flatten,
+    fork_rng,
+    has_filters,
+    replay_rng,
+    rng_sources,
+    trainable_params,
 )
-from landscape.surface_batched import BatchedPoints, offset
 
 SURFACE_DIRECTIONS = ("filter", "random")
 
@@ -136,7 +142,7 @@ def loss_surface(
         points_per_forward: 1 evaluates the points one by one in the model (the
             loop). N > 1 evaluates N points per forward by ``torch.func.vmap`` over
             stacked parameter sets and per-point clones of the buffers
-            (:mod:`landscape.surface_batched`; N times the activation memory;
+            (:mod:`landscape.curvature.surface_batched`; N times the activation memory;
             ``loss_fn`` and the model must be vmappable): meant for small,
             launch-bound models on a GPU (on one CPU thread it is slower than the
             loop: reports/benchmarks.md). Its losses equal the loop's up to float rounding
@@ -302,7 +308,7 @@ def _generated(
     kind: str, params: dict[str, torch.Tensor], include_bias_and_bn: bool, generator: torch.Generator | None
 ) -> Direction:
     """One Gaussian direction, filter-normalized or scaled to ||w|| (the probe's
-    :func:`landscape.probes.make_direction`), with 1-D parameters left out or included."""
+    :func:`landscape.measure.probes.make_direction`), with 1-D parameters left out or included."""
     w = list(params.values())
     draw = gaussian_draw(params, generator)
     if kind == "filter":

@@ -1,5 +1,5 @@
 """Loss and gradient at points w - eta d of the parameter space, evaluated in the model
-itself: the machinery of the gradient-direction probe (:mod:`landscape.probes`),
+itself: the machinery of the gradient-direction probe (:mod:`landscape.measure.probes`),
 for any measurement that evaluates the model away from its weights.
 
 The points are written into one working set of parameters and buffers installed in

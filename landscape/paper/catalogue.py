@@ -1,7 +1,7 @@
 """The claims of Santurkar et al. (2018, arXiv 1805.11604 v3) that ``landscape``
 checks, as data: one :class:`Row` per claim and figure panel, with the paper's own
 words, the statistic that measures it as the paper plots it, the direction and the
-threshold. :func:`landscape.report.claims.judge` judges every row the same way.
+threshold. :func:`landscape.paper.claims.judge` judges every row the same way.
 
 Figures are numbered as in v3 (``../shared/PAPER-PROTOCOL.md`` §9). Fig. 7 is the
 schematic of the theory's architectures: it has no experiment and no row.
@@ -9,7 +9,7 @@ schematic of the theory's architectures: it has no experiment and no row.
 Tests (``Row.test``) on a statistic ``s`` of the two variants ``a`` and ``b`` with
 threshold ``T`` (for ratios the statistic and ``T`` are on the log scale, so a ratio
 threshold of 1.25 is symmetric: 1.25 and 0.8), read from the 95% interval
-``[lo, hi]`` of ``s`` (:mod:`landscape.report.intervals`):
+``[lo, hi]`` of ``s`` (:mod:`landscape.paper.intervals`):
 
 =============  ======================  ======================
 test           supports when           contradicts when
@@ -81,7 +81,7 @@ class Row:
     """One claim of the paper (or, with ``beyond_paper``, an observation of ours).
 
     ``measure`` names how a run pair becomes paired per-step values
-    (:data:`landscape.report.claims.MEASURES`); the statistic compares variant ``a``
+    (:data:`landscape.paper.claims.MEASURES`); the statistic compares variant ``a``
     with ``b`` (``per_lr``: once per learning rate of the runs, for Fig. 3). ``groups`` are
     the check names that figures and commands select rows by; ``also`` names other
     panels that plot the same numbers (the claim is counted once).

@@ -39,6 +39,7 @@ per device.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -47,7 +48,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from landscape.config import NoiseConfig
-from landscape.norms import LP_NORMS, LpNorm
+from landscape.models.norms import LP_NORMS, LpNorm
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -161,7 +162,7 @@ def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) 
     Args:
         norm: one of ``landscape.config.NORMS``: ``none``, ``bn``, ``noisy_bn``
             (BN then noise), ``noise`` (the noise alone, no BN: the paper's
-            control), ``l1``, ``l2``, ``linf`` (see ``landscape.norms``).
+            control), ``l1``, ``l2``, ``linf`` (see ``landscape.models.norms``).
         dims: 1 or 2.
         noise_cfg: constants and seed of the noise; ``NoiseConfig()`` when None.
 
@@ -184,3 +185,14 @@ def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) 
             return functools.partial(NoisyBatchNorm, dims=dims, cfg=cfg, generator=generator)
         return functools.partial(Noise, cfg=cfg, generator=generator)
     raise ValueError(f"unknown norm {norm!r}")
+
+
+def rank_noise(noise: NoiseConfig, rank: int) -> NoiseConfig:
+    """The noise constants process ``rank`` uses: ``noise`` itself on rank 0 (so a
+    one-process run uses the configured seed), a seed of its own derived from
+    (seed, rank) on the others, so that ranks holding different shards of a global
+    batch draw independent noise (Algorithm 1 draws it per element)."""
+    if rank == 0:
+        return noise
+    seeds = torch.randint(2**62, (rank,), generator=torch.Generator().manual_seed(noise.seed))
+    return dataclasses.replace(noise, seed=int(seeds[-1]))

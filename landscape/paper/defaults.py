@@ -27,12 +27,19 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from landscape.config import (
-    DataConfig, DistributionConfig, ICSConfig, ModelConfig, NoiseConfig, ProbeConfig, RunConfig, ScheduleConfig,
+    DataConfig,
+    DistributionConfig,
+    ICSConfig,
+    ModelConfig,
+    NoiseConfig,
+    ProbeConfig,
+    RunConfig,
+    ScheduleConfig,
     TrainConfig,
 )
-from landscape.data import CIFAR_TRAIN, LINEAR_TRAIN
-from landscape.hooks import DenseEarly
+from landscape.data import total_steps, train_size  # re-exported: landscape.paper.total_steps
 from landscape.models import model_family
+from landscape.training.hooks import count_steps  # re-exported
 
 PAPER_STEPS = 15_000  # the paper's VGG run; the measurement schedules are given for it
 KINDS = ("train", "probe", "ics", "ics-noise")
@@ -86,12 +93,6 @@ def paper_schedule(total_steps: int, every: int = 100) -> ScheduleConfig:
                           dense_every=max(1, round(10 * scale)))
 
 
-def count_steps(schedule: ScheduleConfig, total_steps: int) -> int:
-    """How many of ``total_steps`` steps ``schedule`` accepts."""
-    accepts = DenseEarly.of(schedule)
-    return sum(1 for s in range(total_steps) if accepts(s))
-
-
 def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> ScheduleConfig:
     """The paper-scale schedule (:func:`paper_schedule`); for short runs both intervals
     are then doubled until probing costs at most half the training passes, so a
@@ -100,22 +101,6 @@ def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> Schedu
     while count_steps(s, total_steps) * passes_per_probe > total_steps / 2 and s.every < total_steps:
         s = dataclasses.replace(s, every=s.every * 2, dense_every=s.dense_every * 2)
     return s
-
-
-def train_size(data: DataConfig) -> int:
-    """Training examples a run on ``data`` sees (without loading the data)."""
-    n = {"cifar10": CIFAR_TRAIN, "synthetic": data.synthetic_train, "gaussian-linear": LINEAR_TRAIN}[data.name]
-    return min(n, data.subset) if data.subset else n
-
-
-def total_steps(config: RunConfig) -> int:
-    """Optimizer steps of a run, as the training loop counts them."""
-    t = config.train
-    if t.epochs is None:
-        return t.steps
-    n = train_size(config.data)
-    batch = n if t.full_batch else min(t.batch_size, n)
-    return t.epochs * max(n // batch, 1)
 
 
 def probe_config(config: RunConfig, **changes: object) -> ProbeConfig:
@@ -174,5 +159,5 @@ def with_measurements(config: RunConfig, kind: str) -> RunConfig:
     return config
 
 
-__all__ = ["PROTOCOLS", "Protocol", "paper_config", "paper_schedule", "protocol", "scaled_probe_schedule",
-           "total_steps"]
+__all__ = ["PROTOCOLS", "Protocol", "count_steps", "paper_config", "paper_schedule", "protocol",
+           "scaled_probe_schedule", "total_steps", "train_size", "with_measurements"]

@@ -1,18 +1,18 @@
 """The loss surface of a recorded run (Li et al. 2018, Visualizing the Loss Landscape
 of Neural Nets, Sec. 4 and 7), written as ``surface.json``.
 
-The network is rebuilt at one checkpoint by :func:`landscape.run_model.load_run_model`.
+The network is rebuilt at one checkpoint by :func:`landscape.runner.run_model.load_run_model`.
 The loss is the mean over the run's first ``batches`` training batches: the global
 batches of steps 0, 1, ... (epoch 0's order from the run's seed, no augmentation),
 the same for every checkpoint, so surfaces of one run compare.
-:func:`landscape.surface.loss_surface` evaluates the grid:
+:func:`landscape.curvature.surface.loss_surface` evaluates the grid:
 
     filter / random   Li et al.'s Gaussian directions, drawn from ``seed``
     eigen             the top ``dims`` unit Hessian eigenvectors of the same loss
-                      (:func:`landscape.hessian.hessian_eigs`): ``span`` is then a
+                      (:func:`landscape.curvature.hessian.hessian_eigs`): ``span`` is then a
                       distance in weight space
     trajectory        the two PCA directions of w_i - w_final over the kept
-                      checkpoints (:func:`landscape.surface.trajectory_directions`),
+                      checkpoints (:func:`landscape.curvature.surface.trajectory_directions`),
                       the grid covering the projected path times ``span`` and a margin
 
 A trajectory needs the weights of several checkpoints: a run trained with
@@ -20,7 +20,7 @@ A trajectory needs the weights of several checkpoints: a run trained with
 ``last.pt`` exists and there is no path to draw.
 
 Under torchrun every process loads the run and its batches and evaluates its share of
-the grid points (:class:`landscape.surface.Shard`); every process ends with the whole
+the grid points (:class:`landscape.curvature.surface.Shard`); every process ends with the whole
 record, and only rank 0 should write it.
 """
 
@@ -35,13 +35,13 @@ from typing import Any
 import torch
 
 from landscape import distributed
-from landscape.checkpoint import kept_steps, load_weights
 from landscape.config import SurfaceConfig
-from landscape.hessian import hessian_eigs
-from landscape.run_model import RunModel, load_checkpoint_weights, load_run_model
+from landscape.curvature.hessian import hessian_eigs
+from landscape.curvature.surface import Direction, Shard, loss_surface, trajectory_directions
+from landscape.runner.run_model import RunModel, load_checkpoint_weights, load_run_model
 from landscape.runs import SURFACE_DIR, SURFACE_JSON, StoreError, write_json_atomic
 from landscape.state import has_filters, trainable_params
-from landscape.surface import Direction, Shard, loss_surface, trajectory_directions
+from landscape.training.checkpoint import kept_steps, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run_surface(run_dir: str | Path, settings: SurfaceConfig, *, points_per_forw
         run_dir: The run directory.
         settings: What to compute (:class:`landscape.config.SurfaceConfig`).
         points_per_forward: Grid points per forward pass: 1 (the loop) or N > 1
-            (``torch.func.vmap``; see :func:`landscape.surface.loss_surface`). How the
+            (``torch.func.vmap``; see :func:`landscape.curvature.surface.loss_surface`). How the
             surface is computed, not what: left out of the record's settings.
 
     Returns:

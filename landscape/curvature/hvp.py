@@ -1,5 +1,5 @@
 """The Hessian of a model's loss as an operator on flat vectors, shared by
-:mod:`landscape.hessian` and :mod:`landscape.trace`.
+:mod:`landscape.curvature.hessian` and :mod:`landscape.curvature.trace`.
 
 H = nabla^2_w L(w; B) for the trainable parameters w (or a block of them) and a
 mini-batch B; over several batches, the mean of the per-batch Hessians. In
@@ -19,7 +19,7 @@ all draw the same random vectors: ``reduce`` needs a ``generator`` seeded alike 
 every rank.
 
 The model is evaluated as the gradient-direction probe evaluates it
-(:mod:`landscape.probes`): on a :class:`landscape.state.Workspace` of working
+(:mod:`landscape.measure.probes`): on a :class:`landscape.state.Workspace` of working
 parameters and cloned buffers, with the norm layers in ``bn_mode``, inside
 :func:`landscape.state.fork_rng`. Parameters, buffers, ``.grad`` fields,
 ``requires_grad`` and training flags and every RNG are bit-identical afterwards.
@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from landscape.config import BN_MODES
-from landscape.points import LossFn, Reduce
-from landscape.probes import norm_layers_mode
+from landscape.measure.points import LossFn, Reduce
+from landscape.measure.probes import norm_layers_mode
 from landscape.state import Workspace, flatten, fork_rng, rng_sources, trainable_params
 
 Block = str | Callable[[str, nn.Parameter], bool]

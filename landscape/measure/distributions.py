@@ -15,8 +15,10 @@ conv's when there is no norm):
   successive steps" when the hook runs every step), and their drift from the
   first measurement, mu_t - mu_0 and sigma^2_t - sigma^2_0.
 
-The hook runs at ``AFTER_BACKWARD``: the model then holds w_t and ``ctx.batch``
-is B_t, so the forward it repeats reproduces the activations of training step t
+:class:`DistributionRecorder` measures and remembers (channels, bin edges, first
+and previous moments); the training hook around it is
+:class:`landscape.runner.adapters.LayerInputDistributions`. That hook runs at
+``AFTER_BACKWARD``: the model then holds w_t and ``ctx.batch`` is B_t, so the forward it repeats reproduces the activations of training step t
 (at ``AFTER_STEP`` it would mix w_{t+1} with B_t). Train-mode BatchNorm uses the
 batch statistics as in training; the running statistics are not touched (cloned
 buffers), and the RNG is forked, so a noisy BN layer shows a fresh draw of its
@@ -26,7 +28,7 @@ noise without shifting the training's draws.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -34,11 +36,10 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from landscape import distributed
-from landscape.hooks import Context, Event, Metrics
+from landscape.measure.points import Reduce
 from landscape.models.init import WEIGHT_TYPES, is_weight_layer
-from landscape.noise import Noise
-from landscape.norms import LpNorm
+from landscape.models.noise import Noise
+from landscape.models.norms import LpNorm
 from landscape.state import cloned_buffers, detached_params, fork_rng, tie_weights
 
 NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, LpNorm, Noise)
@@ -129,8 +130,9 @@ def layer_inputs(model: nn.Module, inputs: torch.Tensor, names: Sequence[str]) -
     return outputs
 
 
-class LayerInputDistributions:
-    """Hook recording layer-input distributions and moments (Fig. 2, 5, 7, 8).
+class DistributionRecorder:
+    """Records layer-input distributions and moments (Fig. 2, 5, 7, 8), one
+    :meth:`measure` at a time, remembering what the series needs.
 
     Args:
         layers: 1-based positions in :func:`activation_sites` (the paper's
@@ -142,10 +144,11 @@ class LayerInputDistributions:
             measurement widened by ``margin`` of its width on each side.
         margin: see ``value_range``.
         seed: seeds the draw of the channels.
-        global_batch: under DDP, pool every rank's shard of the batch (histogram
-            counts summed, moments over the whole batch, first bin edges from the
-            global range): two all-reduces per layer and measurement, the same on
-            every rank. Without a process group it changes nothing.
+        sum_all: pools the shards of a batch split over processes: sums each tensor
+            of a list over them (histogram counts summed, moments over the whole
+            batch); None: this process's batch alone.
+        max_all: with ``sum_all``, the element-wise maximum over the processes (the
+            first bin edges from the global range).
 
     Returns metrics per layer L (``#k`` for a layer given by position, else its
     module name): ``dist/hist/L`` (counts, pooled over the K
@@ -156,8 +159,6 @@ class LayerInputDistributions:
     second measurement on, ``dist/mean_change/L`` and ``dist/var_change/L``.
     """
 
-    events = frozenset({Event.AFTER_BACKWARD})
-
     def __init__(
         self,
         layers: Sequence[int | str] = PAPER_LAYERS,
@@ -166,7 +167,8 @@ class LayerInputDistributions:
         value_range: tuple[float, float] | None = None,
         margin: float = 0.25,
         seed: int = 0,
-        global_batch: bool = False,
+        sum_all: Reduce | None = None,
+        max_all: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if channels <= 0 or bins <= 0 or margin < 0:
             raise ValueError("channels and bins must be positive and margin non-negative")
@@ -178,18 +180,13 @@ class LayerInputDistributions:
         self.value_range = value_range
         self.margin = margin
         self.seed = seed
-        self.global_batch = global_batch
+        self.sum_all, self.max_all = sum_all, max_all
         # Filled at the first measurement and kept for the run.
         self.names: list[str] | None = None
         self.chosen: dict[str, torch.Tensor] = {}
         self.edges: dict[str, torch.Tensor] = {}
         self.first: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, ctx: Context) -> Metrics | None:
-        if ctx.batch is None:
-            return None
-        return self.measure(ctx.model, ctx.batch[0])
 
     def label(self, layer: int | str) -> str:
         """The metric suffix of a selected layer: ``#k`` for the paper's 1-based
@@ -295,15 +292,15 @@ class LayerInputDistributions:
         self.previous = {k: (m, v) for k, (m, v) in state["previous"].items()}
 
     def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.all_reduce_sum([tensor])[0] if self.global_batch else tensor
+        return self.sum_all([tensor])[0] if self.sum_all is not None else tensor
 
     def _first_edges(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.value_range is not None:
             low, high = self.value_range
         else:
             extremes = torch.stack([-pooled.min(), pooled.max()])
-            if self.global_batch:
-                extremes = distributed.all_reduce_max(extremes)
+            if self.max_all is not None:
+                extremes = self.max_all(extremes)
             low, high = -extremes[0].item(), extremes[1].item()
             width = high - low if high > low else 1.0  # a constant activation still gets a range
             low, high = low - self.margin * width, high + self.margin * width

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from landscape.catalogue import ACCURACY, COSINE, CORRELATED, MIN_POINTS, RATIO, UNCORRELATED
-from landscape.report.claims import estimate_text, scale_label
+from landscape.paper.catalogue import ACCURACY, CORRELATED, COSINE, MIN_POINTS, RATIO, UNCORRELATED
+from landscape.paper.claims import estimate_text, scale_label
 
 
 def _minutes(seconds: float | None) -> str:
@@ -40,7 +40,7 @@ def _cell(text: str) -> str:
 def load_figures(out_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Every figure written under the given ``landscape reproduce`` output directories,
     in the paper's order (figures without claims.json, i.e. not finished, are left out)."""
-    from landscape.reproduce import FIGURES
+    from landscape.paper.reproduce import FIGURES
 
     order = {name: i for i, name in enumerate(FIGURES)}
     found = []

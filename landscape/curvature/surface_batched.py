@@ -1,5 +1,5 @@
 """Several points of a loss surface per forward pass: ``torch.func.vmap`` over stacked
-parameter sets, the batched path of :func:`landscape.surface.loss_surface`.
+parameter sets, the batched path of :func:`landscape.curvature.surface.loss_surface`.
 
 N points w + a_i d1 + b_i d2 are stacked along a new leading dim and the model runs
 once, under ``vmap``, through ``torch.func.functional_call``: every layer sees N weight
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from landscape.points import LossFn, functional_loss, stacked_clones
+from landscape.measure.points import LossFn, functional_loss, stacked_clones
 from landscape.state import tie_weights
 
 
@@ -78,7 +78,7 @@ class BatchedPoints:
 
 
 def offset(directions: list[list[torch.Tensor]], point: tuple[float, ...]) -> list[torch.Tensor]:
-    """sum_k point[k] d_k, per parameter: the loop (``landscape.surface._loss_at``) and
+    """sum_k point[k] d_k, per parameter: the loop (``landscape.curvature.surface._loss_at``) and
     the batched points both take w + this, so their weights agree bit for bit."""
     total = torch._foreach_mul(directions[0], point[0])
     for d, c in zip(directions[1:], point[1:]):

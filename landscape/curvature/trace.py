@@ -1,5 +1,5 @@
 """tr H by Hutchinson's estimator or Hutch++ (Meyer et al. 2021), with an adaptive
-sketch, for the operator of :mod:`landscape.hvp`:
+sketch, for the operator of :mod:`landscape.curvature.hvp`:
 
     Hutchinson  tr H = E[z^T H z], z Rademacher
     Hutch++     tr H = tr(Q^T H Q) + tr(P H P), Q an orthonormal basis of H S for a
@@ -50,8 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from landscape.hvp import Batch, Block, HessianOperator, hessian_operator, problem
-from landscape.points import LossFn, Reduce
+from landscape.curvature.hvp import Batch, Block, HessianOperator, hessian_operator, problem
+from landscape.measure.points import LossFn, Reduce
 
 TRACE_METHODS = ("hutch++", "hutchinson")
 PILOT_SAMPLES = 10  # samples of a remainder that size its sample (and the sketch); never in the estimate
@@ -114,13 +114,13 @@ def hessian_trace(
 
     Args:
         model, loss_fn, inputs, targets, bn_mode, block, batches, max_batches: As for
-            :func:`landscape.hessian.hessian_eigs`.
+            :func:`landscape.curvature.hessian.hessian_eigs`.
         method: ``"hutch++"`` or ``"hutchinson"``.
         rtol: Target standard error relative to |trace|.
         max_hvps: At most this many Hessian-vector products (at least 2).
         sketch: Hutch++ only: a fixed sketch of this many vectors, or None (adaptive).
         generator: Source of the random vectors; None forks the global RNG.
-        reduce: As for :func:`landscape.hessian.hessian_eigs` (needs ``generator``).
+        reduce: As for :func:`landscape.curvature.hessian.hessian_eigs` (needs ``generator``).
 
     Returns:
         The :class:`TraceResult`; ``stderr`` is inf with fewer than 2 fresh samples.
@@ -150,7 +150,7 @@ def estimate_trace(
 
     Args:
         op: v -> H v on flat vectors with the attributes of
-            :class:`landscape.hvp.HessianOperator` (``n``, ``dtype``, ``device``, the
+            :class:`landscape.curvature.hvp.HessianOperator` (``n``, ``dtype``, ``device``, the
             ``hvps`` counter, ``random``); the result counts the products of this call.
         method, rtol, max_hvps, sketch, generator: As for :func:`hessian_trace`.
 

@@ -1,12 +1,12 @@
 """How a pair of recorded runs becomes the paired per-step values a claim of the
-catalogue (:mod:`landscape.catalogue`) is judged on, as the paper plots them
+catalogue (:mod:`landscape.paper.catalogue`) is judged on, as the paper plots them
 (Santurkar et al. 2018): the loss band, the gradient change and beta_eff per probe
 step (Fig. 4, 10, 11), ICS per layer (Fig. 3), the layer inputs' moments (Fig. 1, 2,
 6, 8, 9) and the training curves (Fig. 1, 2, 5, 12, 13), paired by training step.
 
 :data:`MEASURES` maps a row's ``measure`` to a function ``(run a, run b, row) ->``
 :class:`Paired`; :data:`STATISTICS` are the vectorized statistics of those values
-that :mod:`landscape.report.claims` puts intervals on. A measure raises
+that :mod:`landscape.paper.claims` puts intervals on. A measure raises
 :class:`NoVerdict` (with the reason) when its numbers cannot give a verdict and
 :class:`NotApplicable` when the row does not concern these runs. Pure numpy.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from landscape import catalogue
-from landscape.catalogue import CORRELATED, FINAL_FRACTION, MIN_POINTS, UNCORRELATED, Row
 from landscape.config import DATASET_SIZES
+from landscape.paper import catalogue
+from landscape.paper.catalogue import CORRELATED, FINAL_FRACTION, MIN_POINTS, UNCORRELATED, Row
 from landscape.report import data
 from landscape.report.data import RunRecord
 

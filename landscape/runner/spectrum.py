@@ -1,9 +1,9 @@
 """The Hessian spectrum of a recorded run at its checkpoints: lambda_max (and tr H)
 of the training loss, and its eigenvalue density, measured after training by
-:mod:`landscape.hessian`.
+:mod:`landscape.curvature.hessian`.
 
 The run's model and its first ``batches`` training batches come from
-:func:`landscape.run_model.load_run_model` (the data loaded once); each checkpoint's
+:func:`landscape.runner.run_model.load_run_model` (the data loaded once); each checkpoint's
 weights and noise generators are installed in turn, and H is the mean of the Hessians
 of those batches: the same batches at every checkpoint, so values along a run
 compare. Random vectors come from a generator seeded with the run's seed.
@@ -27,15 +27,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape.assembly import build_run_model
-from landscape.checkpoint import kept_steps, load_weights
 from landscape.config import DensityConfig
-from landscape.hessian import (available_memory, check_lanczos_memory, hessian_density, hessian_eigs, hessian_trace,
-                               products_that_fit)
-from landscape.lanczos import basis_bytes
-from landscape.run_model import install_weights, load_run_config, load_run_model
+from landscape.curvature.hessian import (
+    available_memory,
+    check_lanczos_memory,
+    hessian_density,
+    hessian_eigs,
+    hessian_trace,
+    products_that_fit,
+)
+from landscape.curvature.lanczos import basis_bytes
+from landscape.runner.assembly import build_run_model
+from landscape.runner.run_model import install_weights, load_run_config, load_run_model
 from landscape.runs import DENSITY_JSON, SPECTRUM_DIR, write_json_atomic
 from landscape.state import trainable_count
+from landscape.training.checkpoint import kept_steps, load_weights
 
 CHECKPOINTS = ("last", "all")
 DENSITY_FORMAT = 1
@@ -44,7 +50,7 @@ NONFINITE_PRODUCT = "a Hessian-vector product is not finite: an overflow, or a N
 
 @dataclass(frozen=True)
 class CheckpointDensity:
-    """The eigenvalue density at one checkpoint (:func:`landscape.hessian.hessian_density`),
+    """The eigenvalue density at one checkpoint (:func:`landscape.curvature.hessian.hessian_density`),
     as plain lists: one entry of ``density.json``."""
 
     step: int
@@ -233,10 +239,10 @@ class BasisMemory:
     parameters: int  # n, the dimension of H
     products: int  # the longest Lanczos run: max_hvps, or the density's steps
     dtype: str
-    bytes: int  # :func:`landscape.lanczos.basis_bytes`
+    bytes: int  # :func:`landscape.curvature.lanczos.basis_bytes`
     device: str
-    available: int | None  # :func:`landscape.hessian.available_memory`; None: unknown
-    most: int | None  # the most products whose basis fits (:func:`landscape.hessian.products_that_fit`)
+    available: int | None  # :func:`landscape.curvature.hessian.available_memory`; None: unknown
+    most: int | None  # the most products whose basis fits (:func:`landscape.curvature.hessian.products_that_fit`)
 
     @property
     def fits(self) -> bool:

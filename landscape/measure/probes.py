@@ -1,0 +1,469 @@
+"""Gradient-direction probe (Santurkar et al. 2018, Sec. 3.1; Fig. 4, 10, 11).
+
+At training step t, with trainable parameters w, mini-batch B and
+g = grad L(w; B), for every step size eta in a set S and a direction d
+(d = g unless asked otherwise):
+
+    loss landscape             L(w - eta d; B)
+    gradient predictiveness    || grad L(w - eta d; B) - g ||_2
+    effective beta-smoothness  max_{eta in S} || grad L(w - eta d; B) - g ||_2 / || eta d ||_2
+
+plus the cosine between grad L(w - eta d; B) and g, and the curvature along the
+gradient g^T H g / ||g||^2 from one Hessian-vector product.
+
+The probe is a pure function. It evaluates the model itself, with one working
+set of parameters (whatever the number of step sizes) and cloned buffers put in
+place of the real tensors, which are never written and are put back on exit; it
+draws random numbers inside :func:`landscape.state.fork_rng` and restores every
+module's training flag, so the model, its ``.grad`` fields, the optimizer and
+the RNG are bit-identical afterwards. Evaluating in place is what makes a point
+cost one forward+backward: ``torch.func.functional_call`` swaps every tensor in
+and out per call, which on small models costs as much as the pass (it remains
+for ``method="vmap"``).
+
+Over several processes (one shard of a global batch each) a ``reduce`` callable
+averages [loss, *grads] over the ranks after every evaluation, in one
+collective per point, so the recorded values are the global batch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+from landscape.config import BN_MODES, DIRECTIONS
+from landscape.measure.points import LossFn, PointEvaluator, Reduce
+from landscape.models.noise import NORM_LAYER_TYPES
+from landscape.state import (
+    RngSources,
+    Workspace,
+    flatten,
+    fork_rng,
+    has_filters,
+    replay_rng,
+    rng_sources,
+    trainable_params,
+)
+
+logger = logging.getLogger(__name__)
+
+Grads = Mapping[str, torch.Tensor | None] | Sequence[torch.Tensor | None]
+
+METHODS = ("loop", "vmap", "auto")
+AUTO_VMAP_MAX_PARAMS = 1_000_000  # "auto" picks vmap on CUDA up to this many parameters
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe at one training step; per-step-size tuples follow ``step_sizes``.
+
+    ``beta`` and the cosines are NaN when the direction (or g) is zero.
+    """
+
+    step_sizes: tuple[float, ...]  # absolute step sizes, as given
+    base_loss: float  # L(w; B)
+    grad_norm: float  # ||g||
+    direction_norm: float  # ||d||
+    losses: tuple[float, ...]  # L(w - eta d; B)
+    grad_diffs: tuple[float, ...]  # ||grad L(w - eta d; B) - g||
+    grad_cosines: tuple[float, ...]  # cos(grad L(w - eta d; B), g)
+    beta: float  # max over eta > 0 of grad_diff / (eta ||d||)
+    curvature: float | None  # g^T H g / ||g||^2, None when not computed
+    bn_mode: str
+    direction: str
+
+    def metrics(self, prefix: str = "probe/") -> dict[str, float | list[float]]:
+        """Slash-namespaced metrics for the run store (step sizes belong in the config)."""
+        out: dict[str, float | list[float]] = {
+            f"{prefix}base_loss": self.base_loss,
+            f"{prefix}grad_norm": self.grad_norm,
+            f"{prefix}direction_norm": self.direction_norm,
+            f"{prefix}loss": list(self.losses),
+            f"{prefix}grad_diff": list(self.grad_diffs),
+            f"{prefix}grad_cosine": list(self.grad_cosines),
+            f"{prefix}beta": self.beta,
+            f"{prefix}loss_min": min(self.losses),
+            f"{prefix}loss_max": max(self.losses),
+            f"{prefix}grad_diff_min": min(self.grad_diffs),
+            f"{prefix}grad_diff_max": max(self.grad_diffs),
+        }
+        if self.curvature is not None:
+            out[f"{prefix}curvature"] = self.curvature
+        return out
+
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_RANGE = re.compile(rf"^(lin|log):({_NUMBER}):({_NUMBER}):(\d+)$")
+
+
+def parse_step_sizes(text: str) -> tuple[tuple[float, ...], bool]:
+    """Parse a step-size specification.
+
+    Forms (``abs:`` in front makes the values absolute instead of multiples of
+    the training step size): ``0.5,1,2,4``; ``lin:START:STOP:COUNT`` (linearly
+    spaced, endpoints included); ``log:START:STOP:COUNT`` (geometric).
+
+    Args:
+        text: The specification, e.g. ``"0.5,1,2,4"``, ``"abs:0.05,0.1"`` or ``"abs:log:0.01:30:6"``.
+
+    Returns:
+        ``(values, relative)``: the positive step sizes in the given order, and
+        whether they are multiples of the training step size.
+
+    Raises:
+        ValueError: Empty, malformed, duplicated, non-positive or non-finite values (one-line message).
+    """
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"invalid step sizes {text!r}: {why}")
+
+    spec = text.strip().replace(" ", "")
+    relative = not spec.startswith("abs:")
+    if not relative:
+        spec = spec[len("abs:") :]
+    if not spec:
+        raise fail("no values given")
+    match = _RANGE.match(spec)
+    if match:
+        kind, start, stop, count = match.group(1), float(match.group(2)), float(match.group(3)), int(match.group(4))
+        if count < 2:
+            raise fail("a range needs a COUNT of at least 2")
+        if not (math.isfinite(start) and math.isfinite(stop) and start > 0 and stop > 0):
+            raise fail("range ends must be positive finite numbers")
+        if kind == "lin":
+            values = [start + (stop - start) * i / (count - 1) for i in range(count)]
+        else:
+            values = [start * (stop / start) ** (i / (count - 1)) for i in range(count)]
+        values[-1] = stop  # exact endpoint despite rounding
+    elif spec.startswith(("lin:", "log:")):
+        raise fail("expected lin:START:STOP:COUNT or log:START:STOP:COUNT")
+    else:
+        items = spec.split(",")
+        if any(not re.fullmatch(_NUMBER, item) for item in items):
+            raise fail("expected comma-separated numbers")
+        values = [float(item) for item in items]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise fail("step sizes must be positive finite numbers")
+    if len(set(values)) != len(values):
+        raise fail("step sizes must be distinct")
+    return tuple(values), relative
+
+
+@contextlib.contextmanager
+def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | None = None) -> Iterator[None]:
+    """Put every normalization layer (:data:`landscape.models.noise.NORM_LAYER_TYPES`: the
+    BatchNorm family, noisy BN and its noise, the l_p norms) in ``bn_mode``; on exit
+    give each of them back its exact training flag (no recursive ``train()``, no
+    other module touched)."""
+    modules = list(model.modules()) if modules is None else modules
+    flags = [(m, m.training) for m in modules if isinstance(m, NORM_LAYER_TYPES)]  # the only flags it sets
+    try:
+        for m, _ in flags:
+            m.training = bn_mode == "train"
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _is_stochastic(modules: list[nn.Module], sources: RngSources) -> bool:
+    """Whether a forward pass draws random numbers (active dropout or a layer holding a
+    generator), so a gradient from an earlier forward used another draw. Functional
+    dropout called inside a custom ``forward`` cannot be detected."""
+    dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in modules)
+    return dropout or bool(sources.generators)
+
+
+def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The given gradient aligned with ``params``; a missing entry (unused parameter) is zero."""
+    if isinstance(grad, Mapping):
+        unknown = set(grad) - set(params)
+        if unknown:
+            raise ValueError(f"grad has entries for unknown or frozen parameters: {sorted(unknown)}")
+        values = [grad.get(n) for n in params]
+    else:
+        values = list(grad)
+        if len(values) != len(params):
+            raise ValueError(f"grad has {len(values)} tensors for {len(params)} trainable parameters")
+    out = []
+    for (name, p), v in zip(params.items(), values):
+        if v is not None and v.shape != p.shape:
+            raise ValueError(f"grad[{name!r}] has shape {tuple(v.shape)}, parameter has {tuple(p.shape)}")
+        out.append(torch.zeros_like(p) if v is None else v.detach())
+    return out
+
+
+def gaussian_draw(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
+    def draw(p: torch.Tensor) -> torch.Tensor:
+        device = p.device if generator is None else generator.device
+        return torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype).to(p.device)
+
+    return [draw(p) for p in params.values()]
+
+
+def make_direction(
+    kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], draw: list[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    """d from g and a Gaussian ``draw`` (one tensor per parameter)."""
+    if kind == "gradient" or draw is None:
+        return g
+    if kind == "random":
+        scale = _norm(g) / _norm(draw)  # same length as g, so a step size means the same as along g
+        return torch._foreach_mul(draw, scale)
+    # "filter" (Li et al. 2018): each filter (slice along dim 0) of d gets the norm of the
+    # matching filter of w; 1-D parameters (biases, BN affine) are zeroed, as Li et al. do
+    # by default. Not rescaled to ||g||: direction_norm reports its length.
+    out = []
+    for w, z in zip(params.values(), draw):
+        if not has_filters(w):
+            out.append(torch.zeros_like(w))
+            continue
+        dims = tuple(range(1, w.dim()))
+        w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+        z_norm = torch.linalg.vector_norm(z, dim=dims, keepdim=True)
+        out.append(z * (w_norm / z_norm.clamp_min(torch.finfo(z.dtype).tiny)))
+    return out
+
+
+def probe_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    step_sizes: Sequence[float],
+    *,
+    grad: Grads | None = None,
+    base_loss: float | None = None,
+    direction: str = "gradient",
+    bn_mode: str = "train",
+    generator: torch.Generator | None = None,
+    method: str = "loop",
+    chunk_size: int | None = None,
+    curvature: bool = True,
+    reduce: Reduce | None = None,
+) -> ProbeResult:
+    """Loss, gradient predictiveness and effective beta-smoothness along a direction.
+
+    Cost: K = len(step_sizes) forward+backward passes when ``grad`` is reused,
+    K+1 otherwise; ``curvature=True`` adds one forward and a double backward
+    (about 2-3 passes), so turn it off for the cheapest probe. ``grad`` is
+    recomputed anyway (K+1) when it cannot be g of this probe: for
+    ``bn_mode="eval"`` on a model with norm layers (the training gradient used
+    batch statistics) and for models with active dropout or noisy layers (the
+    training forward used another random draw).
+
+    Every evaluation point sees the same random draw (dropout masks, BN noise)
+    and fresh clones of the buffers. Afterwards parameters, buffers, ``.grad``
+    fields, training flags and all RNGs are bit-identical.
+
+    Args:
+        model: Any ``nn.Module``; its trainable parameters are w.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        inputs: The mini-batch inputs B.
+        targets: The mini-batch targets.
+        step_sizes: Absolute step sizes eta (>= 0; 0 gives L(w) and is left out of beta).
+        grad: g already computed (dict name -> tensor, or a list aligned with the
+            trainable parameters; None entries are zero), e.g. the ``.grad`` of
+            the training step.
+        base_loss: L(w; B) matching ``grad`` (the training loss); computed
+            (one forward) when ``grad`` is reused and this is None.
+        direction: ``"gradient"`` (d = g), ``"random"`` (Gaussian, scaled to
+            ||g||) or ``"filter"`` (Li et al. 2018 filter-normalized Gaussian;
+            1-D parameters zeroed; not rescaled).
+        bn_mode: ``"train"`` (batch statistics, what SGD optimises; the paper's)
+            or ``"eval"`` (running statistics, as Li et al. and PyHessian).
+        generator: Source of random directions; None draws from the global RNG
+            inside a fork, so training's RNG stream is untouched either way.
+        method: ``"loop"`` (one forward+backward per step size, in place; the
+            fastest on CPUs and for large models) or ``"vmap"`` (``torch.func.vmap`` over
+            stacked parameter sets, ``randomness="same"``; about 2x faster for
+            small, launch-bound models on a GPU such as the DLN, and K times the
+            activation memory; train-mode BN works because every point gets
+            its own stacked buffer copy; ``loss_fn`` must be vmappable), or
+            ``"auto"`` (:func:`choose_method`). See reports/benchmarks.md.
+        chunk_size: For ``"vmap"``: evaluation points per vmapped call (bounds
+            memory); None: all at once.
+        curvature: Also compute g^T H g / ||g||^2 (one Hessian-vector product).
+        reduce: For one shard of a global batch per process: averages
+            ``[loss, *grads]`` over the processes (e.g.
+            :func:`landscape.distributed.all_reduce_mean`, one collective per
+            point), so every value is the global batch's; ``base_loss`` is
+            reduced too, while ``grad`` must already be the global gradient (as
+            DDP's ``.grad`` is). Every process must make the same call. None: one process.
+
+    Returns:
+        The :class:`ProbeResult`.
+
+    Raises:
+        ValueError: Unknown option, empty/negative/non-finite step sizes, or a
+            ``grad`` that does not match the trainable parameters.
+    """
+    step_sizes = tuple(float(s) for s in step_sizes)
+    _check_arguments(step_sizes, direction, bn_mode, method, chunk_size)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # DDP's forward would wait for a backward into the real .grad
+    method = choose_method(method, model)
+    modules, real = trainable_params(model)
+    names = list(real)
+    workspace = Workspace(modules, list(real.values()))
+    named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
+    sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
+    with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed():
+        reuse = grad is not None and _can_reuse(bn_mode, modules, sources)
+        g = _grad_list(grad, named) if reuse else None
+        # A random direction is drawn before the replay state is taken, so the evaluations'
+        # draws (dropout masks) do not reuse the direction's random numbers.
+        draw = None if direction == "gradient" else gaussian_draw(named, generator)
+        if reduce is not None and base_loss is not None:
+            local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
+            base_loss = reduce([local.detach().reshape(1)])[0]
+        with replay_rng(sources) as rewind:
+            evaluator = PointEvaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
+            base = _at_w(evaluator, g, reuse=reuse, base_loss=base_loss, curvature=curvature)
+            d = make_direction(direction, named, base.g, draw)
+            g_flat = flatten(base.g)  # one flat vector: a few reductions per point instead of a few per tensor
+            d_flat = g_flat if d is base.g else flatten(d)
+            evaluator.set_direction(d, d_flat)
+            if method == "vmap":
+                points = evaluator.points_by_vmap(step_sizes, chunk_size or len(step_sizes))
+            else:
+                points = evaluator.points_by_loop(step_sizes)
+            measured = _compare_to_g(points, g_flat)
+            g_norm, d_norm = torch._foreach_norm([g_flat, d_flat])
+
+    # One transfer for every scalar (a single device sync on GPUs).
+    host = _to_host({**measured, "g_norm": g_norm, "d_norm": d_norm, "base_loss": base.loss, "curvature": base.curvature})
+    (g_norm,), (d_norm,) = host["g_norm"], host["d_norm"]
+    cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
+               for norm, dot in zip(host["point_grad_norm"], host["dot"])]
+    ratios = [diff / (step_size * d_norm) if d_norm > 0 else math.nan
+              for diff, step_size in zip(host["grad_diff"], step_sizes) if step_size > 0]
+    beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
+    return ProbeResult(
+        step_sizes=step_sizes,
+        base_loss=host["base_loss"][0],
+        grad_norm=g_norm,
+        direction_norm=d_norm,
+        losses=tuple(host["loss"]),
+        grad_diffs=tuple(host["grad_diff"]),
+        grad_cosines=tuple(cosines),
+        beta=beta,
+        curvature=host["curvature"][0] if "curvature" in host else None,
+        bn_mode=bn_mode,
+        direction=direction,
+    )
+
+
+def _check_arguments(
+    step_sizes: tuple[float, ...], direction: str, bn_mode: str, method: str, chunk_size: int | None
+) -> None:
+    if not step_sizes or not all(math.isfinite(s) and s >= 0 for s in step_sizes):
+        raise ValueError("step sizes must be a non-empty sequence of finite numbers >= 0")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose from {', '.join(BN_MODES)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if chunk_size is not None and chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+
+
+def choose_method(method: str, model: nn.Module) -> str:
+    """``"auto"``: ``"vmap"`` for a model on CUDA with at most :data:`AUTO_VMAP_MAX_PARAMS`
+    parameters (launch-bound: vmap measured about 2x faster for the DLN on an H200),
+    else ``"loop"`` (faster on CPUs and for large models; see reports/benchmarks.md).
+    Other methods are returned as they are."""
+    if method != "auto":
+        return method
+    params = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = bool(params) and params[0].device.type == "cuda"
+    return "vmap" if on_cuda and sum(p.numel() for p in params) <= AUTO_VMAP_MAX_PARAMS else "loop"
+
+
+def _can_reuse(bn_mode: str, modules: list[nn.Module], sources: RngSources) -> bool:
+    """Whether the caller's gradient is g of this probe: not for ``bn_mode="eval"`` on a
+    model with norm layers (training used batch statistics), nor when a forward draws
+    random numbers (training used another draw)."""
+    if bn_mode == "eval" and any(isinstance(m, NORM_LAYER_TYPES) for m in modules):
+        logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
+        return False
+    if _is_stochastic(modules, sources):
+        logger.debug("random layers are active: recomputing g so that it sees the probe's draw")
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _AtW:
+    """The probe's centre: g, L(w) (a tensor, or the caller's number) and the curvature."""
+
+    g: list[torch.Tensor]
+    loss: torch.Tensor | float
+    curvature: torch.Tensor | None
+
+
+def _at_w(
+    evaluator: PointEvaluator, g: list[torch.Tensor] | None, *, reuse: bool, base_loss: torch.Tensor | float | None,
+    curvature: bool,
+) -> _AtW:
+    """g and L(w): the caller's where they can be reused, else evaluated (with the
+    curvature, when asked, from the same forward)."""
+    loss, curv = None, None
+    if curvature and g is None and evaluator.reduce is not None:
+        loss, g = evaluator.loss_and_grad(0.0)  # the curvature needs the global g first
+    if curvature:
+        loss, grads, curv = evaluator.with_curvature(g)
+        g = grads if g is None else g
+    elif g is None:
+        loss, g = evaluator.loss_and_grad(0.0)
+    elif base_loss is None:
+        loss = evaluator.loss()
+    if reuse and base_loss is not None:
+        loss = base_loss  # the caller's loss is L(w; B) of exactly this g
+    return _AtW(g, loss, curv)
+
+
+def _compare_to_g(
+    points: Iterator[tuple[torch.Tensor, list[torch.Tensor]]], g_flat: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per point (L, G): the loss, ||G - g||, ||G|| and G.g, stacked over the points."""
+    out: dict[str, list[torch.Tensor]] = {"loss": [], "grad_diff": [], "point_grad_norm": [], "dot": []}
+    for loss, grads in points:
+        flat = flatten(grads)  # the point's own gradient: overwritten below, no temporary
+        out["loss"].append(loss)
+        out["point_grad_norm"].append(torch.linalg.vector_norm(flat))
+        out["dot"].append(torch.dot(flat, g_flat))
+        out["grad_diff"].append(torch.linalg.vector_norm(flat.sub_(g_flat)))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _to_host(values: dict[str, torch.Tensor | float | None]) -> dict[str, list[float]]:
+    """Every tensor as a list of Python floats, in one transfer; numbers pass through, None is left out."""
+    tensors = {k: v.detach().reshape(-1).double() for k, v in values.items() if isinstance(v, torch.Tensor)}
+    flat = torch.cat([t.to(next(iter(tensors.values())).device) for t in tensors.values()]).tolist() if tensors else []
+    out: dict[str, list[float]] = {}
+    start = 0
+    for k, t in tensors.items():
+        out[k], start = flat[start : start + t.numel()], start + t.numel()
+    out.update({k: [float(v)] for k, v in values.items() if v is not None and not isinstance(v, torch.Tensor)})
+    return out
+
+
+def training_grads(model: nn.Module) -> dict[str, torch.Tensor | None] | None:
+    """The ``.grad`` of every trainable parameter (None when no backward has run),
+    to pass as ``grad=`` right after ``loss.backward()``."""
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return grads if any(v is not None for v in grads.values()) else None
