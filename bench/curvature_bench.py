@@ -159,8 +159,9 @@ def checked(model: nn.Module, call: Callable[[], Any]) -> tuple[Any, str]:
     if "params" in changed:
         out.append("weights")
     if "buffers" in changed:
-        out += sorted({n.rsplit(".", 1)[-1] for n in before.buffers
-                       if not torch.equal(before.buffers[n], after.buffers[n])})
+        out += sorted(
+            {n.rsplit(".", 1)[-1] for n in before.buffers if not torch.equal(before.buffers[n], after.buffers[n])}
+        )
     if "grads" in changed:
         out.append(".grad")
     if "training" in changed:
@@ -210,15 +211,26 @@ class Bench:
     rows: list[Row]
     clocks: dict[str, Clock]
 
-    def add(self, task: str, tool: str, point: str, mode: str, run: Callable[[nn.Module], Any],
-            read: Callable[[Any], dict], counter: Counter | None = None, model_mode: str | None = None,
-            per: str = "unit", clock_mode: str | None = None) -> Any:
+    def add(
+        self,
+        task: str,
+        tool: str,
+        point: str,
+        mode: str,
+        run: Callable[[nn.Module], Any],
+        read: Callable[[Any], dict],
+        counter: Counter | None = None,
+        model_mode: str | None = None,
+        per: str = "unit",
+        clock_mode: str | None = None,
+    ) -> Any:
         """Time run(model) on a fresh model, count its HVPs, check the model's state."""
         model = fresh(self.states[point], model_mode or mode)
         if counter is not None:
             counter.n = 0
         (result, units), changes = checked(
-            model, lambda: self.clocks[point].measure(lambda: run(model), clock_mode or mode, per))
+            model, lambda: self.clocks[point].measure(lambda: run(model), clock_mode or mode, per)
+        )
         row = Row(task, tool, point, mode, units=units, changes=changes)
         if counter is not None:
             row.hvps = counter.n
@@ -244,11 +256,16 @@ def references(states: dict, x: torch.Tensor, y: torch.Tensor, cache: Path) -> d
             key = f"{point}/{mode}"
             model = fresh(states[point], "train")
             if key not in refs:
-                lanczos = hessian_eigs(model, ce, x, y, bn_mode=mode, tol=1e-8, max_hvps=300,
-                                       generator=torch.Generator().manual_seed(1))
-                refs[key] = {"lanczos": float(lanczos.eigenvalues[0]), "residual": float(lanczos.residuals[0]),
-                             "hvps": lanczos.hvps, "converged": lanczos.converged,
-                             "power300": power_iteration(model, x, y, mode, 0.0)}
+                lanczos = hessian_eigs(
+                    model, ce, x, y, bn_mode=mode, tol=1e-8, max_hvps=300, generator=torch.Generator().manual_seed(1)
+                )
+                refs[key] = {
+                    "lanczos": float(lanczos.eigenvalues[0]),
+                    "residual": float(lanczos.residuals[0]),
+                    "hvps": lanczos.hvps,
+                    "converged": lanczos.converged,
+                    "power300": power_iteration(model, x, y, mode, 0.0),
+                }
             entry = refs[key]
             if "shifted300" not in entry and entry["power300"] < 0:
                 entry["shifted300"] = power_iteration(model, x, y, mode, entry["power300"])
@@ -288,6 +305,7 @@ def hvp_cost(clock: Clock, mode: str, setup: Callable[[], Callable[[], Any]], re
 
 def run_ours(b: Bench) -> dict[tuple[str, str], int]:
     """Our functions; returns the Hutch++ HVP count per (point, mode), the peers' budget."""
+
     def gen() -> torch.Generator:
         return torch.Generator().manual_seed(0)
 
@@ -296,17 +314,31 @@ def run_ours(b: Bench) -> dict[tuple[str, str], int]:
     for point in POINTS:
         for mode in MODES:
             ref = b.ref(point, mode)
+
             def eig_row(r: Any) -> dict:
-                return {"hvps": r.hvps, "value": float(r.eigenvalues[0]), "converged": str(r.converged),
-                        "note": f"residual {float(r.residuals[0]):.2g} ({float(r.residuals[0]) / ref:.1e} rel), "
-                                f"error bound {r.error_bound:.2g}"}
+                return {
+                    "hvps": r.hvps,
+                    "value": float(r.eigenvalues[0]),
+                    "converged": str(r.converged),
+                    "note": f"residual {float(r.residuals[0]):.2g} ({float(r.residuals[0]) / ref:.1e} rel), "
+                    f"error bound {r.error_bound:.2g}",
+                }
 
             # The default (gradient start, stops on the residual), then the other starts and bound.
-            for label, options in (("", {}), ("(start='random')", {"start": "random"}),
-                                   ("(bound='gap')", {"bound": "gap"})):
-                b.add("lambda_max", f"landscape hessian_eigs{label}", point, mode,
-                      lambda m: hessian_eigs(m, ce, x, y, bn_mode=mode, tol=1e-3, generator=gen(), **options),
-                      eig_row, model_mode="train")
+            for label, options in (
+                ("", {}),
+                ("(start='random')", {"start": "random"}),
+                ("(bound='gap')", {"bound": "gap"}),
+            ):
+                b.add(
+                    "lambda_max",
+                    f"landscape hessian_eigs{label}",
+                    point,
+                    mode,
+                    lambda m: hessian_eigs(m, ce, x, y, bn_mode=mode, tol=1e-3, generator=gen(), **options),
+                    eig_row,
+                    model_mode="train",
+                )
 
             model = fresh(b.states[point], "train")
             held = []
@@ -320,39 +352,70 @@ def run_ours(b: Bench) -> dict[tuple[str, str], int]:
 
             cost = hvp_cost(b.clocks[point], mode, setup)
             held[0].__exit__(None, None, None)
-            b.rows.append(Row("hvp", "landscape (one graph, reused)", point, mode, units=cost["per"],
-                              note=f"setup {cost['setup']:.2f} units: forward + graph-keeping backward"))
+            b.rows.append(
+                Row(
+                    "hvp",
+                    "landscape (one graph, reused)",
+                    point,
+                    mode,
+                    units=cost["per"],
+                    note=f"setup {cost['setup']:.2f} units: forward + graph-keeping backward",
+                )
+            )
 
             # Hutch++ with its adaptive sketch (the default), with the fixed split of Meyer et
             # al. at the default budget (sketch = 200 // 3), and Hutchinson; 5 % and 1 %.
             for rtol in (0.05, 0.01):
-                for label, options in (("hutch++", {}), ("hutch++ sketch=66", {"sketch": 66}),
-                                       ("hutchinson", {"method": "hutchinson"})):
+                for label, options in (
+                    ("hutch++", {}),
+                    ("hutch++ sketch=66", {"sketch": 66}),
+                    ("hutchinson", {"method": "hutchinson"}),
+                ):
                     if rtol == 0.01 and point != "trained":
                         continue
-                    t = b.add("trace", f"landscape hessian_trace {label}", point, mode,
-                              lambda m: hessian_trace(m, ce, x, y, bn_mode=mode, rtol=rtol, generator=gen(),
-                                                      **options),
-                              lambda r: {"hvps": r.hvps, "value": r.trace, "stderr": r.stderr,
-                                         "converged": str(r.converged),
-                                         "note": f"sized for stderr <= {rtol:.0%}: pilot + {r.samples} fresh; "
-                                                 f"sketch {r.sketch}"},
-                              model_mode="train")
+                    t = b.add(
+                        "trace",
+                        f"landscape hessian_trace {label}",
+                        point,
+                        mode,
+                        lambda m: hessian_trace(m, ce, x, y, bn_mode=mode, rtol=rtol, generator=gen(), **options),
+                        lambda r: {
+                            "hvps": r.hvps,
+                            "value": r.trace,
+                            "stderr": r.stderr,
+                            "converged": str(r.converged),
+                            "note": f"sized for stderr <= {rtol:.0%}: pilot + {r.samples} fresh; sketch {r.sketch}",
+                        },
+                        model_mode="train",
+                    )
                     if label == "hutch++" and rtol == 0.05:
                         budget[point, mode] = t.hvps
 
             if point != "trained":
                 continue
-            b.add("density", "landscape hessian_density", point, mode,
-                  lambda m: hessian_density(m, ce, x, y, bn_mode=mode, runs=1, steps=DENSITY_STEPS, generator=gen()),
-                  lambda r: {"hvps": r.hvps, "note": f"1 run x {DENSITY_STEPS} steps, full reorthogonalization"},
-                  model_mode="train")
-            b.add("surface", f"landscape loss_surface {SURFACE_STEPS}x{SURFACE_STEPS}", point, mode,
-                  lambda m: loss_surface(m, ce, x, y, steps=SURFACE_STEPS, dims=2, bn_mode=mode, generator=gen()),
-                  lambda s: {"value": s.base_loss,
-                             "note": "centre in grid: yes (L(w) bit for bit); symmetric: yes (exact -1, 0, 1)"},
-                  model_mode="train", per="forward")
-            b.rows[-1].units /= SURFACE_STEPS ** 2
+            b.add(
+                "density",
+                "landscape hessian_density",
+                point,
+                mode,
+                lambda m: hessian_density(m, ce, x, y, bn_mode=mode, runs=1, steps=DENSITY_STEPS, generator=gen()),
+                lambda r: {"hvps": r.hvps, "note": f"1 run x {DENSITY_STEPS} steps, full reorthogonalization"},
+                model_mode="train",
+            )
+            b.add(
+                "surface",
+                f"landscape loss_surface {SURFACE_STEPS}x{SURFACE_STEPS}",
+                point,
+                mode,
+                lambda m: loss_surface(m, ce, x, y, steps=SURFACE_STEPS, dims=2, bn_mode=mode, generator=gen()),
+                lambda s: {
+                    "value": s.base_loss,
+                    "note": "centre in grid: yes (L(w) bit for bit); symmetric: yes (exact -1, 0, 1)",
+                },
+                model_mode="train",
+                per="forward",
+            )
+            b.rows[-1].units /= SURFACE_STEPS**2
     return budget
 
 
@@ -367,10 +430,17 @@ def run_pyhessian(b: Bench) -> None:
     x, y = b.x, b.y
     for point in POINTS:
         # Given the model as training leaves it (train mode): PyHessian calls .eval() itself.
-        b.add("lambda_max", "PyHessian eigenvalues(tol=1e-3)", point, "eval (forced)",
-              lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).eigenvalues(maxIter=100, tol=1e-3),
-              lambda r: {"value": r[0][0], "converged": f"{counter.n < 100} (stops on relative change)"},
-              counter, model_mode="train", clock_mode="eval")
+        b.add(
+            "lambda_max",
+            "PyHessian eigenvalues(tol=1e-3)",
+            point,
+            "eval (forced)",
+            lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).eigenvalues(maxIter=100, tol=1e-3),
+            lambda r: {"value": r[0][0], "converged": f"{counter.n < 100} (stops on relative change)"},
+            counter,
+            model_mode="train",
+            clock_mode="eval",
+        )
         model = fresh(b.states[point], "train")
         held = []
 
@@ -381,23 +451,50 @@ def run_pyhessian(b: Bench) -> None:
             return lambda: ph.hessian_vector_product(h.gradsH, h.params, v)
 
         cost = hvp_cost(b.clocks[point], "eval", setup)
-        b.rows.append(Row("hvp", "PyHessian (one graph, reused)", point, "eval (forced)", units=cost["per"],
-                          note=f"setup {cost['setup']:.2f} units: forward + backward(create_graph) into .grad"))
+        b.rows.append(
+            Row(
+                "hvp",
+                "PyHessian (one graph, reused)",
+                point,
+                "eval (forced)",
+                units=cost["per"],
+                note=f"setup {cost['setup']:.2f} units: forward + backward(create_graph) into .grad",
+            )
+        )
         held.clear()
 
         def trace_read(samples: list[float]) -> dict:
             t = torch.tensor(samples, dtype=torch.float64)
             stderr = float(t.std() / len(t) ** 0.5) if len(t) > 1 else float("inf")
-            return {"value": float(t.mean()), "stderr": stderr,
-                    "converged": f"{len(t) < 100} (relative change of the mean < 1e-3)"}
+            return {
+                "value": float(t.mean()),
+                "stderr": stderr,
+                "converged": f"{len(t) < 100} (relative change of the mean < 1e-3)",
+            }
 
-        b.add("trace", "PyHessian trace(tol=1e-3)", point, "eval (forced)",
-              lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).trace(maxIter=100, tol=1e-3),
-              trace_read, counter, model_mode="train", clock_mode="eval")
+        b.add(
+            "trace",
+            "PyHessian trace(tol=1e-3)",
+            point,
+            "eval (forced)",
+            lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).trace(maxIter=100, tol=1e-3),
+            trace_read,
+            counter,
+            model_mode="train",
+            clock_mode="eval",
+        )
         if point == "trained":
-            b.add("density", "PyHessian density(iter=100, n_v=1)", point, "eval (forced)",
-                  lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).density(iter=DENSITY_STEPS, n_v=1),
-                  lambda r: {"note": "ran"}, counter, model_mode="train", clock_mode="eval")
+            b.add(
+                "density",
+                "PyHessian density(iter=100, n_v=1)",
+                point,
+                "eval (forced)",
+                lambda m: ph.hessian(m, ce, data=(x, y), cuda=False).density(iter=DENSITY_STEPS, n_v=1),
+                lambda r: {"note": "ran"},
+                counter,
+                model_mode="train",
+                clock_mode="eval",
+            )
 
 
 def run_eigenthings(b: Bench, budget: dict) -> None:
@@ -413,18 +510,35 @@ def run_eigenthings(b: Bench, budget: dict) -> None:
 
     for point in POINTS:
         for mode in MODES:
-            b.add("lambda_max", "hessian-eigenthings power_iteration_one(tol=1e-3)", point, mode,
-                  lambda m: he.power_iteration_one(operator(m), max_iter=100, tol=1e-3, seed=0),
-                  lambda r: {"value": r[0], "converged": str(r[4])}, counter)
-            b.add("lambda_max", "hessian-eigenthings lanczos(k=1), default max_iter=2", point, mode,
-                  lambda m: he.lanczos(operator(m), k=1, which="LA", tol=1e-3, seed=0),
-                  lambda r: {"value": float(r.eigenvalues[0]), "converged": str(bool(r.converged[0]))}, counter)
+            b.add(
+                "lambda_max",
+                "hessian-eigenthings power_iteration_one(tol=1e-3)",
+                point,
+                mode,
+                lambda m: he.power_iteration_one(operator(m), max_iter=100, tol=1e-3, seed=0),
+                lambda r: {"value": r[0], "converged": str(r[4])},
+                counter,
+            )
+            b.add(
+                "lambda_max",
+                "hessian-eigenthings lanczos(k=1), default max_iter=2",
+                point,
+                mode,
+                lambda m: he.lanczos(operator(m), k=1, which="LA", tol=1e-3, seed=0),
+                lambda r: {"value": float(r.eigenvalues[0]), "converged": str(bool(r.converged[0]))},
+                counter,
+            )
             spent = counter.n
             for steps in (4, 8, 16, 32, 64):
-                r = b.add("lambda_max", f"hessian-eigenthings lanczos(k=1, max_iter={steps})", point, mode,
-                          lambda m: he.lanczos(operator(m), k=1, max_iter=steps, which="LA", tol=1e-3, seed=0),
-                          lambda r: {"value": float(r.eigenvalues[0]), "converged": str(bool(r.converged[0]))},
-                          counter)
+                r = b.add(
+                    "lambda_max",
+                    f"hessian-eigenthings lanczos(k=1, max_iter={steps})",
+                    point,
+                    mode,
+                    lambda m: he.lanczos(operator(m), k=1, max_iter=steps, which="LA", tol=1e-3, seed=0),
+                    lambda r: {"value": float(r.eigenvalues[0]), "converged": str(bool(r.converged[0]))},
+                    counter,
+                )
                 spent += counter.n
                 if bool(r.converged[0]):
                     b.rows[-1].note = f"first converged max_iter of 2, 4, 8, ...: {spent} HVPs over the search"
@@ -434,19 +548,38 @@ def run_eigenthings(b: Bench, budget: dict) -> None:
             model = fresh(b.states[point], mode)
             op = operator(model)
             v = torch.randn(op.size, generator=torch.Generator().manual_seed(0))
-            cost = hvp_cost(b.clocks[point], mode, lambda: (lambda: op.matvec(v)))
-            b.rows.append(Row("hvp", "hessian-eigenthings (forward + double backward each)", point, mode,
-                              units=cost["per"], note="no setup"))
+            cost = hvp_cost(b.clocks[point], mode, lambda: lambda: op.matvec(v))
+            b.rows.append(
+                Row(
+                    "hvp",
+                    "hessian-eigenthings (forward + double backward each)",
+                    point,
+                    mode,
+                    units=cost["per"],
+                    note="no setup",
+                )
+            )
 
             n = max(6, 3 * -(-budget[point, mode] // 3))
-            b.add("trace", f"hessian-eigenthings trace(hutch++, num_matvecs={n})", point, mode,
-                  lambda m: he.trace(operator(m), num_matvecs=n, method="hutch++", seed=0),
-                  lambda r: {"value": r.estimate, "stderr": r.stderr, "note": "fixed budget: ours' Hutch++ count"},
-                  counter)
+            b.add(
+                "trace",
+                f"hessian-eigenthings trace(hutch++, num_matvecs={n})",
+                point,
+                mode,
+                lambda m: he.trace(operator(m), num_matvecs=n, method="hutch++", seed=0),
+                lambda r: {"value": r.estimate, "stderr": r.stderr, "note": "fixed budget: ours' Hutch++ count"},
+                counter,
+            )
             if point == "trained":
-                b.add("density", f"hessian-eigenthings spectral_density(1 run x {DENSITY_STEPS})", point, mode,
-                      lambda m: he.spectral_density(operator(m), num_runs=1, lanczos_steps=DENSITY_STEPS, seed=0),
-                      lambda r: {"note": "full reorthogonalization"}, counter)
+                b.add(
+                    "density",
+                    f"hessian-eigenthings spectral_density(1 run x {DENSITY_STEPS})",
+                    point,
+                    mode,
+                    lambda m: he.spectral_density(operator(m), num_runs=1, lanczos_steps=DENSITY_STEPS, seed=0),
+                    lambda r: {"note": "full reorthogonalization"},
+                    counter,
+                )
 
 
 def run_curvlinops(b: Bench, budget: dict) -> None:
@@ -463,10 +596,19 @@ def run_curvlinops(b: Bench, budget: dict) -> None:
 
     for point in POINTS:
         for mode in MODES:
-            b.add("lambda_max", "curvlinops + scipy eigsh(k=1, LA, tol=1e-3)", point, mode,
-                  lambda m: eigsh(operator(m).to_scipy(), k=1, which="LA", tol=1e-3, return_eigenvectors=False),
-                  lambda r: {"value": float(r[0]), "converged": "True (no ArpackNoConvergence)",
-                             "note": "HVPs include the constructor's determinism check (2)"}, counter)
+            b.add(
+                "lambda_max",
+                "curvlinops + scipy eigsh(k=1, LA, tol=1e-3)",
+                point,
+                mode,
+                lambda m: eigsh(operator(m).to_scipy(), k=1, which="LA", tol=1e-3, return_eigenvectors=False),
+                lambda r: {
+                    "value": float(r[0]),
+                    "converged": "True (no ArpackNoConvergence)",
+                    "note": "HVPs include the constructor's determinism check (2)",
+                },
+                counter,
+            )
 
             model = fresh(b.states[point], mode)
             held = []
@@ -479,8 +621,16 @@ def run_curvlinops(b: Bench, budget: dict) -> None:
 
             try:
                 cost = hvp_cost(b.clocks[point], mode, setup)
-                b.rows.append(Row("hvp", "curvlinops (jvp of jacrev, forward each)", point, mode, units=cost["per"],
-                                  note=f"setup {cost['setup']:.2f} units: determinism check (2 gradients, 2 HVPs)"))
+                b.rows.append(
+                    Row(
+                        "hvp",
+                        "curvlinops (jvp of jacrev, forward each)",
+                        point,
+                        mode,
+                        units=cost["per"],
+                        note=f"setup {cost['setup']:.2f} units: determinism check (2 gradients, 2 HVPs)",
+                    )
+                )
             except Exception as error:
                 b.rows.append(Row("hvp", "curvlinops", point, mode, note=f"{type(error).__name__}: {error}"[:120]))
             held.clear()
@@ -488,14 +638,25 @@ def run_curvlinops(b: Bench, budget: dict) -> None:
             # Each phase multiplies all its columns in one vmap (about 115 MB per column
             # here): capped at 60 products, 20 columns at once.
             n = min(CURVLINOPS_TRACE_CAP, max(6, 3 * -(-budget[point, mode] // 3)))
-            b.add("trace", f"curvlinops hutchpp_trace(num_matvecs={n})", point, mode,
-                  lambda m: curvlinops.hutchpp_trace(operator(m), num_matvecs=n),
-                  lambda r: {"value": float(r), "note": "no standard error returned; budget capped (memory)"},
-                  counter)
+            b.add(
+                "trace",
+                f"curvlinops hutchpp_trace(num_matvecs={n})",
+                point,
+                mode,
+                lambda m: curvlinops.hutchpp_trace(operator(m), num_matvecs=n),
+                lambda r: {"value": float(r), "note": "no standard error returned; budget capped (memory)"},
+                counter,
+            )
             if point == "trained":
-                b.add("density", f"curvlinops lanczos_approximate_spectrum(ncv={DENSITY_STEPS})", point, mode,
-                      lambda m: curvlinops.lanczos_approximate_spectrum(operator(m), ncv=DENSITY_STEPS),
-                      lambda r: {"note": "no reorthogonalization; eigsh for the boundaries first"}, counter)
+                b.add(
+                    "density",
+                    f"curvlinops lanczos_approximate_spectrum(ncv={DENSITY_STEPS})",
+                    point,
+                    mode,
+                    lambda m: curvlinops.lanczos_approximate_spectrum(operator(m), ncv=DENSITY_STEPS),
+                    lambda r: {"note": "no reorthogonalization; eigsh for the boundaries first"},
+                    counter,
+                )
 
 
 def grid_geometry(offsets: list[torch.Tensor], w_norm: float, steps: int) -> dict:
@@ -512,13 +673,16 @@ def grid_geometry(offsets: list[torch.Tensor], w_norm: float, steps: int) -> dic
     coords = coords.round(decimals=6)
     grid = {tuple(c) for c in coords.tolist()}
     first = sorted({c[1] for c in coords[:steps].tolist()})
-    second = sorted({c[1] for c in coords[steps:2 * steps].tolist()})
+    second = sorted({c[1] for c in coords[steps : 2 * steps].tolist()})
     return {
         "centre": (0.0, 0.0) in grid or (-0.0, 0.0) in grid or (0.0, -0.0) in grid or (-0.0, -0.0) in grid,
         "symmetric": all((-a + 0.0, -b + 0.0) in grid for a, b in grid),
         "d1": sorted({c[0] for c in coords.tolist()}),
-        "d2_even": first, "d2_odd": second, "fit": fit,
-        "extent": float(r.norm(dim=1).max()) / w_norm, "step": float(d1.norm()) / w_norm,
+        "d2_even": first,
+        "d2_odd": second,
+        "fit": fit,
+        "extent": float(r.norm(dim=1).max()) / w_norm,
+        "step": float(d1.norm()) / w_norm,
     }
 
 
@@ -530,10 +694,16 @@ def run_loss_landscapes(b: Bench) -> None:
     point = "trained"
     for mode in MODES:
         for steps in (SURFACE_STEPS, SURFACE_STEPS + 1):
-            b.add("surface", f"loss-landscapes random_plane(steps={steps})", point, mode,
-                  lambda m: loss_landscapes.random_plane(m, Loss(ce, x, y), distance=1, steps=steps),
-                  lambda r: {"value": float(r.flat[r.size // 2])}, per="forward")
-            b.rows[-1].units /= steps ** 2
+            b.add(
+                "surface",
+                f"loss-landscapes random_plane(steps={steps})",
+                point,
+                mode,
+                lambda m: loss_landscapes.random_plane(m, Loss(ce, x, y), distance=1, steps=steps),
+                lambda r: {"value": float(r.flat[r.size // 2])},
+                per="forward",
+            )
+            b.rows[-1].units /= steps**2
             # The grid it evaluated: record the weights at every point (untimed).
             model = fresh(b.states[point], mode)
             w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
@@ -555,7 +725,8 @@ def run_loss_landscapes(b: Bench) -> None:
                 f"grid in its steps: d1 {span(g['d1'])}, d2 {span(g['d2_even'])} in even columns and "
                 f"{span(g['d2_odd'])} in odd ones (lattice fit {g['fit']:.0e}); centre in grid: "
                 f"{'yes' if g['centre'] else 'no'}; symmetric: {'yes' if g['symmetric'] else 'no'}; step "
-                f"{g['step']:.2f} ||w||; weights left at w + {float(left.norm()) / float(w0.norm()):.2f} ||w||")
+                f"{g['step']:.2f} ||w||; weights left at w + {float(left.norm()) / float(w0.norm()):.2f} ||w||"
+            )
 
 
 # ----------------------------------------------------------------------------- report
@@ -579,15 +750,24 @@ def report(b: Bench) -> str:
     out = []
     refs = [Row("ref", "", *key.split("/")) for key in b.refs]
     out.append("Reference lambda_max (hessian_eigs tol=1e-8, max_hvps=300; 300 power-iteration steps):\n")
-    out.append(table(refs, [
-        ("point", lambda r: r.point), ("BN mode", lambda r: r.mode),
-        ("lambda_max", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['lanczos']:.7g}"),
-        ("residual", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['residual']:.1e}"),
-        ("HVPs", lambda r: str(b.refs[f"{r.point}/{r.mode}"]["hvps"])),
-        ("power x300", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['power300']:.7g}"),
-        ("shifted power x300", lambda r: fmt(b.refs[f"{r.point}/{r.mode}"].get("shifted300"), ".7g")),
-        ("rel. diff", lambda r: f"{abs(power_check(b.refs[f'{r.point}/{r.mode}']) / b.ref(r.point, r.mode) - 1):.1e}"),
-    ]))
+    out.append(
+        table(
+            refs,
+            [
+                ("point", lambda r: r.point),
+                ("BN mode", lambda r: r.mode),
+                ("lambda_max", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['lanczos']:.7g}"),
+                ("residual", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['residual']:.1e}"),
+                ("HVPs", lambda r: str(b.refs[f"{r.point}/{r.mode}"]["hvps"])),
+                ("power x300", lambda r: f"{b.refs[f'{r.point}/{r.mode}']['power300']:.7g}"),
+                ("shifted power x300", lambda r: fmt(b.refs[f"{r.point}/{r.mode}"].get("shifted300"), ".7g")),
+                (
+                    "rel. diff",
+                    lambda r: f"{abs(power_check(b.refs[f'{r.point}/{r.mode}']) / b.ref(r.point, r.mode) - 1):.1e}",
+                ),
+            ],
+        )
+    )
 
     def ref_of(r: Row) -> float:
         return b.ref(r.point, "eval" if r.mode.startswith("eval") else "train")
@@ -601,19 +781,35 @@ def report(b: Bench) -> str:
     common = [("tool", lambda r: r.tool), ("point", lambda r: r.point), ("BN mode", lambda r: r.mode)]
     tail = [("model state changed", lambda r: r.changes), ("note", lambda r: r.note)]
     sections = {
-        "lambda_max": ("lambda_max to 1e-3 relative", [
-            ("HVPs", lambda r: fmt(r.hvps, "d")), ("units", lambda r: fmt(r.units, ".1f")),
-            ("units/HVP", per_hvp), ("lambda_max", lambda r: fmt(r.value, ".6g")), ("rel. error", rel),
-            ("claims converged", lambda r: r.converged)]),
+        "lambda_max": (
+            "lambda_max to 1e-3 relative",
+            [
+                ("HVPs", lambda r: fmt(r.hvps, "d")),
+                ("units", lambda r: fmt(r.units, ".1f")),
+                ("units/HVP", per_hvp),
+                ("lambda_max", lambda r: fmt(r.value, ".6g")),
+                ("rel. error", rel),
+                ("claims converged", lambda r: r.converged),
+            ],
+        ),
         "hvp": ("One HVP, fixed batch", [("units per HVP", lambda r: fmt(r.units, ".2f"))]),
-        "trace": ("Trace", [
-            ("HVPs", lambda r: fmt(r.hvps, "d")), ("units", lambda r: fmt(r.units, ".1f")),
-            ("trace", lambda r: fmt(r.value, ".5g")),
-            ("stderr / trace",
-             lambda r: "-" if r.stderr is None or r.value is None else f"{r.stderr / abs(r.value):.3f}"),
-            ("claims converged", lambda r: r.converged)]),
-        "density": ("SLQ density", [
-            ("HVPs", lambda r: fmt(r.hvps, "d")), ("units", lambda r: fmt(r.units, ".1f")), ("units/HVP", per_hvp)]),
+        "trace": (
+            "Trace",
+            [
+                ("HVPs", lambda r: fmt(r.hvps, "d")),
+                ("units", lambda r: fmt(r.units, ".1f")),
+                ("trace", lambda r: fmt(r.value, ".5g")),
+                (
+                    "stderr / trace",
+                    lambda r: "-" if r.stderr is None or r.value is None else f"{r.stderr / abs(r.value):.3f}",
+                ),
+                ("claims converged", lambda r: r.converged),
+            ],
+        ),
+        "density": (
+            "SLQ density",
+            [("HVPs", lambda r: fmt(r.hvps, "d")), ("units", lambda r: fmt(r.units, ".1f")), ("units/HVP", per_hvp)],
+        ),
         "surface": ("2-D surface", [("forwards per point", lambda r: fmt(r.units, ".2f"))]),
     }
     for task, (title, columns) in sections.items():
@@ -640,8 +836,9 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also run the peers (installed in this venv)")
     parser.add_argument("--data-dir", default="/work/shared/data")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/landscape_curvature_bench"))
-    parser.add_argument("--only", default="",
-                        help="comma-separated: ours,pyhessian,eigenthings,curvlinops,loss-landscapes")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: ours,pyhessian,eigenthings,curvlinops,loss-landscapes"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -656,9 +853,12 @@ def main() -> None:
     print(f"{versions(args.peers)}; {torch.get_num_threads()} thread(s)", flush=True)
     budget = run_ours(b) if wanted("ours") or args.peers else {}
     if args.peers:
-        for name, run in (("pyhessian", lambda: run_pyhessian(b)), ("eigenthings", lambda: run_eigenthings(b, budget)),
-                          ("curvlinops", lambda: run_curvlinops(b, budget)),
-                          ("loss-landscapes", lambda: run_loss_landscapes(b))):
+        for name, run in (
+            ("pyhessian", lambda: run_pyhessian(b)),
+            ("eigenthings", lambda: run_eigenthings(b, budget)),
+            ("curvlinops", lambda: run_curvlinops(b, budget)),
+            ("loss-landscapes", lambda: run_loss_landscapes(b)),
+        ):
             if wanted(name):
                 run()
     print(report(b))

@@ -23,11 +23,14 @@ from landscape.measure.probes import probe_gradient
 from landscape.models import build_model
 
 CASES = {  # name: (model config, global batch builder)
-    "dln depth 25, batch 1000": (ModelConfig(name="dln", norm="none", depth=25, width=10),
-                                 lambda g: (torch.randn(1000, 10, generator=g), torch.randn(1000, 10, generator=g))),
-    "vgg_tiny, batch 128 x 3x32x32": (ModelConfig(name="vgg_tiny", norm="none", num_classes=10),
-                                      lambda g: (torch.randn(128, 3, 32, 32, generator=g),
-                                                 torch.randint(10, (128,), generator=g))),
+    "dln depth 25, batch 1000": (
+        ModelConfig(name="dln", norm="none", depth=25, width=10),
+        lambda g: (torch.randn(1000, 10, generator=g), torch.randn(1000, 10, generator=g)),
+    ),
+    "vgg_tiny, batch 128 x 3x32x32": (
+        ModelConfig(name="vgg_tiny", norm="none", num_classes=10),
+        lambda g: (torch.randn(128, 3, 32, 32, generator=g), torch.randint(10, (128,), generator=g)),
+    ),
 }
 STEP_SIZES = (0.05, 0.1, 0.2, 0.4)
 REPEATS = 7

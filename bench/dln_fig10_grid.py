@@ -43,9 +43,11 @@ GRIDS = {"geometric 5": (0.01, 0.1, 1.0, 10.0, 30.0), "linear 13": tuple(np.lins
 
 def config_for(reduction: str, init: str, gain: float, grid: str, steps: int):
     config = paper_config("dln", "probe", norm="none", init=init, init_gain=gain)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, loss_reduction=reduction,
-                                                                   steps=steps, device="cpu"),
-                                 name=f"{reduction}-{init}-g{gain:g}-{grid.replace(' ', '')}")
+    config = dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, loss_reduction=reduction, steps=steps, device="cpu"),
+        name=f"{reduction}-{init}-g{gain:g}-{grid.replace(' ', '')}",
+    )
     return dataclasses.replace(config, probe=probe_config(config, step_sizes=GRIDS[grid]))
 
 
@@ -56,11 +58,14 @@ def row(path: Path) -> dict[str, float]:
     loss = record.series["train/loss"][1]
     finite = lambda v: v[np.isfinite(v)]  # noqa: E731
     band, b = finite(np.asarray(band, float)), finite(np.asarray(b, float))
-    return {"band median": float(np.median(band)) if band.size else math.nan,
-            "band max": float(band.max()) if band.size else math.nan,
-            "beta median": float(np.median(b)) if b.size else math.nan,
-            "beta max": float(b.max()) if b.size else math.nan,
-            "final loss": float(loss[-1]), "status": record.status}
+    return {
+        "band median": float(np.median(band)) if band.size else math.nan,
+        "band max": float(band.max()) if band.size else math.nan,
+        "beta median": float(np.median(b)) if b.size else math.nan,
+        "beta max": float(b.max()) if b.size else math.nan,
+        "final loss": float(loss[-1]),
+        "status": record.status,
+    }
 
 
 def main() -> None:
@@ -69,8 +74,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| reduction | init | probe grid | band median | band max | beta_eff median | beta_eff max | "
-          "final train loss |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| reduction | init | probe grid | band median | band max | beta_eff median | beta_eff max | "
+        "final train loss |\n|---|---|---|---|---|---|---|---|"
+    )
     for reduction, (init, gain), grid in itertools.product(REDUCTIONS, INITS, GRIDS):
         config = config_for(reduction, init, gain, grid, args.steps)
         run_dir = args.out / config.name
@@ -78,9 +85,11 @@ def main() -> None:
             train(config, run_dir=run_dir)
         r = row(run_dir)
         status = "" if r["status"] == "finished" else f" ({r['status']})"
-        print(f"| {reduction} | {init}{f' x{gain:g}' if gain != 1 else ''} | {grid} | {r['band median']:.3g} | "
-              f"{r['band max']:.3g} | {r['beta median']:.3g} | {r['beta max']:.3g} | {r['final loss']:.4g}{status} |",
-              flush=True)
+        print(
+            f"| {reduction} | {init}{f' x{gain:g}' if gain != 1 else ''} | {grid} | {r['band median']:.3g} | "
+            f"{r['band max']:.3g} | {r['beta median']:.3g} | {r['beta max']:.3g} | {r['final loss']:.4g}{status} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def main() -> None:
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         s32, s64 = med[(torch.float32, "step")], med[(torch.float64, "step")]
         p32, p64 = med[(torch.float32, "probe")], med[(torch.float64, "probe")]
-        print(f"| {norm} | {s32:.2f} ms | {s64:.2f} ms | {s64 / s32:.2f}x | {p32:.2f} ms | {p64:.2f} ms | {p64 / p32:.2f}x |")
+        print(
+            f"| {norm} | {s32:.2f} ms | {s64:.2f} ms | {s64 / s32:.2f}x | {p32:.2f} ms | {p64:.2f} ms | {p64 / p32:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

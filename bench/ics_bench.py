@@ -42,7 +42,9 @@ def timed(fn, repeats: int) -> float:
 
 
 print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
-print("| model | norm | batch | conv/linear layers | train step ms | ICS ms | ICS / step | dist ms (#2, #9, #13 or 1, 2, 3) |")
+print(
+    "| model | norm | batch | conv/linear layers | train step ms | ICS ms | ICS / step | dist ms (#2, #9, #13 or 1, 2, 3) |"
+)
 print("|---|---|---|---|---|---|---|---|")
 for name, norm, batch in CASES:
     torch.manual_seed(0)
@@ -66,7 +68,9 @@ for name, norm, batch in CASES:
     step_ms = timed(step, repeats)
     ics_ms = timed(lambda: measure_ics(model, loss_fn, x, y, optimizer=opt), max(2, repeats // 3))
     dist_ms = timed(lambda: hook.measure(model, x), repeats)
-    print(f"| {name} | {norm} | {batch} | {layers} | {step_ms:.1f} | {ics_ms:.1f} | {ics_ms / step_ms:.1f} | {dist_ms:.1f} |")
+    print(
+        f"| {name} | {norm} | {batch} | {layers} | {step_ms:.1f} | {ics_ms:.1f} | {ics_ms / step_ms:.1f} | {dist_ms:.1f} |"
+    )
 
 if device.type == "cuda":
     # The noise's random-number strategy on one (128, 64, 32, 32) activation:
@@ -85,4 +89,3 @@ if device.type == "cuda":
     print(f"noise drawn on the CPU and copied: {timed(cpu_draw_and_copy, 3):.2f} ms")
     print(f"plain BatchNorm2d forward: {timed(lambda: bn(a), 20):.2f} ms")
     print(f"new CUDA generator + seed: {timed(lambda: torch.Generator(device=device).manual_seed(1), 50) * 1e3:.1f} us")
-

@@ -46,11 +46,18 @@ def worker(what: str) -> dict:
     converge = what.startswith("tol=")
     tol = float(what.removeprefix("tol=")) if converge else 1e-12
     limit = MAX_HVPS if converge else int(what)
-    r = hessian_eigs(model, nn.functional.cross_entropy, x, y, tol=tol, max_hvps=limit,
-                     generator=torch.Generator().manual_seed(0))
+    r = hessian_eigs(
+        model, nn.functional.cross_entropy, x, y, tol=tol, max_hvps=limit, generator=torch.Generator().manual_seed(0)
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"parameters": sum(p.numel() for p in model.parameters()), "max_hvps": limit, "hvps": r.hvps,
-            "converged": r.converged, "lambda_max": float(r.eigenvalues[0]), "added_mb": (peak - baseline) / 1e6}
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "max_hvps": limit,
+        "hvps": r.hvps,
+        "converged": r.converged,
+        "lambda_max": float(r.eigenvalues[0]),
+        "added_mb": (peak - baseline) / 1e6,
+    }
 
 
 def main() -> None:
@@ -67,8 +74,11 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--worker", what], capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         label = f"to {what.replace('=', ' ')}" if what.startswith("tol=") else f"{what} products"
-        print(f"| {label} | {row['max_hvps']} | {row['hvps']} | {row['converged']} | {row['lambda_max']:.5g} | "
-              f"{row['added_mb']:.0f} |", flush=True)
+        print(
+            f"| {label} | {row['max_hvps']} | {row['hvps']} | {row['converged']} | {row['lambda_max']:.5g} | "
+            f"{row['added_mb']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

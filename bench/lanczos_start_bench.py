@@ -54,8 +54,12 @@ def _old_start(op, start, generator):
 
 
 def swap_study() -> None:
-    rules = {"mixed start + 10 products (now)": (True, 10), "10 products, start v + 1e-3 z": (False, 10),
-             "mixed start, no minimum": (True, 1), "neither (the old rule)": (False, 1)}
+    rules = {
+        "mixed start + 10 products (now)": (True, 10),
+        "10 products, start v + 1e-3 z": (False, 10),
+        "mixed start, no minimum": (True, 1),
+        "neither (the old rule)": (False, 1),
+    }
     print("| bulk | n | tol | rule | claims at 9 (of 200) | converged | HVPs: mean | max |")
     print("|---|---|---|---|---|---|---|---|")
     mixed, minimum = landscape.curvature.hessian._start_vector, landscape.curvature.lanczos.MIN_PRODUCTS
@@ -69,18 +73,33 @@ def swap_study() -> None:
                 landscape.curvature.hessian._start_vector = mixed if mix else _old_start
                 landscape.curvature.lanczos.MIN_PRODUCTS = products
                 try:
-                    runs = [hessian_eigs(model, lambda out, _: out, torch.zeros(1), torch.zeros(1), start=u[:, 1],
-                                         tol=tol, max_hvps=n, generator=torch.Generator().manual_seed(seed))
-                            for seed in range(200)]
+                    runs = [
+                        hessian_eigs(
+                            model,
+                            lambda out, _: out,
+                            torch.zeros(1),
+                            torch.zeros(1),
+                            start=u[:, 1],
+                            tol=tol,
+                            max_hvps=n,
+                            generator=torch.Generator().manual_seed(seed),
+                        )
+                        for seed in range(200)
+                    ]
                 finally:
                     landscape.curvature.hessian._start_vector, landscape.curvature.lanczos.MIN_PRODUCTS = mixed, minimum
                 wrong = sum(r.converged and abs(float(r.eigenvalues[0]) - 10) > tol * 10 for r in runs)
                 hvps = [r.hvps for r in runs]
-                print(f"| [{low:g}, {high:g}] | {n} | {tol:g} | {rule} | {wrong} | {sum(r.converged for r in runs)} | "
-                      f"{statistics.mean(hvps):.1f} | {max(hvps)} |", flush=True)
-    print(f"\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: {landscape.curvature.lanczos.random_start_epsilon(50, 10):.2f}, "
-          f"n = 200: {landscape.curvature.lanczos.random_start_epsilon(200, 10):.2f} (of lambda_max - lambda_min; "
-          f"10 vs 9 is {1 / 11:.2f} and {1 / 10:.2f} of it)")
+                print(
+                    f"| [{low:g}, {high:g}] | {n} | {tol:g} | {rule} | {wrong} | {sum(r.converged for r in runs)} | "
+                    f"{statistics.mean(hvps):.1f} | {max(hvps)} |",
+                    flush=True,
+                )
+    print(
+        f"\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: {landscape.curvature.lanczos.random_start_epsilon(50, 10):.2f}, "
+        f"n = 200: {landscape.curvature.lanczos.random_start_epsilon(200, 10):.2f} (of lambda_max - lambda_min; "
+        f"10 vs 9 is {1 / 11:.2f} and {1 / 10:.2f} of it)"
+    )
 
 
 def main() -> None:
@@ -109,15 +128,27 @@ def main() -> None:
                     row = []
                     for start in STARTS:
                         begin = previous.get(mode, "gradient") if start == "warm" else start
-                        r = hessian_eigs(model, ce, x, y, bn_mode=mode, start=begin, max_hvps=100,
-                                         return_eigenvectors=start == "warm",
-                                         generator=torch.Generator().manual_seed(step))
+                        r = hessian_eigs(
+                            model,
+                            ce,
+                            x,
+                            y,
+                            bn_mode=mode,
+                            start=begin,
+                            max_hvps=100,
+                            return_eigenvectors=start == "warm",
+                            generator=torch.Generator().manual_seed(step),
+                        )
                         if start == "warm":
                             previous[mode] = r.eigenvectors[0]
                         counts[mode, start].append(r.hvps)
                         row.append(r)
-                    print(f"| {step} | {mode} | {float(row[1].eigenvalues[0]):.4g} | "
-                          + " | ".join(f"{r.hvps}{'' if r.converged else '*'}" for r in row) + " |", flush=True)
+                    print(
+                        f"| {step} | {mode} | {float(row[1].eigenvalues[0]):.4g} | "
+                        + " | ".join(f"{r.hvps}{'' if r.converged else '*'}" for r in row)
+                        + " |",
+                        flush=True,
+                    )
             optimizer.zero_grad(set_to_none=True)
             ce(model(x), y).backward()
             optimizer.step()

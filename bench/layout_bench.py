@@ -19,13 +19,38 @@ import time
 
 CASES = {
     "dln (25 x 10, full batch 1000)": ["--model", "dln", "--steps", "2000", "--lr", "1e-6"],
-    "vgg_tiny (synthetic, batch 128)": ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "128",
-                                        "--steps", "300", "--lr", "0.05", "--eval-samples", "256"],
+    "vgg_tiny (synthetic, batch 128)": [
+        "--model",
+        "vgg_tiny",
+        "--dataset",
+        "synthetic",
+        "--batch-size",
+        "128",
+        "--steps",
+        "300",
+        "--lr",
+        "0.05",
+        "--eval-samples",
+        "256",
+    ],
 }
-LAYOUTS = {"1 process": [], "2 processes, ddp": ["--nproc", "2", "--layout", "ddp"],
-           "2 processes, spread": ["--nproc", "2", "--layout", "spread"]}
-COMMON = ["--norm", "none,bn", "--device", "cpu", "--no-progress", "--no-report", "--eval-every", "1000000",
-          "--checkpoint-every", "1000000"]
+LAYOUTS = {
+    "1 process": [],
+    "2 processes, ddp": ["--nproc", "2", "--layout", "ddp"],
+    "2 processes, spread": ["--nproc", "2", "--layout", "spread"],
+}
+COMMON = [
+    "--norm",
+    "none,bn",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+    "--eval-every",
+    "1000000",
+    "--checkpoint-every",
+    "1000000",
+]
 
 
 def run(args: list[str]) -> float:

@@ -79,13 +79,23 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     dln = args.model == "dln"
-    data = (DataConfig(name="gaussian-linear") if dln else
-            DataConfig(name="synthetic", synthetic_train=args.batch_size * 4, synthetic_test=args.batch_size))
+    data = (
+        DataConfig(name="gaussian-linear")
+        if dln
+        else DataConfig(name="synthetic", synthetic_train=args.batch_size * 4, synthetic_test=args.batch_size)
+    )
     config = RunConfig(
         model=ModelConfig(name=args.model, norm=args.norm),
         data=data,
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=0.01, device=str(device),
-                          eval_every=10**9, checkpoint_every=10**9, log_every=10),
+        train=TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=0.01,
+            device=str(device),
+            eval_every=10**9,
+            checkpoint_every=10**9,
+            log_every=10,
+        ),
     )
     ours: list[float] = []
     bare: list[float] = []

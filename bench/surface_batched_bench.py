@@ -39,8 +39,16 @@ def make_case(device: torch.device, batch_size: int) -> tuple[nn.Module, torch.T
 
 
 def surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, per_forward: int) -> Surface:
-    return loss_surface(model, nn.functional.cross_entropy, x, y, steps=steps, dims=2,
-                        generator=torch.Generator().manual_seed(1), points_per_forward=per_forward)
+    return loss_surface(
+        model,
+        nn.functional.cross_entropy,
+        x,
+        y,
+        steps=steps,
+        dims=2,
+        generator=torch.Generator().manual_seed(1),
+        points_per_forward=per_forward,
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -59,8 +67,16 @@ def peak_mib(args: argparse.Namespace, per_forward: int, device: torch.device) -
         sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     # The CPU allocator keeps no peak: a fresh process reports its peak resident set.
-    cmd = [sys.executable, __file__, "--peak-of", str(per_forward), "--steps", str(args.steps),
-           "--batch", str(args.batch)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--peak-of",
+        str(per_forward),
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+    ]
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
@@ -106,8 +122,11 @@ def main() -> None:
             times[n].append(time.perf_counter() - start)
     loop = statistics.median(times[1])
     threads = torch.get_num_threads() if device.type == "cpu" else None
-    print(f"{args.steps}x{args.steps} surface, vgg11 bn width 1/4, batch {args.batch}x3x32x32, {device}"
-          + (f", {threads} thread(s)" if threads else "") + f", median of {args.repeats}\n")
+    print(
+        f"{args.steps}x{args.steps} surface, vgg11 bn width 1/4, batch {args.batch}x3x32x32, {device}"
+        + (f", {threads} thread(s)" if threads else "")
+        + f", median of {args.repeats}\n"
+    )
     print("| points per forward | seconds | vs loop | max rel. diff. from loop | peak MiB |")
     print("|---:|---:|---:|---:|---:|")
     for n in modes:

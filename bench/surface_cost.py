@@ -5,6 +5,7 @@ caches it), and the vector work of one point (w + a d1 + b d2) alone.
 
     OMP_NUM_THREADS=1 python bench/surface_cost.py
 """
+
 import statistics
 import sys
 import time
@@ -31,14 +32,26 @@ for mode in ("train", "eval"):
         t1 = time.perf_counter()
         loss_surface(m, ce, x, y, steps=7, dims=2, bn_mode=mode, generator=torch.Generator().manual_seed(0))
         t2 = time.perf_counter()
-        ratios.append((t2 - t1) / (t1 - t0)); fwd_times.append((t1 - t0) / 49)
-    print(mode, "surface/49 forwards", [round(r, 3) for r in ratios], "median", round(statistics.median(ratios), 3), "forward ms", round(1000 * statistics.median(fwd_times), 1))
+        ratios.append((t2 - t1) / (t1 - t0))
+        fwd_times.append((t1 - t0) / 49)
+    print(
+        mode,
+        "surface/49 forwards",
+        [round(r, 3) for r in ratios],
+        "median",
+        round(statistics.median(ratios), 3),
+        "forward ms",
+        round(1000 * statistics.median(fwd_times), 1),
+    )
 n = sum(p.numel() for p in m.parameters())
-d = [torch.randn_like(p) for p in m.parameters()]; w = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+d = [torch.randn_like(p) for p in m.parameters()]
+w = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
 ts = []
 for _ in range(20):
     t0 = time.perf_counter()
-    off = torch._foreach_mul(d, 0.3); torch._foreach_add_(off, d, alpha=0.2)
-    flat = torch.cat([o.reshape(-1) for o in off]); w2 = w + flat
+    off = torch._foreach_mul(d, 0.3)
+    torch._foreach_add_(off, d, alpha=0.2)
+    flat = torch.cat([o.reshape(-1) for o in off])
+    w2 = w + flat
     ts.append(time.perf_counter() - t0)
 print("vector work per point ms", round(1000 * statistics.median(ts), 2), "n", n)

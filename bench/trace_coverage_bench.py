@@ -28,8 +28,11 @@ import torch
 from landscape.curvature.hvp import HessianOperator
 from landscape.curvature.trace import estimate_trace
 
-ESTIMATORS = {"hutch++ (adaptive, the default)": {}, "hutchinson": {"method": "hutchinson"},
-              "hutch++ sketch=8": {"sketch": 8}}
+ESTIMATORS = {
+    "hutch++ (adaptive, the default)": {},
+    "hutchinson": {"method": "hutchinson"},
+    "hutch++ sketch=8": {"sketch": 8},
+}
 COVERAGE_TARGET, BIAS_TARGET = 0.92, 0.005
 
 
@@ -64,35 +67,49 @@ def spectra() -> dict[str, torch.Tensor]:
 
 
 def study(a: torch.Tensor, truth: float, rtol: float, seeds: int, options: dict, first: int = 0) -> dict[str, float]:
-    runs = [estimate_trace(MatrixOperator(a), rtol=rtol, generator=torch.Generator().manual_seed(seed), **options)
-            for seed in range(first, first + seeds)]
+    runs = [
+        estimate_trace(MatrixOperator(a), rtol=rtol, generator=torch.Generator().manual_seed(seed), **options)
+        for seed in range(first, first + seeds)
+    ]
     covered = [abs(r.trace - truth) <= 2 * r.stderr for r in runs]
     errors = [(r.trace - truth) / truth for r in runs]
     coverage = sum(covered) / seeds
     return {
-        "coverage": coverage, "coverage_se": math.sqrt(coverage * (1 - coverage) / seeds),
-        "bias": statistics.fmean(errors), "bias_se": statistics.stdev(errors) / math.sqrt(seeds),
-        "hvps": statistics.fmean(r.hvps for r in runs), "max_hvps": max(r.hvps for r in runs),
-        "converged": sum(r.converged for r in runs) / seeds, "sketch": statistics.fmean(r.sketch for r in runs),
+        "coverage": coverage,
+        "coverage_se": math.sqrt(coverage * (1 - coverage) / seeds),
+        "bias": statistics.fmean(errors),
+        "bias_se": statistics.stdev(errors) / math.sqrt(seeds),
+        "hvps": statistics.fmean(r.hvps for r in runs),
+        "max_hvps": max(r.hvps for r in runs),
+        "converged": sum(r.converged for r in runs) / seeds,
+        "sketch": statistics.fmean(r.sketch for r in runs),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=500)
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="generator seeds first .. first+seeds-1 (the constants were chosen on seeds below 4000: "
-                             "--first-seed 10000 checks them on fresh ones)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="generator seeds first .. first+seeds-1 (the constants were chosen on seeds below 4000: "
+        "--first-seed 10000 checks them on fresh ones)",
+    )
     parser.add_argument("--rotation-seed", type=int, default=0, help="the seed of the fixed U")
     parser.add_argument("--default-only", action="store_true", help="only the default estimator")
     args = parser.parse_args()
     torch.set_num_threads(1)
     estimators = dict(list(ESTIMATORS.items())[:1]) if args.default_only else ESTIMATORS
-    print(f"{args.seeds} seeds each (from {args.first_seed}); coverage: |estimate - tr| <= 2 stderr "
-          "(95 % nominal), +- its binomial "
-          "stderr; bias: mean relative error +- its stderr; max_hvps 200 (the default)\n")
-    print("| spectrum | tr | rtol | estimator | coverage | bias | HVPs mean (max) | converged | sketch (mean) | "
-          "done-when |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"{args.seeds} seeds each (from {args.first_seed}); coverage: |estimate - tr| <= 2 stderr "
+        "(95 % nominal), +- its binomial "
+        "stderr; bias: mean relative error +- its stderr; max_hvps 200 (the default)\n"
+    )
+    print(
+        "| spectrum | tr | rtol | estimator | coverage | bias | HVPs mean (max) | converged | sketch (mean) | "
+        "done-when |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     misses = 0
     for name, eigenvalues in spectra().items():
         a, truth = rotated(eigenvalues, args.rotation_seed), float(eigenvalues.sum())
@@ -102,11 +119,16 @@ def main() -> None:
                 met = s["coverage"] >= COVERAGE_TARGET and abs(s["bias"]) <= BIAS_TARGET
                 verdict = ("met" if met else "**missed**") if not options else ""
                 misses += not met and not options
-                print(f"| {name} | {truth:.4g} | {rtol:g} | {label} | {s['coverage']:.3f} +- {s['coverage_se']:.3f} | "
-                      f"{100 * s['bias']:+.2f} % +- {100 * s['bias_se']:.2f} % | {s['hvps']:.1f} ({s['max_hvps']}) | "
-                      f"{s['converged']:.2f} | {s['sketch']:.1f} | {verdict} |", flush=True)
-    print(f"\nthe default: coverage >= {COVERAGE_TARGET} and |bias| <= {100 * BIAS_TARGET:g} % "
-          f"{'everywhere' if not misses else f'missed in {misses} rows'}")
+                print(
+                    f"| {name} | {truth:.4g} | {rtol:g} | {label} | {s['coverage']:.3f} +- {s['coverage_se']:.3f} | "
+                    f"{100 * s['bias']:+.2f} % +- {100 * s['bias_se']:.2f} % | {s['hvps']:.1f} ({s['max_hvps']}) | "
+                    f"{s['converged']:.2f} | {s['sketch']:.1f} | {verdict} |",
+                    flush=True,
+                )
+    print(
+        f"\nthe default: coverage >= {COVERAGE_TARGET} and |bias| <= {100 * BIAS_TARGET:g} % "
+        f"{'everywhere' if not misses else f'missed in {misses} rows'}"
+    )
 
 
 if __name__ == "__main__":

@@ -80,9 +80,19 @@ def plan(configs, extra_passes_per_step: float = 0.0) -> str:
     return "\n".join(lines)
 
 
-def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, dry_run: bool, progress: bool,
-            report: bool, layout: str, seeds: tuple[int, ...] | None = None,
-            tensorboard: Path | None = None) -> None:
+def execute(
+    kind: str,
+    build,
+    *,
+    run_dir: Path | None,
+    resume_dir: Path | None,
+    dry_run: bool,
+    progress: bool,
+    report: bool,
+    layout: str,
+    seeds: tuple[int, ...] | None = None,
+    tensorboard: Path | None = None,
+) -> None:
     """What every experiment command does once its options are read: take the variants
     from ``--resume``'s experiment.json or from ``build()`` (once per seed with
     ``seeds``), print the plan and its timed estimate, and (unless ``--dry-run``) run them;
@@ -103,8 +113,17 @@ def execute(kind: str, build, *, run_dir: Path | None, resume_dir: Path | None, 
         run(configs, exp_dir, kind, progress, report, layout, tensorboard=tensorboard)
 
 
-def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, layout: str = "auto",
-        paper: dict | None = None, echo_claims: bool = True, tensorboard: Path | None = None) -> list:
+def run(
+    configs,
+    exp_dir: Path,
+    kind: str,
+    show_progress: bool,
+    report: bool,
+    layout: str = "auto",
+    paper: dict | None = None,
+    echo_claims: bool = True,
+    tensorboard: Path | None = None,
+) -> list:
     """Train every variant, write the report (also after Ctrl-C), print the outcome;
     ``paper``: ``{"model", "steps"}`` of the paper's protocol the verdicts' scale is
     measured against (default: the model family's). Returns the runs' results."""
@@ -115,16 +134,23 @@ def run(configs, exp_dir: Path, kind: str, show_progress: bool, report: bool, la
     layout = choose_layout(layout, len(configs), world)
     click.echo(f"experiment: {exp_dir}")
     if world > 1:
-        how = (f"spread: run i on process i mod {world}, each alone" if layout == "spread"
-               else f"ddp: each run in turn on all {world} processes")
+        how = (
+            f"spread: run i on process i mod {world}, each alone"
+            if layout == "spread"
+            else f"ddp: each run in turn on all {world} processes"
+        )
         click.echo(f"layout: {how}")
     show_progress = show_progress and distributed.is_main()  # rank 0's bars only
     verdicts = None
     try:
         results = run_experiment(
-            configs, exp_dir, kind=kind,
+            configs,
+            exp_dir,
+            kind=kind,
             progress_for=lambda c: progress_bar(f"{c.model.name} {c.name}", show_progress),
-            extra={"configs": [c.to_dict() for c in configs]}, layout=layout, tensorboard=tensorboard,
+            extra={"configs": [c.to_dict() for c in configs]},
+            layout=layout,
+            tensorboard=tensorboard,
         )
     finally:
         if distributed.is_main():

@@ -17,10 +17,12 @@ ARGV_KEY = "landscape.argv"
 
 def nproc_option() -> Callable:
     return click.option(
-        "--nproc", type=int, default=None,
+        "--nproc",
+        type=int,
+        default=None,
         help="Run in N local processes (DDP; Gloo on CPUs, NCCL on GPUs) by re-launching this command through "
-             "torch.distributed.run; --batch-size stays the global batch. Or start it yourself: "
-             "torchrun --nproc_per_node=N $(which landscape) ...",
+        "torch.distributed.run; --batch-size stays the global batch. Or start it yourself: "
+        "torchrun --nproc_per_node=N $(which landscape) ...",
     )
 
 
@@ -72,9 +74,7 @@ def relaunch(nproc: int | None) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    launcher_args = torchrun.parse_args(
-        ["--standalone", f"--nproc_per_node={nproc}", "-m", "landscape_cli", *args]
-    )
+    launcher_args = torchrun.parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "landscape_cli", *args])
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     # torch.distributed.run would set 1 thread per process, with a warning; share the cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

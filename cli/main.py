@@ -30,8 +30,11 @@ class _OneLineErrors(click.Group):
             if "RANK" not in os.environ or os.environ.get("LANDSCAPE_DEBUG"):
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            click.echo(f"Error: rank {os.environ['RANK']}: another process of the job failed or stopped "
-                       f"answering ({first[:200]}); continue with --resume", err=True)
+            click.echo(
+                f"Error: rank {os.environ['RANK']}: another process of the job failed or stopped "
+                f"answering ({first[:200]}); continue with --resume",
+                err=True,
+            )
             sys.exit(1)
 
 

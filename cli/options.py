@@ -30,85 +30,178 @@ def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Cal
         else f"Normalization after every conv/linear layer ({', '.join(NORMS)})."
     )
     return _options(
-        click.option("--model", default="vgg16", show_default=True,
-                     help="Registry name (vgg11/13/16/19, resnet18/50, dln, tiny), torchvision:NAME, or pkg.module:factory."),
+        click.option(
+            "--model",
+            default="vgg16",
+            show_default=True,
+            help="Registry name (vgg11/13/16/19, resnet18/50, dln, tiny), torchvision:NAME, or pkg.module:factory.",
+        ),
         click.option("--norm", default=default_norm, show_default=True, help=norm_help),
-        click.option("--init", type=click.Choice(["glorot", "glorot-normal", "torch"]), default="glorot",
-                     show_default=True, help="glorot: Xavier-uniform weights, zero biases (the paper's); "
-                                             "glorot-normal: Xavier-normal; torch: PyTorch defaults."),
-        click.option("--init-gain", type=float, default=1.0, show_default=True,
-                     help="Glorot's gain (the paper's: 1; it compounds over a deep linear network's layers)."),
-        click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
-                     help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem."),
+        click.option(
+            "--init",
+            type=click.Choice(["glorot", "glorot-normal", "torch"]),
+            default="glorot",
+            show_default=True,
+            help="glorot: Xavier-uniform weights, zero biases (the paper's); "
+            "glorot-normal: Xavier-normal; torch: PyTorch defaults.",
+        ),
+        click.option(
+            "--init-gain",
+            type=float,
+            default=1.0,
+            show_default=True,
+            help="Glorot's gain (the paper's: 1; it compounds over a deep linear network's layers).",
+        ),
+        click.option(
+            "--stem",
+            type=click.Choice(["cifar", "imagenet"]),
+            default="cifar",
+            show_default=True,
+            help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem.",
+        ),
         click.option("--depth", type=int, default=25, show_default=True, help="Deep linear network: layers."),
         click.option("--width", type=int, default=10, show_default=True, help="Deep linear network: width."),
-        click.option("--width-mult", type=float, default=1.0, show_default=True,
-                     help="VGG: channels of every conv times this (0.25: a quarter-width VGG for CPUs)."),
+        click.option(
+            "--width-mult",
+            type=float,
+            default=1.0,
+            show_default=True,
+            help="VGG: channels of every conv times this (0.25: a quarter-width VGG for CPUs).",
+        ),
     )
 
 
 def data_options() -> Callable:
     return _options(
-        click.option("--dataset", type=click.Choice(["cifar10", "synthetic", "gaussian-linear"]), default=None,
-                     help="Data set [default: cifar10; gaussian-linear for dln]."),
-        click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
-                     help="Folder holding cifar-10-batches-py [default: ./data]."),
-        click.option("--augment/--no-augment", default=False, show_default=True,
-                     help="Random crop and flip (the paper trains without)."),
+        click.option(
+            "--dataset",
+            type=click.Choice(["cifar10", "synthetic", "gaussian-linear"]),
+            default=None,
+            help="Data set [default: cifar10; gaussian-linear for dln].",
+        ),
+        click.option(
+            "--data-dir",
+            envvar="LANDSCAPE_DATA",
+            default=None,
+            show_envvar=True,
+            help="Folder holding cifar-10-batches-py [default: ./data].",
+        ),
+        click.option(
+            "--augment/--no-augment",
+            default=False,
+            show_default=True,
+            help="Random crop and flip (the paper trains without).",
+        ),
         click.option("--subset", type=int, default=None, help="Keep the first N training images."),
     )
 
 
 def train_options() -> Callable:
     return _options(
-        click.option("--steps", type=int, default=None,
-                     help="Optimizer steps [default: 15000 (VGG), 10000 (DLN)]."),
+        click.option("--steps", type=int, default=None, help="Optimizer steps [default: 15000 (VGG), 10000 (DLN)]."),
         click.option("--epochs", type=int, default=None, help="Epochs instead of steps [default: 20 for ResNets]."),
-        click.option("--batch-size", type=int, default=128, show_default=True,
-                     help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc."),
-        click.option("--lr", type=float, default=None,
-                     help="Constant SGD step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=128,
+            show_default=True,
+            help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc.",
+        ),
+        click.option(
+            "--lr", type=float, default=None, help="Constant SGD step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."
+        ),
         click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (paper: 0)."),
         click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Weight decay (paper: 0)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order, noise."),
-        click.option("--noise-seed", type=int, default=None,
-                     help="Seed of the noisy-BN noise (Algorithm 1) [default: --seed]."),
+        click.option(
+            "--noise-seed", type=int, default=None, help="Seed of the noisy-BN noise (Algorithm 1) [default: --seed]."
+        ),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--bf16/--no-bf16", default=False, show_default=True,
-                     help="bf16 autocast for the training step only; probes recompute their gradient in float32."),
-        click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
-                     help="Precision of parameters and data [default: float64 for the DLN, else float32]."),
-        click.option("--loss-reduction", type=click.Choice(["mean", "sum", "sample-sum"]), default=None,
-                     help="Loss over a batch: mean over every entry, sum over every entry, or sample-sum "
-                          "(summed over the examples, each averaged over its outputs: the paper's DLN objective) "
-                          "[default: sample-sum for the DLN, else mean]."),
-        click.option("--eval-every", type=int, default=None,
-                     help="Test loss/accuracy every N steps [default: 500; ics-noise: 5 times per run]."),
-        click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."),
-        click.option("--log-every", type=int, default=10, show_default=True,
-                     help="Write (and check) the per-step train loss every N steps."),
-        click.option("--checkpoint-every", type=int, default=1000, show_default=True,
-                     help="Checkpoint every N steps (and at the end, and on Ctrl-C)."),
-        click.option("--keep-checkpoints/--no-keep-checkpoints", default=False, show_default=True,
-                     help="Also keep the weights of every checkpoint (checkpoints/weights-STEP.pt), not just the "
-                          "last: what `landscape surface --trajectory` projects."),
-        click.option("--sync-bn/--no-sync-bn", default=False, show_default=True,
-                     help="Several processes: BatchNorm statistics over the global batch (SyncBatchNorm); "
-                          "without it each process normalizes over its own shard."),
+        click.option(
+            "--bf16/--no-bf16",
+            default=False,
+            show_default=True,
+            help="bf16 autocast for the training step only; probes recompute their gradient in float32.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float32", "float64"]),
+            default=None,
+            help="Precision of parameters and data [default: float64 for the DLN, else float32].",
+        ),
+        click.option(
+            "--loss-reduction",
+            type=click.Choice(["mean", "sum", "sample-sum"]),
+            default=None,
+            help="Loss over a batch: mean over every entry, sum over every entry, or sample-sum "
+            "(summed over the examples, each averaged over its outputs: the paper's DLN objective) "
+            "[default: sample-sum for the DLN, else mean].",
+        ),
+        click.option(
+            "--eval-every",
+            type=int,
+            default=None,
+            help="Test loss/accuracy every N steps [default: 500; ics-noise: 5 times per run].",
+        ),
+        click.option(
+            "--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."
+        ),
+        click.option(
+            "--log-every",
+            type=int,
+            default=10,
+            show_default=True,
+            help="Write (and check) the per-step train loss every N steps.",
+        ),
+        click.option(
+            "--checkpoint-every",
+            type=int,
+            default=1000,
+            show_default=True,
+            help="Checkpoint every N steps (and at the end, and on Ctrl-C).",
+        ),
+        click.option(
+            "--keep-checkpoints/--no-keep-checkpoints",
+            default=False,
+            show_default=True,
+            help="Also keep the weights of every checkpoint (checkpoints/weights-STEP.pt), not just the "
+            "last: what `landscape surface --trajectory` projects.",
+        ),
+        click.option(
+            "--sync-bn/--no-sync-bn",
+            default=False,
+            show_default=True,
+            help="Several processes: BatchNorm statistics over the global batch (SyncBatchNorm); "
+            "without it each process normalizes over its own shard.",
+        ),
     )
 
 
 def hessian_options() -> Callable:
     """Tracking the Hessian's top eigenvalues during training (``landscape train``, ``probe``)."""
     return _options(
-        click.option("--hessian-every", type=click.IntRange(min=0), default=None,
-                     help="Record the largest Hessian eigenvalue(s) of the training batch's loss every N steps "
-                          "(Lanczos, exact Hessian-vector products; 0 or unset: off)."),
-        click.option("--hessian-k", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="How many of the largest Hessian eigenvalues to track."),
-        click.option("--hessian-start", type=click.Choice(HESSIAN_STARTS), default="gradient", show_default=True,
-                     help="Lanczos's start: the batch's gradient (plus noise), random, or warm (the previous "
-                          "measurement's top eigenvector)."),
+        click.option(
+            "--hessian-every",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Record the largest Hessian eigenvalue(s) of the training batch's loss every N steps "
+            "(Lanczos, exact Hessian-vector products; 0 or unset: off).",
+        ),
+        click.option(
+            "--hessian-k",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="How many of the largest Hessian eigenvalues to track.",
+        ),
+        click.option(
+            "--hessian-start",
+            type=click.Choice(HESSIAN_STARTS),
+            default="gradient",
+            show_default=True,
+            help="Lanczos's start: the batch's gradient (plus noise), random, or warm (the previous "
+            "measurement's top eigenvector).",
+        ),
     )
 
 
@@ -123,29 +216,50 @@ def with_hessian(config: RunConfig, every: int | None, k: int = 1, start: str = 
 
 def tensorboard_option() -> Callable:
     return click.option(
-        "--tensorboard", "tensorboard", type=click.Path(file_okay=False, path_type=Path), default=None,
+        "--tensorboard",
+        "tensorboard",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
         help="Also write every record to TensorBoard event files in this directory as it is recorded "
-             "(an experiment: one folder per run; needs the tensorboard extra). View: tensorboard --logdir DIR.")
+        "(an experiment: one folder per run; needs the tensorboard extra). View: tensorboard --logdir DIR.",
+    )
 
 
 def experiment_options(kind: str) -> Callable:
     """Options every experiment command (probe, ics-noise, ics) takes."""
     return _options(
-        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help=f"Experiment directory [default: runs/{kind}-<model>-<time>]."),
-        click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help=f"Continue an interrupted {kind} experiment (other options are ignored)."),
+        click.option(
+            "--run-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help=f"Experiment directory [default: runs/{kind}-<model>-<time>].",
+        ),
+        click.option(
+            "--resume",
+            "resume_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help=f"Continue an interrupted {kind} experiment (other options are ignored).",
+        ),
         click.option("--dry-run", is_flag=True, help="Print the passes and a timed estimate, then exit."),
-        click.option("--seeds", default=None,
-                     help="Run every variant once per seed, as runs VARIANT/seedS: a count N (seeds --seed, "
-                          "--seed+1, ...) or a comma list of seeds. Verdicts then need every seed to agree."),
+        click.option(
+            "--seeds",
+            default=None,
+            help="Run every variant once per seed, as runs VARIANT/seedS: a count N (seeds --seed, "
+            "--seed+1, ...) or a comma list of seeds. Verdicts then need every seed to agree.",
+        ),
         click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars."),
-        click.option("--layout", type=click.Choice(["auto", "ddp", "spread"]), default="auto", show_default=True,
-                     help="Several processes (torchrun/--nproc): 'ddp' trains each run in turn with every process "
-                          "over the global batch; 'spread' gives run i to process i mod N, alone (results equal "
-                          "a single-process run's; no per-step communication, so faster for small models); "
-                          "'auto' spreads when the runs divide evenly over the processes, else ddp."),
+        click.option(
+            "--layout",
+            type=click.Choice(["auto", "ddp", "spread"]),
+            default="auto",
+            show_default=True,
+            help="Several processes (torchrun/--nproc): 'ddp' trains each run in turn with every process "
+            "over the global batch; 'spread' gives run i to process i mod N, alone (results equal "
+            "a single-process run's; no per-step communication, so faster for small models); "
+            "'auto' spreads when the runs divide evenly over the processes, else ddp.",
+        ),
         tensorboard_option(),
     )
 
@@ -157,23 +271,46 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     the run's length."""
     from landscape.paper.defaults import paper_config, with_measurements
 
-    model_fields = {"init": o["init"], "init_gain": o.get("init_gain", 1.0), "stem": o["stem"], "depth": o["depth"],
-                    "width": o["width"],
-                    "width_mult": o.get("width_mult", 1.0)}
+    model_fields = {
+        "init": o["init"],
+        "init_gain": o.get("init_gain", 1.0),
+        "stem": o["stem"],
+        "depth": o["depth"],
+        "width": o["width"],
+        "width_mult": o.get("width_mult", 1.0),
+    }
     config = paper_config(o["model"], "train", norm=norm or o["norm"], **model_fields)
     steps, epochs = o["steps"], o["epochs"]
     if steps is None and epochs is None:
         steps, epochs = config.train.steps, config.train.epochs
     dataset = o["dataset"] or config.data.name
-    data = dataclasses.replace(config.data, name=dataset, data_dir=o["data_dir"], augment=o["augment"],
-                               subset=o["subset"], seed=o["seed"], dim=o["width"])
+    data = dataclasses.replace(
+        config.data,
+        name=dataset,
+        data_dir=o["data_dir"],
+        augment=o["augment"],
+        subset=o["subset"],
+        seed=o["seed"],
+        dim=o["width"],
+    )
     given = {k: o[k] for k in ("lr", "dtype", "loss_reduction") if o[k] is not None}
     train = dataclasses.replace(
-        config.train, steps=steps, epochs=epochs, batch_size=o["batch_size"], momentum=o["momentum"],
-        weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], bf16=o["bf16"],
-        eval_samples=o["eval_samples"], log_every=o["log_every"], checkpoint_every=o["checkpoint_every"],
-        sync_bn=o.get("sync_bn", False), keep_checkpoints=o.get("keep_checkpoints", False),
-        full_batch=config.train.full_batch or dataset == "gaussian-linear", **given,
+        config.train,
+        steps=steps,
+        epochs=epochs,
+        batch_size=o["batch_size"],
+        momentum=o["momentum"],
+        weight_decay=o["weight_decay"],
+        seed=o["seed"],
+        device=o["device"],
+        bf16=o["bf16"],
+        eval_samples=o["eval_samples"],
+        log_every=o["log_every"],
+        checkpoint_every=o["checkpoint_every"],
+        sync_bn=o.get("sync_bn", False),
+        keep_checkpoints=o.get("keep_checkpoints", False),
+        full_batch=config.train.full_batch or dataset == "gaussian-linear",
+        **given,
     )
     noise = NoiseConfig(seed=o["seed"] if o.get("noise_seed") is None else o["noise_seed"])
     config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)

@@ -19,8 +19,15 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator["Progress"]
     def update(step: int, total: int, postfix: dict[str, float] | None) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, initial=step - 1, desc=description, unit="step", dynamic_ncols=True,
-                       disable=not enabled, leave=True)
+            bar = tqdm(
+                total=total,
+                initial=step - 1,
+                desc=description,
+                unit="step",
+                dynamic_ncols=True,
+                disable=not enabled,
+                leave=True,
+            )
         bar.update(step - bar.n)
         if postfix:
             bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)

@@ -36,22 +36,31 @@ def _listing(scale: str, seeds: int, network: str | None = None) -> str:
         shared = sorted({owner[k] for k in fig.all_experiments if k in owner})
         note = f" + runs of {', '.join(shared)}" if shared else ""
         owner.update({k: name for k in fig.all_experiments if k not in owner})
-        rows.append((name, f"landscape reproduce {name} --scale {scale}{flag}",
-                     experiment.duration(seconds) + note, f"{fig.label}: {fig.title}"))
+        rows.append(
+            (
+                name,
+                f"landscape reproduce {name} --scale {scale}{flag}",
+                experiment.duration(seconds) + note,
+                f"{fig.label}: {fig.title}",
+            )
+        )
     for name, why in ({} if network else SCHEMATIC).items():  # in the paper's order, with nothing to run
         at = next((i for i, r in enumerate(rows) if r[0] == f"fig{int(name[3:]) + 1}"), len(rows))
         rows.insert(at, (name, "-", "-", why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
     where = "a 2-core CPU" if scale == "cpu" else "one H200"
-    lines.append(f"all: landscape reproduce all --scale {scale}{flag}: about {experiment.duration(total)} on {where} "
-                 f"(estimates from passes x measured seconds per pass; each experiment runs once)")
+    lines.append(
+        f"all: landscape reproduce all --scale {scale}{flag}: about {experiment.duration(total)} on {where} "
+        f"(estimates from passes x measured seconds per pass; each experiment runs once)"
+    )
     return "\n".join(lines)
 
 
 def _label(records, key: str, collide: set[str]):
-    return [dataclasses.replace(r, label=f"{key}: {r.label}") if r.label.split("/")[0] in collide else r
-            for r in records]
+    return [
+        dataclasses.replace(r, label=f"{key}: {r.label}") if r.label.split("/")[0] in collide else r for r in records
+    ]
 
 
 def _load(fig, out: Path) -> dict:
@@ -102,10 +111,18 @@ def figure_runs(loaded: dict, out: Path) -> list[dict]:
         for record in records:
             c = record.config
             model, data, train = (c.get(k) or {} for k in ("model", "data", "train"))
-            rows.append({"experiment": key, "run": record.path.relative_to(out / key).as_posix(),
-                         "model": model.get("name"), "width_mult": model.get("width_mult"),
-                         "steps": c.get("total_steps", train.get("steps")), "train_images": data.get("subset"),
-                         "eval_samples": train.get("eval_samples"), "seed": train.get("seed")})
+            rows.append(
+                {
+                    "experiment": key,
+                    "run": record.path.relative_to(out / key).as_posix(),
+                    "model": model.get("name"),
+                    "width_mult": model.get("width_mult"),
+                    "steps": c.get("total_steps", train.get("steps")),
+                    "train_images": data.get("subset"),
+                    "eval_samples": train.get("eval_samples"),
+                    "seed": train.get("seed"),
+                }
+            )
     return rows
 
 
@@ -120,23 +137,42 @@ def finish_figure(fig, out: Path, scale: str, seeds, device: str = "auto", subse
     loaded = _load(fig, out)
     found = []
     for check in fig.checks:
-        found += claims.group_claims([check.name], _check_records(loaded, check.experiments),
-                                     paper_protocol(check.experiments[0]))
+        found += claims.group_claims(
+            [check.name], _check_records(loaded, check.experiments), paper_protocol(check.experiments[0])
+        )
     fig_dir = out / fig.folder
     fig_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(fig_dir / "claims.json", [c.to_dict() for c in found])
-    command = f"landscape reproduce {fig.name} --scale {scale}" + (f" --seeds {','.join(map(str, seeds))}"
-                                                                    if seeds else "")
+    command = f"landscape reproduce {fig.name} --scale {scale}" + (
+        f" --seeds {','.join(map(str, seeds))}" if seeds else ""
+    )
     command += f" --subset {subset}" if subset else ""
     command += f" --network {fig.network}" if fig.network else ""
-    write_json_atomic(fig_dir / "figure.json", {
-        "figure": fig.name, "label": fig.label, "title": fig.title, "reading": fig.reading, "scale": scale,
-        "seeds": list(seeds) if seeds else [0], "command": command, "experiments": list(fig.all_experiments),
-        "where": _where(device), "subset": subset, "network": fig.network,
-        "runs": figure_runs(loaded, out),
-    })
-    write_page(figure_records(loaded), fig_dir / "report.html", f"{fig.label}: {fig.title} ({scale} scale)",
-               [c.to_dict() for c in found], fig.sections, f"The paper: {fig.reading}")
+    write_json_atomic(
+        fig_dir / "figure.json",
+        {
+            "figure": fig.name,
+            "label": fig.label,
+            "title": fig.title,
+            "reading": fig.reading,
+            "scale": scale,
+            "seeds": list(seeds) if seeds else [0],
+            "command": command,
+            "experiments": list(fig.all_experiments),
+            "where": _where(device),
+            "subset": subset,
+            "network": fig.network,
+            "runs": figure_runs(loaded, out),
+        },
+    )
+    write_page(
+        figure_records(loaded),
+        fig_dir / "report.html",
+        f"{fig.label}: {fig.title} ({scale} scale)",
+        [c.to_dict() for c in found],
+        fig.sections,
+        f"The paper: {fig.reading}",
+    )
     return claims.table(found)
 
 
@@ -196,32 +232,67 @@ def move_aside(out: Path, mismatched: dict[str, list[tuple[str, str]]]) -> list[
 
 @click.command()
 @click.argument("figure", required=False)
-@click.option("--scale", type=click.Choice(["paper", "cpu"]), default=None,
-              help="paper: the paper's protocol (GPU work); cpu: the documented reduction for a 2-core CPU "
-                   "[default: paper when CUDA is available, else cpu].")
+@click.option(
+    "--scale",
+    type=click.Choice(["paper", "cpu"]),
+    default=None,
+    help="paper: the paper's protocol (GPU work); cpu: the documented reduction for a 2-core CPU "
+    "[default: paper when CUDA is available, else cpu].",
+)
 @click.option("--seeds", default=None, help="Run every variant once per seed: a count N (0..N-1) or a comma list.")
-@click.option("--list", "list_", is_flag=True,
-              help="Print every figure with its command and estimated time, then exit.")
-@click.option("--data-dir", envvar="LANDSCAPE_DATA", default=None, show_envvar=True,
-              help="Folder holding cifar-10-batches-py [default: ./data].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory [default: runs/reproduce/<scale>, with -seeds<list> after it with --seeds "
-                   "and -subset<N> with --subset]; run again to continue an interrupted figure.")
+@click.option(
+    "--list", "list_", is_flag=True, help="Print every figure with its command and estimated time, then exit."
+)
+@click.option(
+    "--data-dir",
+    envvar="LANDSCAPE_DATA",
+    default=None,
+    show_envvar=True,
+    help="Folder holding cifar-10-batches-py [default: ./data].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory [default: runs/reproduce/<scale>, with -seeds<list> after it with --seeds "
+    "and -subset<N> with --subset]; run again to continue an interrupted figure.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--subset", type=click.IntRange(min=1), default=None,
-              help="Keep the first N CIFAR-10 training images (a machine with part of the data set only); "
-                   "recorded in each figure's command.")
-@click.option("--rerun", is_flag=True,
-              help="Runs in OUT made with other settings (another scale, subset or seed): move them to "
-                   "OUT/<experiment>/.replaced/ and run them again [default: refuse, and change nothing].")
-@click.option("--network", type=click.Choice(["vgg", "dln", "resnet"]), default=None,
-              help="Only the figure's panels on this network (Fig. 3, 5 and 11 show the VGG and the DLN; the "
-                   "DLN's are cheap): written to OUT/FIGURE-NETWORK when the figure has others [default: all].")
+@click.option(
+    "--subset",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep the first N CIFAR-10 training images (a machine with part of the data set only); "
+    "recorded in each figure's command.",
+)
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Runs in OUT made with other settings (another scale, subset or seed): move them to "
+    "OUT/<experiment>/.replaced/ and run them again [default: refuse, and change nothing].",
+)
+@click.option(
+    "--network",
+    type=click.Choice(["vgg", "dln", "resnet"]),
+    default=None,
+    help="Only the figure's panels on this network (Fig. 3, 5 and 11 show the VGG and the DLN; the "
+    "DLN's are cheap): written to OUT/FIGURE-NETWORK when the figure has others [default: all].",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @friendly_errors
-def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: bool, data_dir: str | None,
-              out: Path | None, device: str, subset: int | None, rerun: bool, network: str | None,
-              progress: bool) -> None:
+def reproduce(
+    figure: str | None,
+    scale: str | None,
+    seeds: str | None,
+    list_: bool,
+    data_dir: str | None,
+    out: Path | None,
+    device: str,
+    subset: int | None,
+    rerun: bool,
+    network: str | None,
+    progress: bool,
+) -> None:
     """Regenerate FIGURE of the paper (fig1 ... fig13 but fig7, the theory's schematic;
     seed-vgg11, seed-resnet50; or all): train its experiments with the paper's protocol (--scale paper) or the CPU
     reduction (--scale cpu), check the paper's claims on them and write
@@ -252,8 +323,11 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
             raise InputError(str(e)) from None
     names = [f.folder for f in figs]
     out = out or default_out(scale, seed_list, subset)
-    wanted = {key: experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list, subset=subset)
-              for fig in figs for key in fig.all_experiments}
+    wanted = {
+        key: experiment_configs(key, scale, data_dir=data_dir, device=device, seeds=seed_list, subset=subset)
+        for fig in figs
+        for key in fig.all_experiments
+    }
     mismatched = mismatched_runs(out, wanted)  # before anything is trained or written
     if mismatched and not rerun:
         raise InputError(mismatch_message(out, mismatched))
@@ -273,8 +347,15 @@ def reproduce(figure: str | None, scale: str | None, seeds: str | None, list_: b
             configs = wanted[key]
             click.echo(f"-- experiment {key} ({EXPERIMENTS[key].kind}, {len(configs)} runs)")
             click.echo(experiment.plan(configs))
-            results = experiment.run(configs, out / key, EXPERIMENTS[key].kind, progress, report=True,
-                                     paper=paper_protocol(key), echo_claims=False)
+            results = experiment.run(
+                configs,
+                out / key,
+                EXPERIMENTS[key].kind,
+                progress,
+                report=True,
+                paper=paper_protocol(key),
+                echo_claims=False,
+            )
             if len(results) < len(configs) or any(r is not None and r.status == "interrupted" for r in results):
                 click.echo(f"interrupted; continue with the same command (landscape reproduce {figure} ...)")
                 raise click.exceptions.Exit(130)

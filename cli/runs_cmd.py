@@ -50,9 +50,16 @@ def ls(root: Path) -> None:
                 status = store.status
                 if status == "diverged":
                     status = f"diverged@{meta.get('diverged_step')}"
-                rows.append((str(path), status, f"{steps}/{cfg.get('total_steps', '?')}",
-                             "-" if acc is None or math.isnan(acc) else f"{acc:.4f}",
-                             cfg.get("model", {}).get("name", "?"), cfg.get("model", {}).get("norm", "?")))
+                rows.append(
+                    (
+                        str(path),
+                        status,
+                        f"{steps}/{cfg.get('total_steps', '?')}",
+                        "-" if acc is None or math.isnan(acc) else f"{acc:.4f}",
+                        cfg.get("model", {}).get("name", "?"),
+                        cfg.get("model", {}).get("norm", "?"),
+                    )
+                )
         except StoreError as e:
             rows.append((str(path), "corrupt", "-", "-", "-", str(e)[:40]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -62,11 +69,21 @@ def ls(root: Path) -> None:
 
 @runs.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "tensorboard"]), default="csv", show_default=True,
-              help="csv: step,name,value rows; jsonl: one JSON object per record; tensorboard: event files.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="File to write (csv, jsonl) [default: stdout], or the directory of the event files "
-                   "(tensorboard, required).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "tensorboard"]),
+    default="csv",
+    show_default=True,
+    help="csv: step,name,value rows; jsonl: one JSON object per record; tensorboard: event files.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File to write (csv, jsonl) [default: stdout], or the directory of the event files (tensorboard, required).",
+)
 @friendly_errors
 def export(run_dir: Path, fmt: str, output: Path | None) -> None:
     """Write every metric of RUN_DIR.

@@ -140,8 +140,9 @@ class TrainConfig:
         _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
         _require(self.eval_samples is None or self.eval_samples > 0, "--eval-samples must be positive")
         _require(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        _require(not (self.bf16 and self.dtype != "float32"),
-                 "--bf16 autocasts float32 training; it needs --dtype float32")
+        _require(
+            not (self.bf16 and self.dtype != "float32"), "--bf16 autocasts float32 training; it needs --dtype float32"
+        )
         _require(
             self.loss_reduction in LOSS_REDUCTIONS,
             f"unknown loss reduction {self.loss_reduction!r}; choose from {', '.join(LOSS_REDUCTIONS)}",
@@ -183,19 +184,27 @@ class SurfaceConfig:
     trajectory: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.checkpoint == "last" or self.checkpoint.isdigit(),
-                 f"--checkpoint must be 'last' or a step number, got {self.checkpoint!r}")
-        _require(self.directions in SURFACE_DIRECTIONS,
-                 f"unknown directions {self.directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)}")
-        _require(self.steps >= 3 and self.steps % 2 == 1,
-                 f"--steps must be an odd number >= 3 (the grid holds its centre), got {self.steps}")
+        _require(
+            self.checkpoint == "last" or self.checkpoint.isdigit(),
+            f"--checkpoint must be 'last' or a step number, got {self.checkpoint!r}",
+        )
+        _require(
+            self.directions in SURFACE_DIRECTIONS,
+            f"unknown directions {self.directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)}",
+        )
+        _require(
+            self.steps >= 3 and self.steps % 2 == 1,
+            f"--steps must be an odd number >= 3 (the grid holds its centre), got {self.steps}",
+        )
         _require(math.isfinite(self.span) and self.span > 0, "--span must be a positive finite number")
         _require(self.dims in (1, 2), f"--dims must be 1 or 2, got {self.dims}")
         _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
         _require(self.batches > 0, "--batches must be positive")
         _require(not self.trajectory or self.dims == 2, "--trajectory draws a 2-D surface; it needs --dims 2")
-        _require(not self.trajectory or self.directions == "filter",
-                 "--trajectory uses the PCA directions of the checkpoints; leave --directions out")
+        _require(
+            not self.trajectory or self.directions == "filter",
+            "--trajectory uses the PCA directions of the checkpoints; leave --directions out",
+        )
 
 
 @dataclass(frozen=True)
@@ -234,7 +243,9 @@ class ProbeConfig:
             all(math.isfinite(s) and s > 0 for s in self.step_sizes),
             "step sizes must be positive finite numbers",
         )
-        _require(self.direction in DIRECTIONS, f"unknown direction {self.direction!r}; choose from {', '.join(DIRECTIONS)}")
+        _require(
+            self.direction in DIRECTIONS, f"unknown direction {self.direction!r}; choose from {', '.join(DIRECTIONS)}"
+        )
         _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
         _require(self.method in PROBE_METHODS, f"unknown probe method {self.method!r}; choose loop, vmap or auto")
         _require(self.chunk_size is None or self.chunk_size > 0, "--probe-chunk-size must be positive")
@@ -291,8 +302,10 @@ class HessianConfig:
 
     def __post_init__(self) -> None:
         _require(self.k >= 1, "--hessian-k must be at least 1")
-        _require(self.start in HESSIAN_STARTS,
-                 f"unknown start {self.start!r} (--hessian-start); choose from {', '.join(HESSIAN_STARTS)}")
+        _require(
+            self.start in HESSIAN_STARTS,
+            f"unknown start {self.start!r} (--hessian-start); choose from {', '.join(HESSIAN_STARTS)}",
+        )
         _require(self.bn_mode in BN_MODES, f"unknown bn mode {self.bn_mode!r}; choose train or eval")
         _require(math.isfinite(self.tol) and self.tol > 0, "hessian tol must be a positive finite number")
         _require(self.max_hvps >= self.k, "hessian max_hvps must be at least k")
@@ -329,8 +342,10 @@ class RunConfig:
         dist = d.get("distributions")
         if dist is not None:
             dist = DistributionConfig(
-                schedule=ScheduleConfig(**dist["schedule"]), layers=tuple(dist.get("layers", ())),
-                channels=dist["channels"], bins=dist["bins"],
+                schedule=ScheduleConfig(**dist["schedule"]),
+                layers=tuple(dist.get("layers", ())),
+                channels=dist["channels"],
+                bins=dist["bins"],
             )
         hessian = d.get("hessian")  # absent from older config.json files: off
         if hessian is not None:

@@ -69,11 +69,17 @@ class Dataset:
     def to(self, dtype: torch.dtype) -> Dataset:
         """The same data with every floating tensor (images, vectors, regression
         targets) in ``dtype``; labels stay int64."""
+
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.to(dtype) if t.is_floating_point() else t
 
-        return dataclasses.replace(self, train_x=cast(self.train_x), train_y=cast(self.train_y),
-                                   test_x=cast(self.test_x), test_y=cast(self.test_y))
+        return dataclasses.replace(
+            self,
+            train_x=cast(self.train_x),
+            train_y=cast(self.train_y),
+            test_x=cast(self.test_x),
+            test_y=cast(self.test_y),
+        )
 
 
 class Objective(nn.Module):

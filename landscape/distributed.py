@@ -70,7 +70,6 @@ def alone() -> Iterator[None]:
         _alone.reset(token)
 
 
-
 def rank() -> int:
     return dist.get_rank() if active() else 0
 
@@ -148,8 +147,10 @@ def teardown() -> None:
     if group() is not None:
         gc.collect()
     if group() is not None:
-        log.warning("the process group outlives teardown (something still holds it); "
-                    "its Gloo threads may abort the process at exit")
+        log.warning(
+            "the process group outlives teardown (something still holds it); "
+            "its Gloo threads may abort the process at exit"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -54,8 +54,9 @@ def run_session(args: list[str], env: dict[str, str], timeout: float = 120) -> s
     whole session is killed (a launcher and its ranks, which would otherwise run on
     until their collective timeout) and TimeoutExpired raised, as subprocess.run would."""
     cmd = [sys.executable, *args]
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -98,9 +99,27 @@ class Quadratic(nn.Module):
 
 # A 2-step vgg_tiny run with every checkpoint kept: what the checkpoint and curvature
 # commands read.
-TINY_TRAIN = ["train", "--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "2", "--batch-size", "16",
-              "--subset", "64", "--eval-samples", "32", "--checkpoint-every", "1", "--keep-checkpoints",
-              "--device", "cpu", "--no-progress"]
+TINY_TRAIN = [
+    "train",
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--steps",
+    "2",
+    "--batch-size",
+    "16",
+    "--subset",
+    "64",
+    "--eval-samples",
+    "32",
+    "--checkpoint-every",
+    "1",
+    "--keep-checkpoints",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def train_tiny(tmp_path_factory: pytest.TempPathFactory, name: str):

@@ -22,13 +22,25 @@ def _contents(saved):
     return {
         "tensor": (torch.zeros(3, 4), "a bare tensor (float32, shape (3, 4))"),
         # The keys a Lightning 2.x Trainer.save_checkpoint writes (it loads with weights_only=True).
-        "lightning": ({"state_dict": saved["model"], "global_step": 7, "pytorch-lightning_version": "2.4.0",
-                       "epoch": 0, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "loops": {}},
-                      "a PyTorch Lightning checkpoint (global_step 7, pytorch-lightning 2.4.0)"),
+        "lightning": (
+            {
+                "state_dict": saved["model"],
+                "global_step": 7,
+                "pytorch-lightning_version": "2.4.0",
+                "epoch": 0,
+                "callbacks": {},
+                "optimizer_states": [],
+                "lr_schedulers": [],
+                "loops": {},
+            },
+            "a PyTorch Lightning checkpoint (global_step 7, pytorch-lightning 2.4.0)",
+        ),
         "no model": ({k: v for k, v in saved.items() if k != "model"}, "a dict without 'model'"),
         "no step": ({k: v for k, v in saved.items() if k != "step"}, "a dict without 'step'"),
-        "refused": (dict(saved, args=argparse.Namespace(lr=0.1)),
-                    "objects torch.load(weights_only=True) refuses (argparse.Namespace)"),
+        "refused": (
+            dict(saved, args=argparse.Namespace(lr=0.1)),
+            "objects torch.load(weights_only=True) refuses (argparse.Namespace)",
+        ),
     }
 
 
@@ -54,8 +66,13 @@ def test_a_last_checkpoint_that_is_not_one_is_one_line(trained, tmp_path, kind, 
         assert (store.status, list(store.rows())) == before
 
 
-@pytest.mark.parametrize("command", [["hessian", "--checkpoint", "all", "--max-hvps", "4"],
-                                     ["surface", "--checkpoint", "1", "--steps", "3", "--dims", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["hessian", "--checkpoint", "all", "--max-hvps", "4"],
+        ["surface", "--checkpoint", "1", "--steps", "3", "--dims", "1"],
+    ],
+)
 def test_a_kept_checkpoint_that_is_not_one_is_one_line(trained, tmp_path, command):
     run = tmp_path / "r"
     shutil.copytree(trained, run)
@@ -69,7 +86,10 @@ def test_kept_weights_do_not_resume_but_measure(trained, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(trained, run)
     shutil.copy(run / "checkpoints" / "weights-00000002.pt", run / "checkpoints" / "last.pt")
-    assert_one_line_error(invoke("train", "--resume", run, "--no-progress"),
-                          "a dict without 'optimizer'", "(its keys: generators, model, step)")
+    assert_one_line_error(
+        invoke("train", "--resume", run, "--no-progress"),
+        "a dict without 'optimizer'",
+        "(its keys: generators, model, step)",
+    )
     result = invoke("hessian", run, "--max-hvps", "4")
     assert result.exit_code == 0 and "step 2: lambda_max" in result.output, result.output

@@ -24,9 +24,26 @@ STEPS = 400  # train/acc, train/loss every step; probes, ICS and moments every 1
 EVERY = 10
 VGG_SIZES = (0.5, 1.0, 2.0, 4.0)
 DLN_SIZES = (0.01, 0.1, 1.0, 10.0, 30.0)
-SCHEMA = {"schema_version", "figure", "panel", "claim", "quote", "quote_source", "statistic", "values", "interval",
-          "interval_reason", "interval_method", "threshold", "verdict", "reason", "scale", "seeds", "per_seed",
-          "beyond_paper"}
+SCHEMA = {
+    "schema_version",
+    "figure",
+    "panel",
+    "claim",
+    "quote",
+    "quote_source",
+    "statistic",
+    "values",
+    "interval",
+    "interval_reason",
+    "interval_method",
+    "threshold",
+    "verdict",
+    "reason",
+    "scale",
+    "seeds",
+    "per_seed",
+    "beyond_paper",
+}
 SCALE = {"model", "width_mult", "steps", "paper_steps", "train_images", "test_images"}
 
 
@@ -39,8 +56,9 @@ def _noise(n: int, size: float, seed: int) -> np.ndarray:
 
 
 def _model(row: Row) -> ModelConfig:
-    return ModelConfig(name="dln" if row.family == "dln" else "vgg11", width_mult=1.0 if row.family == "dln" else 0.125,
-                       norm="bn")
+    return ModelConfig(
+        name="dln" if row.family == "dln" else "vgg11", width_mult=1.0 if row.family == "dln" else 0.125, norm="bn"
+    )
 
 
 def _series_for(row: Row, target: float, noise: float, seed: int, zero: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -115,15 +133,28 @@ def _records(row: Row, values: np.ndarray, role: str, config: dict) -> list[tupl
     return [(s, m) for s, m in rows.items() if m]
 
 
-def write_run(path: Path, name: str, norm: str, row: Row, values, role: str, *, seed: int = 0,
-              status: str = "finished", test_acc: float | None = None, eval_samples: int | None = None) -> None:
+def write_run(
+    path: Path,
+    name: str,
+    norm: str,
+    row: Row,
+    values,
+    role: str,
+    *,
+    seed: int = 0,
+    status: str = "finished",
+    test_acc: float | None = None,
+    eval_samples: int | None = None,
+) -> None:
     lr = row.lr or (1e-6 if row.family == "dln" else 0.1)
     sizes = VGG_SIZES if row.family != "dln" else DLN_SIZES
     model = _model(row)
     config = RunConfig(
         model=ModelConfig(name=model.name, norm=norm, width_mult=model.width_mult),
         train=TrainConfig(lr=lr, steps=STEPS, seed=seed, eval_samples=eval_samples),
-        probe=ProbeConfig(step_sizes=sizes, schedule=ScheduleConfig(every=EVERY)), name=name).to_dict()
+        probe=ProbeConfig(step_sizes=sizes, schedule=ScheduleConfig(every=EVERY)),
+        name=name,
+    ).to_dict()
     if row.family == "dln":
         config["data"]["name"] = "gaussian-linear"
     config["total_steps"] = STEPS
@@ -141,8 +172,17 @@ def _names(row: Row) -> tuple[str, str]:
     return row.a + suffix, row.b + suffix
 
 
-def write_pair(root: Path, row: Row, target: float, *, noise: float = 0.1, seeds=(None,), zero: bool = False,
-               targets=None, status: str = "finished") -> Path:
+def write_pair(
+    root: Path,
+    row: Row,
+    target: float,
+    *,
+    noise: float = 0.1,
+    seeds=(None,),
+    zero: bool = False,
+    targets=None,
+    status: str = "finished",
+) -> Path:
     """Runs of the row's two variants (one per seed) whose statistic is ``target``."""
     na, nb = _names(row)
     runs = []
@@ -151,10 +191,12 @@ def write_pair(root: Path, row: Row, target: float, *, noise: float = 0.1, seeds
         suffix = "" if seed is None else f"/seed{seed}"
         if row.measure == "test-acc":
             pa, pb = 0.6 + t / 2, 0.6 - t / 2
-            write_run(root / (na + suffix), na + suffix, row.a, row, None, "a", seed=seed or 0, test_acc=pa,
-                      status=status)
-            write_run(root / (nb + suffix), nb + suffix, row.b, row, None, "b", seed=seed or 0,
-                      test_acc=0.0 if zero else pb)
+            write_run(
+                root / (na + suffix), na + suffix, row.a, row, None, "a", seed=seed or 0, test_acc=pa, status=status
+            )
+            write_run(
+                root / (nb + suffix), nb + suffix, row.b, row, None, "b", seed=seed or 0, test_acc=0.0 if zero else pb
+            )
         else:
             a, b = _series_for(row, t, noise, 11 * (seed or 0) + 3, zero)
             write_run(root / (na + suffix), na + suffix, row.a, row, a, "a", seed=seed or 0, status=status)
@@ -329,8 +371,21 @@ def test_a_probe_with_a_vanishing_step_size_exits_0_with_reasons(tmp_path):
     inconclusive with its reason."""
     from conftest import invoke
 
-    result = invoke("probe", "--model", "tiny", "--dataset", "synthetic", "--steps", 1, "--lr", "1e-12",
-                    "--no-progress", "--no-report", "--run-dir", tmp_path / "run")
+    result = invoke(
+        "probe",
+        "--model",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        1,
+        "--lr",
+        "1e-12",
+        "--no-progress",
+        "--no-report",
+        "--run-dir",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "claims.json").read_text())
     assert written and all(c["verdict"] == "inconclusive" and c["reason"] for c in written)

@@ -9,8 +9,21 @@ from conftest import assert_one_line_error
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
-TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16",
-        "--eval-every", "3", "--device", "cpu", "--no-progress"]
+TINY = [
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--steps",
+    "6",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "3",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def run(*args):
@@ -43,8 +56,19 @@ def test_missing_cifar_names_the_way_out(tmp_path, monkeypatch):
     import landscape.data
 
     monkeypatch.setattr(landscape.data, "_read_cifar", _offline)
-    result = run("train", "--model", "vgg_tiny", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
-                 "--steps", "2", "--device", "cpu")
+    result = run(
+        "train",
+        "--model",
+        "vgg_tiny",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "none"),
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert_one_line_error(result, "--data-dir", "--dataset synthetic")
 
 
@@ -100,8 +124,20 @@ def test_corrupt_checkpoint_is_one_line_and_keeps_the_store(tmp_path):
 
 @pytest.mark.parametrize("command", ["probe", "train"])
 def test_a_model_that_does_not_fit_the_data_is_one_line_before_training(tmp_path, command):
-    result = run(command, "--model", "resnet50", "--dataset", "gaussian-linear", "--steps", "2", "--device", "cpu",
-                 "--no-progress", "--run-dir", str(tmp_path / "e"))
+    result = run(
+        command,
+        "--model",
+        "resnet50",
+        "--dataset",
+        "gaussian-linear",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "e"),
+    )
     assert_one_line_error(result, "--model resnet50 does not fit --dataset gaussian-linear")
     assert not (tmp_path / "e").exists()
 
@@ -117,10 +153,24 @@ def test_dtype_and_loss_reduction_options_reach_the_config(tmp_path):
 def test_the_init_and_its_gain_reach_the_runs_config(tmp_path):
     from conftest import invoke
 
-    result = invoke("train", "--model", "dln", "--steps", 1, "--init", "glorot-normal", "--init-gain", 1.5,
-                    "--no-progress", "--run-dir", tmp_path / "r")
+    result = invoke(
+        "train",
+        "--model",
+        "dln",
+        "--steps",
+        1,
+        "--init",
+        "glorot-normal",
+        "--init-gain",
+        1.5,
+        "--no-progress",
+        "--run-dir",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0, result.output
     model = json.loads((tmp_path / "r" / "config.json").read_text())["model"]
     assert (model["init"], model["init_gain"]) == ("glorot-normal", 1.5)
-    assert_one_line_error(invoke("train", "--model", "dln", "--init-gain", -1, "--run-dir", tmp_path / "bad"),
-                          "--init-gain must be a positive number")
+    assert_one_line_error(
+        invoke("train", "--model", "dln", "--init-gain", -1, "--run-dir", tmp_path / "bad"),
+        "--init-gain must be a positive number",
+    )

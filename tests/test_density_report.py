@@ -21,9 +21,27 @@ from landscape.report.data import load_runs
 from landscape.report.density_plots import FLOOR, load_density, plot_density, plot_run_densities
 from landscape.runner.assembly import build_run_model
 
-TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "64", "--batch-size", "16",
-         "--steps", "8", "--checkpoint-every", "4", "--keep-checkpoints", "--eval-samples", "32",
-         "--device", "cpu", "--no-progress"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny",
+    "--dataset",
+    "synthetic",
+    "--subset",
+    "64",
+    "--batch-size",
+    "16",
+    "--steps",
+    "8",
+    "--checkpoint-every",
+    "4",
+    "--keep-checkpoints",
+    "--eval-samples",
+    "32",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 DENSITY = ["--density", "--density-runs", "2", "--density-steps", "10", "--batches", "2", "--max-hvps", "20"]
 
 
@@ -79,8 +97,14 @@ def test_density_json_is_hessian_density_on_the_runs_batches_with_its_seed(measu
     model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"])
     data = load_data(config.data)
     first = list(batches(data, config.train.batch_size, torch.Generator().manual_seed(config.train.seed)))[:2]
-    expected = hessian_density(model, objective(data), runs=2, steps=10, batches=first,
-                               generator=torch.Generator().manual_seed(config.train.seed))
+    expected = hessian_density(
+        model,
+        objective(data),
+        runs=2,
+        steps=10,
+        batches=first,
+        generator=torch.Generator().manual_seed(config.train.seed),
+    )
     assert entry["grid"] == expected.grid.tolist() and entry["density"] == expected.density.tolist()
     assert entry["nodes"] == [t.tolist() for t in expected.nodes]
 
@@ -115,8 +139,15 @@ def test_report_draws_the_density_on_a_log_axis_with_a_floor(measured, trained, 
     assert not plot_density([]).data
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"densities": [{"grid": [0, 1], "step": 8}]}', "[1, 2]",
-                                     '{"densities": [{"grid": [0, 1], "density": [1, "x"], "step": 8}]}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"densities": [{"grid": [0, 1], "step": 8}]}',
+        "[1, 2]",
+        '{"densities": [{"grid": [0, 1], "density": [1, "x"], "step": 8}]}',
+    ],
+)
 def test_unreadable_density_is_a_warning_and_the_report_still_writes(measured, tmp_path, content):
     run_dir = tmp_path / "corrupt"
     shutil.copytree(measured[0], run_dir)
@@ -130,11 +161,14 @@ def test_unreadable_density_is_a_warning_and_the_report_still_writes(measured, t
     assert 'id="training"' in page and 'id="density"' not in page
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--density-steps", "0"], "--density-steps"),
-    (["--density-runs", "0"], "--density-runs"),
-    (["--density-runs", "two"], "--density-runs"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--density-steps", "0"], "--density-steps"),
+        (["--density-runs", "0"], "--density-runs"),
+        (["--density-runs", "two"], "--density-runs"),
+    ],
+)
 def test_bad_density_options_are_one_line_exit_2(trained, args, fragment):
     assert_one_line_error(invoke("hessian", trained, "--density", *args), fragment)
     assert not density_file(trained).exists()

@@ -18,15 +18,62 @@ from landscape_cli.main import cli
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--probe-every", "2", "--dense-until", "0", "--eval-every", "3", "--log-every", "2",
-          "--checkpoint-every", "2", "--device", "cpu", "--no-progress", "--no-report"]
+COMMON = [
+    "--probe-every",
+    "2",
+    "--dense-until",
+    "0",
+    "--eval-every",
+    "3",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+]
 # lr and step sizes large enough that ||grad L(w - eta g) - g|| is well above rounding
 # of g; at tiny steps it is rounding noise in any two runs that sum differently. The CNN
 # runs in float64: in float32 its curvature (a double backward) differed by 1.6e-6.
-DLN = ["--model", "dln", "--depth", "4", "--norm", "none", "--steps", "6", "--lr", "1e-4",
-       "--step-sizes", "4,8,16", *COMMON]
-CNN = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "6", "--lr", "0.05",
-       "--dtype", "float64", "--step-sizes", "1,2,4", "--norm", "bn", "--sync-bn", "--eval-samples", "64", *COMMON]
+DLN = [
+    "--model",
+    "dln",
+    "--depth",
+    "4",
+    "--norm",
+    "none",
+    "--steps",
+    "6",
+    "--lr",
+    "1e-4",
+    "--step-sizes",
+    "4,8,16",
+    *COMMON,
+]
+CNN = [
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--batch-size",
+    "32",
+    "--steps",
+    "6",
+    "--lr",
+    "0.05",
+    "--dtype",
+    "float64",
+    "--step-sizes",
+    "1,2,4",
+    "--norm",
+    "bn",
+    "--sync-bn",
+    "--eval-samples",
+    "64",
+    *COMMON,
+]
 RTOL = 1e-6
 
 
@@ -99,8 +146,24 @@ def test_dead_rank_fails_the_job_and_resume_completes_it(tmp_path, cnn_two):
         assert store.status == "interrupted"
         assert store.last_step() is not None and store.last_step() >= 2  # checkpointed at 2
     # --nproc re-launches through torch.distributed.run.
-    resumed = subprocess.run([sys.executable, "-m", "landscape_cli", "probe", "--nproc", "2", "--resume", str(exp),
-                              "--no-progress", "--no-report"], env=env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "landscape_cli",
+            "probe",
+            "--nproc",
+            "2",
+            "--resume",
+            str(exp),
+            "--no-progress",
+            "--no-report",
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert rows(exp / "bn") == rows(cnn_two / "bn")
 
@@ -149,9 +212,13 @@ print(threads())
 def test_teardown_ends_the_gloo_threads_before_the_interpreter_ends():
     # A Gloo thread still alive at exit aborts a finished rank ("terminate called without
     # an active exception") when it releases a collective's tensors during finalization.
-    done = subprocess.run([sys.executable, "-c", TEARDOWN], capture_output=True, text=True, timeout=120,
-                          env=dict(env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                                   MASTER_PORT="0"))
+    done = subprocess.run(
+        [sys.executable, "-c", TEARDOWN],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="0"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     before, during, after, gone, released = done.stdout.split()
     before, during, after, released = map(int, (before, during, after, released))
@@ -168,13 +235,36 @@ def test_batch_that_does_not_split_is_a_one_line_error(tmp_path):
     assert "Error: the global batch of 33 does not split evenly over 2 processes" in done.stderr
 
 
-ICS_COMMON = ["--eval-every", "3", "--log-every", "2", "--checkpoint-every", "2", "--device", "cpu",
-              "--no-progress", "--no-report"]
+ICS_COMMON = [
+    "--eval-every",
+    "3",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+]
 
 
 def test_ics_two_processes_equal_one_on_the_global_batch(tmp_path):
-    args = ["--model", "dln", "--depth", "4", "--norm", "none", "--lrs", "1e-4", "--steps", "6", "--ics-every", "2",
-            *ICS_COMMON]
+    args = [
+        "--model",
+        "dln",
+        "--depth",
+        "4",
+        "--norm",
+        "none",
+        "--lrs",
+        "1e-4",
+        "--steps",
+        "6",
+        "--ics-every",
+        "2",
+        *ICS_COMMON,
+    ]
     single(*args, "--run-dir", str(tmp_path / "one"), command="ics")
     done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -193,8 +283,28 @@ def test_ics_two_processes_equal_one_on_the_global_batch(tmp_path):
 
 
 def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
-    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "4", "--lr", "0.05",
-            "--norm", "bn", "--sync-bn", "--eval-samples", "64", "--dist-every", "2", "--layers", "2,3", *ICS_COMMON]
+    args = [
+        "--model",
+        "vgg_tiny",
+        "--dataset",
+        "synthetic",
+        "--batch-size",
+        "32",
+        "--steps",
+        "4",
+        "--lr",
+        "0.05",
+        "--norm",
+        "bn",
+        "--sync-bn",
+        "--eval-samples",
+        "64",
+        "--dist-every",
+        "2",
+        "--layers",
+        "2,3",
+        *ICS_COMMON,
+    ]
     single(*args, "--run-dir", str(tmp_path / "one"), command="ics-noise")
     done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="ics-noise")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -202,14 +312,23 @@ def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
     # BN outputs are O(1) with means near 0: absolute tolerance for the moments. A value
     # within float rounding of a bin edge may land in the neighbouring bin, so histograms
     # are compared by their totals and an L1 distance of a few counts.
-    assert_close(one, two, must=("train/loss", "dist/mean/#", "dist/var/#", "dist/hist/#"), abs_tol=1e-6,
-                 skip=("dist/hist/", "dist/under/", "dist/over/"))
+    assert_close(
+        one,
+        two,
+        must=("train/loss", "dist/mean/#", "dist/var/#", "dist/hist/#"),
+        abs_tol=1e-6,
+        skip=("dist/hist/", "dist/under/", "dist/over/"),
+    )
     hists = [k for k in one if k[1].startswith("dist/hist/")]
     assert hists
     for key in hists:
         a, b = one[key], two[key]
-        total_a = sum(a) + one[(key[0], key[1].replace("hist", "under"))] + one[(key[0], key[1].replace("hist", "over"))]
-        total_b = sum(b) + two[(key[0], key[1].replace("hist", "under"))] + two[(key[0], key[1].replace("hist", "over"))]
+        total_a = (
+            sum(a) + one[(key[0], key[1].replace("hist", "under"))] + one[(key[0], key[1].replace("hist", "over"))]
+        )
+        total_b = (
+            sum(b) + two[(key[0], key[1].replace("hist", "under"))] + two[(key[0], key[1].replace("hist", "over"))]
+        )
         assert total_a == total_b > 0
         assert sum(abs(x - y) for x, y in zip(a, b)) <= 4, key
 
@@ -256,9 +375,31 @@ def test_spread_layout_survives_a_dead_rank(tmp_path, spread_single):
 
 # The paper's DLN (25 layers, lr 1e-6, its default float64 and summed objective), with BN
 # synchronized so that the 2-process BN statistics are the global batch's.
-DLN64 = ["--model", "dln", "--norm", "none,bn", "--sync-bn", "--layout", "ddp", "--steps", "4", "--checkpoint-every", "2",
-         "--probe-every", "1", "--dense-until", "0", "--eval-every", "2", "--log-every", "1", "--device", "cpu",
-         "--no-progress", "--no-report"]
+DLN64 = [
+    "--model",
+    "dln",
+    "--norm",
+    "none,bn",
+    "--sync-bn",
+    "--layout",
+    "ddp",
+    "--steps",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--probe-every",
+    "1",
+    "--dense-until",
+    "0",
+    "--eval-every",
+    "2",
+    "--log-every",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+]
 
 
 def test_float64_dln_probes_agree_across_threads_and_processes(tmp_path):
@@ -285,9 +426,31 @@ def test_float64_dln_probes_agree_across_threads_and_processes(tmp_path):
 
 
 def test_noisy_bn_ranks_draw_independent_noise_and_resume_keeps_each_ranks(tmp_path):
-    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "32", "--steps", "4", "--lr", "0.05",
-            "--norm", "noisy_bn", "--noise-seed", "7", "--eval-samples", "64", "--checkpoint-every", "2",
-            "--log-every", "2", "--device", "cpu", "--no-progress"]
+    args = [
+        "--model",
+        "vgg_tiny",
+        "--dataset",
+        "synthetic",
+        "--batch-size",
+        "32",
+        "--steps",
+        "4",
+        "--lr",
+        "0.05",
+        "--norm",
+        "noisy_bn",
+        "--noise-seed",
+        "7",
+        "--eval-samples",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     done = torchrun(*args, "--run-dir", str(tmp_path / "two"), command="train")
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=False)
@@ -320,11 +483,13 @@ def test_a_timed_out_launch_leaves_no_rank_behind(tmp_path):
     # The tests' launcher helper kills the launcher's whole session on a timeout: ranks
     # stuck in a collective would otherwise outlive the test by their own timeout.
     script = tmp_path / "stuck.py"
-    script.write_text("import os, pathlib, sys, time\n"
-                      "part = pathlib.Path(sys.argv[1], '.' + os.environ['RANK'])\n"
-                      "part.write_text(str(os.getpid()))\n"
-                      "part.rename(part.with_name(os.environ['RANK']))\n"
-                      "time.sleep(120)\n")
+    script.write_text(
+        "import os, pathlib, sys, time\n"
+        "part = pathlib.Path(sys.argv[1], '.' + os.environ['RANK'])\n"
+        "part.write_text(str(os.getpid()))\n"
+        "part.rename(part.with_name(os.environ['RANK']))\n"
+        "time.sleep(120)\n"
+    )
     with pytest.raises(subprocess.TimeoutExpired):
         launch([str(script), str(tmp_path)], env(), timeout=20)
     pids = [int(p.read_text()) for p in tmp_path.iterdir() if p.name in ("0", "1")]

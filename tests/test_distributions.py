@@ -65,7 +65,9 @@ def test_measurement_matches_manual_forward(channels):
         chosen = [int(c) for c in metrics[f"dist/channels/{name}"]]
         assert len(chosen) == channels and chosen == sorted(set(chosen))
         values = out[:, chosen]
-        np.testing.assert_allclose(metrics[f"dist/mean/{name}"], values.mean(dim=(0, 2, 3)).numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            metrics[f"dist/mean/{name}"], values.mean(dim=(0, 2, 3)).numpy(), rtol=1e-12, atol=1e-12
+        )
         np.testing.assert_allclose(
             metrics[f"dist/var/{name}"], values.var(dim=(0, 2, 3), correction=0).numpy(), rtol=1e-12, atol=1e-12
         )
@@ -107,7 +109,15 @@ def test_hook_leaves_model_state_unchanged(norm):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     nn.functional.cross_entropy(model(x), torch.zeros(B, dtype=torch.long)).backward()
     before = snapshot(model, opt)
-    ctx = Context(Event.AFTER_BACKWARD, step=0, model=model, loss_fn=nn.functional.cross_entropy, optimizer=opt, lr=0.1, batch=(x, None))
+    ctx = Context(
+        Event.AFTER_BACKWARD,
+        step=0,
+        model=model,
+        loss_fn=nn.functional.cross_entropy,
+        optimizer=opt,
+        lr=0.1,
+        batch=(x, None),
+    )
     hook = LayerInputDistributions(layers=(1, 2), channels=2)
     metrics = hook(ctx)
     assert differences(before, snapshot(model, opt)) == []

@@ -16,8 +16,9 @@ from landscape.runs import RunStore
 from landscape.training.hooks import Event, hook
 from landscape_cli.main import cli
 
-PROBE = ProbeConfig(step_sizes=(0.5, 1.0, 2.0), schedule=ScheduleConfig(every=3, dense_until=4, dense_every=1),
-                    curvature=True)
+PROBE = ProbeConfig(
+    step_sizes=(0.5, 1.0, 2.0), schedule=ScheduleConfig(every=3, dense_until=4, dense_every=1), curvature=True
+)
 
 
 def rows(path, prefix=""):
@@ -66,8 +67,11 @@ def _same_state(a, b):
 
 @pytest.mark.parametrize("model,norms", [("vgg_tiny", NORMS), ("resnet18", ("none", "bn"))])
 def test_experiment_variants_start_as_built_and_see_the_same_batches(tmp_path, tiny, model, norms):
-    base = dataclasses.replace(tiny, model=dataclasses.replace(tiny.model, name=model),
-                               train=dataclasses.replace(tiny.train, steps=3, eval_every=3))
+    base = dataclasses.replace(
+        tiny,
+        model=dataclasses.replace(tiny.model, name=model),
+        train=dataclasses.replace(tiny.train, steps=3, eval_every=3),
+    )
     configs = variants(base, norms)
     seen, hooks_for = _recorder()
     run_experiment(configs, tmp_path / "exp", kind="probe", hooks_for=hooks_for)
@@ -80,8 +84,9 @@ def test_experiment_variants_start_as_built_and_see_the_same_batches(tmp_path, t
         # ... and trains on the same batches, in the same order.
         first = seen[norms[0]]["batches"]
         batches = seen[config.name]["batches"]
-        assert len(batches) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-                                         for a, b in zip(first, batches))
+        assert len(batches) == 3 and all(
+            torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, batches)
+        )
     # The paper's init gives the variants the same conv/linear weights wherever their own
     # init does not zero them (a ResNet without BN zeroes its residual branches' last conv).
     starts = [seen[c.name]["start"] for c in configs]
@@ -106,7 +111,11 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path, tiny, seeds
 
     @hook(Event.AFTER_STEP)
     def ctrl_c(ctx):
-        if ctx.step == 5 and ctx.model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in ctx.model.modules()):
+        if (
+            ctx.step == 5
+            and ctx.model.training
+            and any(isinstance(m, torch.nn.BatchNorm2d) for m in ctx.model.modules())
+        ):
             os.kill(os.getpid(), signal.SIGINT)
 
     first = run_experiment(configs, tmp_path / "part", kind="probe", hooks_for=lambda c: [ctrl_c])
@@ -125,8 +134,20 @@ def test_estimate_counts_k_passes_per_probe(tiny):
     assert p["eval_passes"] == 2 and p["total"] == 12 + 18 + 2
 
 
-TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "8", "--batch-size", "16", "--device", "cpu",
-        "--no-progress", "--no-report"]
+TINY = [
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--steps",
+    "8",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+]
 
 
 def invoke(*args):
@@ -152,8 +173,25 @@ def test_dry_run_writes_nothing(tmp_path):
 
 
 def test_a_diverging_variant_is_recorded_and_the_others_go_on(tmp_path):
-    result = invoke("probe", "--model", "dln", "--depth", "4", "--norm", "none,bn", "--lr", "1e-3", "--steps", "20",
-                    "--device", "cpu", "--no-progress", "--no-report", "--run-dir", str(tmp_path / "e"))
+    result = invoke(
+        "probe",
+        "--model",
+        "dln",
+        "--depth",
+        "4",
+        "--norm",
+        "none,bn",
+        "--lr",
+        "1e-3",
+        "--steps",
+        "20",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-report",
+        "--run-dir",
+        str(tmp_path / "e"),
+    )
     assert result.exit_code == 0, result.output
     assert "none: diverged at step" in result.output
     assert "bn: finished 20 steps" in result.output  # BN keeps the same step size stable

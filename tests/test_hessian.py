@@ -117,8 +117,9 @@ def test_the_certificate_holds_at_every_step(bn_mode, seed, start):
     claims = 0
     for k in (1, 3):
         for m in range(k, 30):
-            r = hessian_eigs(net, ce, x, y, k=k, bn_mode=bn_mode, tol=1e-3, max_hvps=m, start=start,
-                             generator=gen(seed))
+            r = hessian_eigs(
+                net, ce, x, y, k=k, bn_mode=bn_mode, tol=1e-3, max_hvps=m, start=start, generator=gen(seed)
+            )
             nearest = (r.eigenvalues[:, None] - spectrum[None, :]).abs().min(dim=1).values
             assert torch.all(nearest <= r.residuals * (1 + 1e-9) + 1e-12), (k, m)
             if r.converged:
@@ -159,8 +160,9 @@ def test_starts_from_the_gradient_or_a_given_vector(dense):
     # Gaussian, it is done at the minimum of products.
     top = vectors[:, -1]
     names = [n for n, _ in net.named_parameters()]
-    by_name = dict(zip(names, [c.view_as(p) for c, p in zip(top.split([p.numel() for p in net.parameters()]),
-                                                             net.parameters())]))
+    by_name = dict(
+        zip(names, [c.view_as(p) for c, p in zip(top.split([p.numel() for p in net.parameters()]), net.parameters())])
+    )
     for start in (top, by_name):
         r = hessian_eigs(net, ce, x, y, start=start, tol=1e-3, generator=gen())
         assert r.converged and r.hvps == MIN_PRODUCTS
@@ -223,8 +225,9 @@ def test_a_breakdown_restarts_until_k_values_are_found():
     # H = diag(3, 3, 3, 1, 1, 1): a start vector's Krylov space has dimension 2, so a
     # third value needs a restart after the breakdown at step 2 (whose residuals are at
     # the rounding floor). n = 6 < MIN_PRODUCTS: the claim waits for all of R^6.
-    r = hessian_eigs(Diagonal([3, 3, 3, 1, 1, 1]), lambda out, _: out, torch.zeros(1), torch.zeros(1), k=3,
-                     generator=gen())
+    r = hessian_eigs(
+        Diagonal([3, 3, 3, 1, 1, 1]), lambda out, _: out, torch.zeros(1), torch.zeros(1), k=3, generator=gen()
+    )
     assert r.converged and r.hvps == 6 and 0 < r.error_bound < 1e-12
     assert float(r.eigenvalues[0]) == pytest.approx(3.0, abs=1e-12)
     assert all(min(abs(v - 3), abs(v - 1)) < 1e-12 for v in r.eigenvalues.tolist())
@@ -259,15 +262,23 @@ def test_several_batches_average_the_hessians(dense, bn_mode):
     net = tiny_net()
     (x0, y0), (x1, y1) = batch(0), batch(1)
     mean = 0.5 * (dense[bn_mode] + dense_hessian(net, ce, x1, y1, bn_mode))
-    r = hessian_eigs(net, ce, k=2, batches=iter([(x0, y0), (x1, y1), batch(2)]), max_batches=2,
-                     bn_mode=bn_mode, tol=1e-8, generator=gen())
+    r = hessian_eigs(
+        net,
+        ce,
+        k=2,
+        batches=iter([(x0, y0), (x1, y1), batch(2)]),
+        max_batches=2,
+        bn_mode=bn_mode,
+        tol=1e-8,
+        generator=gen(),
+    )
     torch.testing.assert_close(r.eigenvalues, torch.linalg.eigvalsh(mean).flip(0)[:2], rtol=1e-6, atol=0)
-    one = hessian_eigs(net, ce, batches=[(x0, y0), (x1, y1)], max_batches=1, bn_mode=bn_mode, tol=1e-8,
-                       generator=gen())
+    one = hessian_eigs(net, ce, batches=[(x0, y0), (x1, y1)], max_batches=1, bn_mode=bn_mode, tol=1e-8, generator=gen())
     assert float(one.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(dense[bn_mode])[-1]), rel=1e-6)
     n = mean.shape[0]
-    exact = hessian_trace(net, ce, batches=[(x0, y0), (x1, y1)], sketch=n, max_hvps=2 * n, bn_mode=bn_mode,
-                          generator=gen())
+    exact = hessian_trace(
+        net, ce, batches=[(x0, y0), (x1, y1)], sketch=n, max_hvps=2 * n, bn_mode=bn_mode, generator=gen()
+    )
     assert exact.trace == pytest.approx(float(mean.trace()), rel=1e-8)
 
 
@@ -289,7 +300,9 @@ def rotated_quadratic(a: torch.Tensor, seed: int = 0) -> Quadratic:
 
 
 def quadratic_trace(a: torch.Tensor, **kwargs):
-    return hessian_trace(rotated_quadratic(a), lambda out, _: out, torch.zeros(1), torch.zeros(1), generator=gen(1), **kwargs)
+    return hessian_trace(
+        rotated_quadratic(a), lambda out, _: out, torch.zeros(1), torch.zeros(1), generator=gen(1), **kwargs
+    )
 
 
 def test_the_gradient_start_helps_where_the_gradient_is_the_top_eigenvector():
@@ -299,8 +312,12 @@ def test_the_gradient_start_helps_where_the_gradient_is_the_top_eigenvector():
     model = rotated_quadratic(a)
     with torch.no_grad():
         model.w.copy_(torch.linalg.eigh(model.a).eigenvectors[:, -1])
-    runs = {start: hessian_eigs(model, lambda out, _: out, torch.zeros(1), torch.zeros(1), start=start, tol=1e-6,
-                                generator=gen()) for start in ("gradient", "random")}
+    runs = {
+        start: hessian_eigs(
+            model, lambda out, _: out, torch.zeros(1), torch.zeros(1), start=start, tol=1e-6, generator=gen()
+        )
+        for start in ("gradient", "random")
+    }
     assert all(r.converged and float(r.eigenvalues[0]) == pytest.approx(2.0, rel=1e-5) for r in runs.values())
     assert runs["gradient"].hvps < runs["random"].hvps
 
@@ -335,8 +352,9 @@ def test_hutchpp_with_a_full_sketch_is_exact(dense, bn_mode):
     assert r.trace == pytest.approx(float(h.trace()), rel=1e-9)
     assert r.stderr == 0.0
     fc1 = param_slice(net, {"fc1.weight", "fc1.bias"})
-    block = hessian_trace(net, ce, x, y, block="fc1", bn_mode=bn_mode, sketch=10**6, max_hvps=2 * len(fc1),
-                          generator=gen())
+    block = hessian_trace(
+        net, ce, x, y, block="fc1", bn_mode=bn_mode, sketch=10**6, max_hvps=2 * len(fc1), generator=gen()
+    )
     assert block.trace == pytest.approx(float(h[fc1][:, fc1].trace()), rel=1e-9)
 
 

@@ -28,9 +28,30 @@ from landscape.training.hooks import Event, at_steps, hook
 from landscape_cli.main import cli
 
 TRACKED = HessianConfig(schedule=ScheduleConfig(every=4, dense_until=0), k=2, trace=True)
-PROBE = ["probe", "--model", "tiny", "--width-mult", "0.25", "--dataset", "synthetic", "--steps", "20",
-         "--hessian-every", "10", "--norm", "bn", "--batch-size", "16", "--subset", "64", "--eval-samples", "32",
-         "--device", "cpu", "--no-progress"]  # a 310-parameter VGG: its dense Hessian is cheap
+PROBE = [
+    "probe",
+    "--model",
+    "tiny",
+    "--width-mult",
+    "0.25",
+    "--dataset",
+    "synthetic",
+    "--steps",
+    "20",
+    "--hessian-every",
+    "10",
+    "--norm",
+    "bn",
+    "--batch-size",
+    "16",
+    "--subset",
+    "64",
+    "--eval-samples",
+    "32",
+    "--device",
+    "cpu",
+    "--no-progress",
+]  # a 310-parameter VGG: its dense Hessian is cheap
 
 
 def dense_spectrum(model, loss_fn, pairs) -> torch.Tensor:
@@ -156,13 +177,49 @@ def test_hessian_command_measures_the_checkpoints_dense_hessian(probed, tmp_path
 
 
 def test_hessian_command_measures_every_kept_checkpoint(tmp_path):
-    train_args = ["train", "--model", "tiny", "--dataset", "synthetic", "--steps", "8", "--checkpoint-every", "4",
-                  "--keep-checkpoints", "--batch-size", "16", "--subset", "64", "--eval-samples", "32",
-                  "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path / "r")]
+    train_args = [
+        "train",
+        "--model",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "4",
+        "--keep-checkpoints",
+        "--batch-size",
+        "16",
+        "--subset",
+        "64",
+        "--eval-samples",
+        "32",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
     assert CliRunner().invoke(cli, train_args).exit_code == 0
     out = tmp_path / "all.json"
-    result = CliRunner().invoke(cli, ["hessian", str(tmp_path / "r"), "--checkpoint", "all", "--k", "2", "--trace",
-                                      "--batches", "2", "--max-hvps", "20", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "hessian",
+            str(tmp_path / "r"),
+            "--checkpoint",
+            "all",
+            "--k",
+            "2",
+            "--trace",
+            "--batches",
+            "2",
+            "--max-hvps",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
     assert [w["step"] for w in written] == [0, 4, 8] and all(w["batches"] == 2 for w in written)
@@ -219,8 +276,9 @@ def test_old_config_without_hessian_loads_and_new_one_round_trips():
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.mark.parametrize("changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(k=3, max_hvps=2),
-                                     dict(start="previous")])
+@pytest.mark.parametrize(
+    "changes", [dict(k=0), dict(bn_mode="x"), dict(tol=0.0), dict(k=3, max_hvps=2), dict(start="previous")]
+)
 def test_bad_hessian_config_is_a_config_error(changes):
     with pytest.raises(ConfigError):
         HessianConfig(**changes)
@@ -235,8 +293,13 @@ def test_hessian_start_option_reaches_the_run(probed, tmp_path):
     series = []
     for run in (tmp_path / "exp" / "bn", probed / "bn"):
         with RunStore(run, readonly=True) as store:
-            series.append((store.config["hessian"]["start"], *store.series("hessian/lambda_max"),
-                           store.series("hessian/converged")[1].tolist()))
+            series.append(
+                (
+                    store.config["hessian"]["start"],
+                    *store.series("hessian/lambda_max"),
+                    store.series("hessian/converged")[1].tolist(),
+                )
+            )
     (warm, steps, values, converged), (gradient, fixture_steps, fixture_values, _) = series
     assert (warm, gradient) == ("warm", "gradient") and steps.tolist() == fixture_steps.tolist() == [0, 10]
     assert converged == [1.0, 1.0]
@@ -254,8 +317,26 @@ def test_reduce_needs_a_generator():
 
 @pytest.mark.slow
 def test_two_ranks_measure_the_global_batch_hessian(tmp_path):
-    args = ["train", "--model", "dln", "--depth", "4", "--norm", "none", "--steps", "3", "--lr", "1e-4",
-            "--hessian-every", "2", "--eval-every", "3", "--device", "cpu", "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "dln",
+        "--depth",
+        "4",
+        "--norm",
+        "none",
+        "--steps",
+        "3",
+        "--lr",
+        "1e-4",
+        "--hessian-every",
+        "2",
+        "--eval-every",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     one = CliRunner().invoke(cli, [*args, "--run-dir", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
     env = dict(os.environ, OMP_NUM_THREADS="1", LANDSCAPE_DIST_TIMEOUT="30")

@@ -136,7 +136,9 @@ def test_optimizer_update_matches_manual_sgd_momentum():
 def test_plain_sgd_optimizer_equals_lr():
     model, x, y = linear_problem(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.25)
-    assert_matches(measure_ics(model, half_mse, x, y, optimizer=opt), measure_ics(model, half_mse, x, y, lr=0.25), 1e-13)
+    assert_matches(
+        measure_ics(model, half_mse, x, y, optimizer=opt), measure_ics(model, half_mse, x, y, lr=0.25), 1e-13
+    )
 
 
 class Reversed(nn.Module):
@@ -355,6 +357,7 @@ def test_earlier_layers_are_the_graph_ancestors_in_a_residual_block():
         for key, value in values.items():
             assert result[layer][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (layer, key)
     # Counting the block's own convs as earlier (forward order) would give another G'.
-    forward_order = brute_force_ics(model, loss_fn, x, y, 0.5, lambda layer: stem + block if layer == "block.downsample.0"
-                                    else earlier[layer])
+    forward_order = brute_force_ics(
+        model, loss_fn, x, y, 0.5, lambda layer: stem + block if layer == "block.downsample.0" else earlier[layer]
+    )
     assert abs(forward_order["block.downsample.0"]["l2"] - result["block.downsample.0"]["l2"]) > 1e-6

@@ -12,8 +12,20 @@ from landscape.runs import RunStore
 from landscape.training.hooks import Event, hook
 from landscape_cli.main import cli
 
-TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "6", "--batch-size", "16", "--device", "cpu",
-        "--no-progress", "--no-report"]
+TINY = [
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--steps",
+    "6",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-report",
+]
 
 
 def invoke(*args):
@@ -42,8 +54,21 @@ def test_ics_noise_trains_the_paper_variants_and_the_control(tmp_path):
 
 
 def test_ics_on_the_dln_records_every_layer(tmp_path):
-    result = invoke("ics", "--model", "dln", "--depth", "5", "--steps", "12", "--device", "cpu", "--no-progress",
-                    "--no-report", "--run-dir", str(tmp_path / "e"))
+    result = invoke(
+        "ics",
+        "--model",
+        "dln",
+        "--depth",
+        "5",
+        "--steps",
+        "12",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-report",
+        "--run-dir",
+        str(tmp_path / "e"),
+    )
     assert result.exit_code == 0, result.output
     runs = sorted(p.name for p in (tmp_path / "e").iterdir() if p.is_dir())
     assert runs == ["bn-lr1e-06", "bn-lr1e-07", "none-lr1e-06", "none-lr1e-07"]
@@ -51,7 +76,8 @@ def test_ics_on_the_dln_records_every_layer(tmp_path):
         l2 = [n for n in store.names() if n.startswith("ics/l2/")]
         assert sorted(l2) == [f"ics/l2/#{k}" for k in range(1, 6)]
     assert {n for n in names(tmp_path / "e" / "bn-lr1e-06") if n.startswith("ics/")} == {
-        n for n in names(tmp_path / "e" / "none-lr1e-06") if n.startswith("ics/")}
+        n for n in names(tmp_path / "e" / "none-lr1e-06") if n.startswith("ics/")
+    }
     with RunStore(tmp_path / "e" / "none-lr1e-06") as store:
         assert store.config["ics"]["highlight"] == [9, 17]
         first = store.series(sorted(l2)[0])[1]
@@ -60,8 +86,11 @@ def test_ics_on_the_dln_records_every_layer(tmp_path):
 
 def test_distribution_hook_state_survives_resume(tmp_path):
     dist = DistributionConfig(schedule=ScheduleConfig(every=2, dense_until=0), bins=8)
-    config = dataclasses.replace(replace_train(tiny_config(), steps=10, checkpoint_every=100), distributions=dist,
-                                 ics=ICSConfig(schedule=ScheduleConfig(every=3)))
+    config = dataclasses.replace(
+        replace_train(tiny_config(), steps=10, checkpoint_every=100),
+        distributions=dist,
+        ics=ICSConfig(schedule=ScheduleConfig(every=3)),
+    )
     full = train(config, run_dir=tmp_path / "full")
 
     @hook(Event.AFTER_STEP)

@@ -41,18 +41,30 @@ print("\\n".join(failures))
 
 def test_each_module_imports_alone():
     names = modules()
-    assert {"landscape.paper.defaults", "landscape.training.syncbn", "landscape.report.plots", "landscape_cli.probe_cmd"} <= set(names)
-    out = subprocess.run([sys.executable, "-c", CHECK, *names], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert {
+        "landscape.paper.defaults",
+        "landscape.training.syncbn",
+        "landscape.report.plots",
+        "landscape_cli.probe_cmd",
+    } <= set(names)
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK, *names],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == ""
 
 
 def test_the_report_never_imports_torch():
-    code = ("import sys, landscape.report, landscape.report.plots, landscape.paper.claims, landscape.paper.intervals, "
-            "landscape.paper.measures, "
-            "landscape.paper.reproduction, landscape.paper.catalogue, landscape.runner.run_match, landscape.runs; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, landscape.report, landscape.report.plots, landscape.paper.claims, landscape.paper.intervals, "
+        "landscape.paper.measures, "
+        "landscape.paper.reproduction, landscape.paper.catalogue, landscape.runner.run_match, landscape.runs; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

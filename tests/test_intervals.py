@@ -60,8 +60,9 @@ def successors(indices: np.ndarray, n: int) -> np.ndarray:
 # --- stationary_bootstrap_indices ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "block"), [(1, 1), (2, 2), (8, 2), (9, 3), (27, 3), (28, 4), (64, 4), (200, 6),
-                                          (1000, 10), (0, 1)])
+@pytest.mark.parametrize(
+    ("n", "block"), [(1, 1), (2, 2), (8, 2), (9, 3), (27, 3), (28, 4), (64, 4), (200, 6), (1000, 10), (0, 1)]
+)
 def test_mean_block_length_is_the_ceiling_of_the_cube_root(n: int, block: int) -> None:
     assert mean_block_length(n) == block
 

@@ -112,8 +112,10 @@ def test_every_vector_start_is_mixed_half_and_half_with_a_gaussian():
     # Warm: the first measurement (w = 0: no gradient, z alone) keeps its Ritz vector,
     # which after one product is the start z_1 / ||z_1|| itself; the second mixes it.
     hook = HessianHook(start="warm", max_hvps=1, seed=1)
-    steps = [Context(Event.AFTER_BACKWARD, step, Quadratic(before), value, None, 0.1, batch=(NOTHING, NOTHING))
-             for step in (0, 1)]
+    steps = [
+        Context(Event.AFTER_BACKWARD, step, Quadratic(before), value, None, 0.1, batch=(NOTHING, NOTHING))
+        for step in (0, 1)
+    ]
     assert hook(steps[0])["hessian/lambda_max"] == pytest.approx(rayleigh(before, z[1]), rel=1e-12)
     expected = rayleigh(before, mixed(z[1], z[2]))
     assert hook(steps[1])["hessian/lambda_max"] == pytest.approx(expected, rel=1e-12)
@@ -151,8 +153,9 @@ def test_the_second_dgks_pass_keeps_a_float32_basis_orthogonal():
     d = torch.logspace(-8, 0, 100)
     for seed in range(2):
         g = gen(seed)
-        krylov = lanczos(lambda v: d * v, torch.randn(100, generator=g), 100,
-                         restart=lambda g=g: torch.randn(100, generator=g))
+        krylov = lanczos(
+            lambda v: d * v, torch.randn(100, generator=g), 100, restart=lambda g=g: torch.randn(100, generator=g)
+        )
         assert len(krylov.alphas) == 100 and krylov.betas.count(0.0) > 20  # restarted
         q = torch.cat(krylov.basis.filled()).double()
         assert float((q @ q.T - torch.eye(100, dtype=torch.float64)).abs().max()) < 1e-6
@@ -233,10 +236,14 @@ def test_reported_residuals_bound_the_true_residuals_in_float32():
     # float32 Ritz vector's true residual (float64 products with the exact A) is about
     # 1e-6: the old code reported 0, an error bound that is not one.
     n = 200
-    a, _ = rotated(torch.cat([torch.tensor([10.0, 9.0], dtype=torch.float64),
-                              torch.rand(n - 2, generator=gen(2), dtype=torch.float64)]))
-    r = hessian_eigs(Quadratic(a.float()), value, NOTHING, NOTHING, k=3, tol=1e-6, return_eigenvectors=True,
-                     generator=gen(1))
+    a, _ = rotated(
+        torch.cat(
+            [torch.tensor([10.0, 9.0], dtype=torch.float64), torch.rand(n - 2, generator=gen(2), dtype=torch.float64)]
+        )
+    )
+    r = hessian_eigs(
+        Quadratic(a.float()), value, NOTHING, NOTHING, k=3, tol=1e-6, return_eigenvectors=True, generator=gen(1)
+    )
     assert r.converged and r.hvps > 2 * MIN_PRODUCTS
     for theta, residual, vector in zip(r.eigenvalues.tolist(), r.residuals.tolist(), r.eigenvectors):
         y = vector["w"].double()

@@ -23,8 +23,9 @@ from landscape.measure.probes import probe_gradient
 from landscape.runs import RunStore
 from landscape_cli.main import cli
 
-QUIET = dict(accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
-             enable_model_summary=False)
+QUIET = dict(
+    accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+)
 
 
 class Tiny(pl.LightningModule):
@@ -33,8 +34,14 @@ class Tiny(pl.LightningModule):
 
     def __init__(self, manual: bool = False, dropout: float = 0.2) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Flatten(), nn.Linear(4 * 8 * 8, 4))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(4 * 8 * 8, 4),
+        )
         self.loss_fn = nn.functional.cross_entropy
         self.losses: list[torch.Tensor] = []
         self.seen: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]] = []  # (w_t, x_t, y_t)
@@ -79,14 +86,16 @@ class Memory(Logger):
         self.rows.append((step, dict(metrics)))
 
 
-def fit(callbacks: list, steps: int = 6, logger=False, module: Tiny | None = None, ckpt_path: str | None = None,
-        **trainer) -> Tiny:
+def fit(
+    callbacks: list, steps: int = 6, logger=False, module: Tiny | None = None, ckpt_path: str | None = None, **trainer
+) -> Tiny:
     pl.seed_everything(0, verbose=False)
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g))
     model = module or Tiny()
     pl.Trainer(max_steps=steps, logger=logger, callbacks=callbacks, **{**QUIET, **trainer}).fit(
-        model, DataLoader(data, batch_size=16, shuffle=True), ckpt_path=ckpt_path)
+        model, DataLoader(data, batch_size=16, shuffle=True), ckpt_path=ckpt_path
+    )
     return model
 
 
@@ -97,8 +106,9 @@ class Perturb(pl.Callback):
         torch.rand(1)
 
 
-def along_gradient(state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                   step_sizes: tuple[float, ...] = ()) -> tuple[float, float, list[float]]:
+def along_gradient(
+    state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, step_sizes: tuple[float, ...] = ()
+) -> tuple[float, float, list[float]]:
     """L(w; B), ||g|| and L(w - eta g; B) by plain autograd on a fresh Tiny without
     dropout (train-mode BN): the independent calculation the callback is checked against."""
     net = Tiny(dropout=0.0)
@@ -161,8 +171,7 @@ def test_the_probe_measures_the_steps_weights_and_batch_before_its_update(tmp_pa
     training_step saw: a probe moved after the optimizer step (w_{t+1}), or run on
     another step's batch, would not match."""
     memory = Memory()
-    module = fit([LandscapeCallback(tmp_path / "run", probe_every=2)], steps=5, logger=memory,
-                 module=Tiny(dropout=0.0))
+    module = fit([LandscapeCallback(tmp_path / "run", probe_every=2)], steps=5, logger=memory, module=Tiny(dropout=0.0))
     sizes = (0.05, 0.1, 0.2, 0.4)  # (0.5, 1, 2, 4) x lr 0.1
     logged = {step: row for step, row in memory.rows if "landscape/beta" in row}
     with RunStore(tmp_path / "run", readonly=True) as store:
@@ -182,15 +191,22 @@ def test_the_probe_measures_the_steps_weights_and_batch_before_its_update(tmp_pa
 def test_logger_names():
     metrics = {"probe/loss": [1.0, 2.0], "probe/beta": 3.0, "hessian/eigs": [5.0, 4.0], "ics/l2/#1": 0.5}
     assert logger_metrics(metrics, (0.05, 0.1)) == {
-        "landscape/probe_loss_0.05": 1.0, "landscape/probe_loss_0.1": 2.0, "landscape/beta": 3.0,
-        "landscape/hessian/eigs_0": 5.0, "landscape/hessian/eigs_1": 4.0, "landscape/ics/l2/#1": 0.5,
+        "landscape/probe_loss_0.05": 1.0,
+        "landscape/probe_loss_0.1": 2.0,
+        "landscape/beta": 3.0,
+        "landscape/hessian/eigs_0": 5.0,
+        "landscape/hessian/eigs_1": 4.0,
+        "landscape/ics/l2/#1": 0.5,
     }
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    (dict(accumulate_grad_batches=2), "accumulate_grad_batches=2 is not supported"),
-    (dict(manual=True), "manual optimization is not supported"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (dict(accumulate_grad_batches=2), "accumulate_grad_batches=2 is not supported"),
+        (dict(manual=True), "manual optimization is not supported"),
+    ],
+)
 def test_what_it_cannot_measure_is_refused(tmp_path, setting, message):
     module = Tiny(manual=setting.pop("manual", False))
     with pytest.raises(ValueError, match=message):
@@ -205,12 +221,14 @@ def test_an_existing_run_directory_is_not_overwritten(tmp_path):
 
 def test_a_resumed_trainer_continues_its_run_store(tmp_path):
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-    fit([LandscapeCallback(tmp_path / "run", probe_every=2), checkpoints], steps=4,
-        enable_checkpointing=True)
+    fit([LandscapeCallback(tmp_path / "run", probe_every=2), checkpoints], steps=4, enable_checkpointing=True)
     with RunStore(tmp_path / "run") as store:  # as if killed after step 4's checkpoint
         store.log(4, {"train/loss": 99.0})
-    resumed = fit([LandscapeCallback(tmp_path / "run", probe_every=2)], steps=6,
-                  ckpt_path=str(next((tmp_path / "ckpt").iterdir())))
+    resumed = fit(
+        [LandscapeCallback(tmp_path / "run", probe_every=2)],
+        steps=6,
+        ckpt_path=str(next((tmp_path / "ckpt").iterdir())),
+    )
     with RunStore(tmp_path / "run", readonly=True) as store:
         steps, losses = store.series("train/loss")
         assert steps.tolist() == list(range(6)) and 99.0 not in losses.tolist()
@@ -258,8 +276,9 @@ def test_under_ddp_the_probe_measures_the_global_batch(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path, env=env)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
     start = torch.load(tmp_path / "start.pt")
@@ -283,8 +302,10 @@ def test_under_ddp_the_probe_measures_the_global_batch(tmp_path):
 
 
 def test_the_core_never_imports_the_integrations():
-    code = ("import sys, landscape, landscape.report, landscape.integrations.tensorboard, landscape_cli.main; "
-            "print(any(m.split('.')[0] in ('lightning', 'pytorch_lightning', 'tensorboard') for m in sys.modules))")
+    code = (
+        "import sys, landscape, landscape.report, landscape.integrations.tensorboard, landscape_cli.main; "
+        "print(any(m.split('.')[0] in ('lightning', 'pytorch_lightning', 'tensorboard') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

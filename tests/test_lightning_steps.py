@@ -44,8 +44,12 @@ def test_under_16_mixed_the_losses_are_the_modules_own(tmp_path, reuse_grad):
     """train/loss (and, reusing the training step's loss, probe/base_loss) is the loss
     training_step returned, not that loss times the GradScaler's 65536. Without reuse
     (the default under mixed precision) the probe recomputes it in full precision."""
-    module = fit([LandscapeCallback(tmp_path / "run", probe_every=2, reuse_grad=reuse_grad)], steps=5,
-                 module=Tiny(dropout=0.0), plugins=[sixteen_mixed()])
+    module = fit(
+        [LandscapeCallback(tmp_path / "run", probe_every=2, reuse_grad=reuse_grad)],
+        steps=5,
+        module=Tiny(dropout=0.0),
+        plugins=[sixteen_mixed()],
+    )
     own = [x.item() for x in module.losses]
     train_loss, base_loss = series(tmp_path / "run", "train/loss"), series(tmp_path / "run", "probe/base_loss")
     assert list(train_loss.values()) == pytest.approx(own, rel=1e-3)
@@ -62,8 +66,12 @@ def test_a_step_the_grad_scaler_skips_is_recorded_and_not_measured(tmp_path):
     """At a skipped step the gradient is not finite: the step is recorded as
     train/skipped, nothing is measured there, and what was due runs at the next step."""
     plugin = sixteen_mixed()
-    module = fit([Overflow({2}), LandscapeCallback(tmp_path / "run", probe_every=2, reuse_grad=True)], steps=5,
-                 module=Tiny(dropout=0.0), plugins=[plugin])
+    module = fit(
+        [Overflow({2}), LandscapeCallback(tmp_path / "run", probe_every=2, reuse_grad=True)],
+        steps=5,
+        module=Tiny(dropout=0.0),
+        plugins=[plugin],
+    )
     assert plugin.scaler.get_scale() == 2.0**15  # the scaler did skip one step, and backed off
     weights = [name for name, _ in module.named_parameters()]  # BN's running statistics did move
     assert all(torch.equal(module.seen[2][0][k], module.seen[3][0][k]) for k in weights)
@@ -94,13 +102,13 @@ class ClipsItself(Tiny):
 def test_ics_under_gradient_clipping_is_refused(tmp_path, module, trainer):
     """ICS's dry run would step with the unclipped gradient: refused at fit."""
     with pytest.raises(ValueError, match="ICS under gradient clipping"):
-        fit([LandscapeCallback(tmp_path / "run", probe_every=None, ics_every=1)], steps=2, module=module(),
-            **trainer)
+        fit([LandscapeCallback(tmp_path / "run", probe_every=None, ics_every=1)], steps=2, module=module(), **trainer)
 
 
 def test_under_gradient_clipping_the_probe_runs_along_the_unclipped_gradient(tmp_path):
-    module = fit([LandscapeCallback(tmp_path / "run", probe_every=2)], steps=3, module=Tiny(dropout=0.0),
-                 gradient_clip_val=0.1)
+    module = fit(
+        [LandscapeCallback(tmp_path / "run", probe_every=2)], steps=3, module=Tiny(dropout=0.0), gradient_clip_val=0.1
+    )
     norms = series(tmp_path / "run", "probe/grad_norm")
     expected = [along_gradient(*module.seen[t])[1] for t in (0, 2)]
     assert [norms[0], norms[2]] == pytest.approx(expected, rel=1e-5) and min(expected) > 0.1
@@ -113,5 +121,6 @@ class FusedAdam(Tiny):
 
 def test_an_optimizer_that_unscales_inside_step_is_refused_under_a_grad_scaler(tmp_path):
     with pytest.raises(ValueError, match="Adam unscales its gradients inside step"):
-        fit([LandscapeCallback(tmp_path / "run", probe_every=1)], steps=2, module=FusedAdam(),
-            plugins=[sixteen_mixed()])
+        fit(
+            [LandscapeCallback(tmp_path / "run", probe_every=1)], steps=2, module=FusedAdam(), plugins=[sixteen_mixed()]
+        )

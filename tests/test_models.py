@@ -251,8 +251,9 @@ def test_width_mult_scales_every_vgg_conv_and_is_refused_elsewhere():
         build_model("dln", width_mult=0.5)
 
 
-@pytest.mark.parametrize(("init", "gain"), [("glorot", 1.0), ("glorot", 2.0), ("glorot-normal", 1.0),
-                                            ("glorot-normal", 1.5)])
+@pytest.mark.parametrize(
+    ("init", "gain"), [("glorot", 1.0), ("glorot", 2.0), ("glorot-normal", 1.0), ("glorot-normal", 1.5)]
+)
 def test_glorot_variants_have_their_closed_form_scale(init, gain):
     """Xavier-uniform: |W| <= gain sqrt(6/(fan_in+fan_out)), variance gain^2 2/(fan_in+fan_out);
     Xavier-normal: the same variance, unbounded. On a 25-layer 64-wide DLN, all layers pooled."""

@@ -222,7 +222,9 @@ def test_one_draw_per_noisy_layer_per_training_step(tmp_path):
     steps = 5
     config = replace_train(tiny_config(), steps=steps)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, norm="noisy_bn"), noise=NoiseConfig(seed=21),
+        config,
+        model=dataclasses.replace(config.model, norm="noisy_bn"),
+        noise=NoiseConfig(seed=21),
         probe=ProbeConfig(step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=1)),
         ics=ICSConfig(schedule=ScheduleConfig(every=2)),
     )

@@ -37,14 +37,17 @@ def _spoil(path, how):
     return weights[0] if how == "nan" else weights[-1]
 
 
-@pytest.mark.parametrize("how, words", [("nan", "the weights are not finite: {} holds NaN"),
-                                        ("overflow", "a Hessian-vector product is not finite")])
+@pytest.mark.parametrize(
+    "how, words",
+    [("nan", "the weights are not finite: {} holds NaN"), ("overflow", "a Hessian-vector product is not finite")],
+)
 def test_hessian_on_a_last_checkpoint_without_finite_curvature_is_one_line(trained, tmp_path, how, words):
     run = tmp_path / "r"
     shutil.copytree(trained, run)
     name = _spoil(run / "checkpoints" / "last.pt", how)
-    assert_one_line_error(invoke("hessian", run, "--trace", *HESSIAN),
-                          f"{run}: no finite curvature at step 2 ({words.format(name)}")
+    assert_one_line_error(
+        invoke("hessian", run, "--trace", *HESSIAN), f"{run}: no finite curvature at step 2 ({words.format(name)}"
+    )
 
 
 def test_hessian_measures_the_good_checkpoints_and_names_the_bad_one(trained, tmp_path):
@@ -65,8 +68,20 @@ def test_hessian_measures_the_good_checkpoints_and_names_the_bad_one(trained, tm
 
 def test_a_diverging_run_with_the_hook_ends_as_it_would_without(tmp_path):
     # The command: step size 1e8 makes the weights overflow the Hessian's products.
-    args = ["train", "--model", "tiny", "--dataset", "synthetic", "--lr", "1e8", "--steps", "5", "--device", "cpu",
-            "--no-progress"]
+    args = [
+        "train",
+        "--model",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "--lr",
+        "1e8",
+        "--steps",
+        "5",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     plain = invoke(*args, "--run-dir", tmp_path / "plain")
     tracked = invoke(*args, "--hessian-every", "1", "--run-dir", tmp_path / "tracked")
     assert tracked.exit_code == plain.exit_code and "Traceback" not in tracked.output, tracked.output
@@ -112,8 +127,15 @@ def test_under_ddp_every_rank_records_the_same_nan():
     def rank(r):
         replica = model if r == 0 else copy.deepcopy(model)
         hook = HessianHook(k=2, trace=True, max_hvps=12, reduce=ranks.reduce(r))
-        ctx = Context(Event.AFTER_BACKWARD, 3, replica, nn.functional.cross_entropy,
-                      torch.optim.SGD(replica.parameters(), lr=0.1), 0.1, batch=shards[r])
+        ctx = Context(
+            Event.AFTER_BACKWARD,
+            3,
+            replica,
+            nn.functional.cross_entropy,
+            torch.optim.SGD(replica.parameters(), lr=0.1),
+            0.1,
+            batch=shards[r],
+        )
         try:
             found[r] = hook(ctx)
         except Exception as e:  # reported below, in the test's thread
@@ -139,9 +161,15 @@ def test_the_hook_records_nan_where_the_library_raises_on_a_nan_product(monkeypa
 
     monkeypatch.setattr("landscape.training.hooks.hessian_eigs", raising)
     model = nn.Linear(4, 3)
-    ctx = Context(Event.AFTER_BACKWARD, 0, model, nn.functional.cross_entropy,
-                  torch.optim.SGD(model.parameters(), lr=0.1), 0.1, batch=(torch.randn(8, 4), torch.zeros(8).long()))
+    ctx = Context(
+        Event.AFTER_BACKWARD,
+        0,
+        model,
+        nn.functional.cross_entropy,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        0.1,
+        batch=(torch.randn(8, 4), torch.zeros(8).long()),
+    )
     metrics = HessianHook(trace=True)(ctx)
     assert math.isnan(metrics["hessian/lambda_max"]) and math.isnan(metrics["hessian/trace"])
     assert metrics["hessian/converged"] == 0.0
-

@@ -30,8 +30,9 @@ def outputs(cell) -> str:
 def test_the_example_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: the cores are shared
     notebook = nbformat.read(EXAMPLE, as_version=4)
-    NotebookClient(notebook, timeout=240, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert "step 2: loss" in outputs(code[1])  # the loop probed at steps 0 and 2
     assert "'landscape': 1" in outputs(code[2]) and "'smoothness': 1" in outputs(code[2])
@@ -45,12 +46,25 @@ def test_the_example_notebook_runs(tmp_path, monkeypatch):
 def run_dir(tmp_path):
     """A store as the probe writes it, two steps, with a probe at each."""
     path = tmp_path / "run"
-    config = {"name": "tiny", "model": {"name": "m", "norm": "bn"}, "train": {"lr": 0.1},
-              "probe": {"step_sizes": [1.0, 2.0], "relative": True}}
+    config = {
+        "name": "tiny",
+        "model": {"name": "m", "norm": "bn"},
+        "train": {"lr": 0.1},
+        "probe": {"step_sizes": [1.0, 2.0], "relative": True},
+    }
     with RunStore.create(path, config) as store:
         for step in (0, 1):
-            store.log(step, {"train/loss": 1.0 - step / 4, "probe/loss": [0.9, 1.1], "probe/grad_diff": [0.1, 0.3],
-                             "probe/grad_cosine": [0.9, 0.8], "probe/beta": 3.0, "probe/curvature": 2.0})
+            store.log(
+                step,
+                {
+                    "train/loss": 1.0 - step / 4,
+                    "probe/loss": [0.9, 1.1],
+                    "probe/grad_diff": [0.1, 0.3],
+                    "probe/grad_cosine": [0.9, 0.8],
+                    "probe/beta": 3.0,
+                    "probe/curvature": 2.0,
+                },
+            )
     return path
 
 

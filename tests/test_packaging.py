@@ -29,8 +29,9 @@ def installed_command() -> Path:
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     # One thread: the CLI imports torch, and these tests only need it to start.
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", **env))
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", **env)
+    )
 
 
 def test_version_is_the_distributions():
@@ -66,18 +67,20 @@ def test_bash_completion_completes_commands():
     assert "complete -o nosort -F _landscape_completion landscape" in script.stdout
     # bash runs the script's function as it would on <Tab> after `landscape rep`; the
     # function calls `landscape` back with _LANDSCAPE_COMPLETE=bash_complete.
-    tab = ('eval "$SCRIPT"; COMP_WORDS=(landscape rep); COMP_CWORD=1; '
-           '_landscape_completion landscape; printf "%s\\n" "${COMPREPLY[@]}"')
+    tab = (
+        'eval "$SCRIPT"; COMP_WORDS=(landscape rep); COMP_CWORD=1; '
+        '_landscape_completion landscape; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
     path = f"{installed_command().parent}{os.pathsep}{os.environ.get('PATH', '')}"
     out = run(["bash", "-c", tab], SCRIPT=script.stdout, PATH=path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["report", "reproduce"]
 
 
-@pytest.mark.parametrize(("shell", "marker"), [("zsh", "#compdef landscape"),
-                                               ("fish", "complete --no-files --command landscape")])
+@pytest.mark.parametrize(
+    ("shell", "marker"), [("zsh", "#compdef landscape"), ("fish", "complete --no-files --command landscape")]
+)
 def test_other_shells_get_a_script(shell, marker):
-    result = CliRunner().invoke(cli, [], prog_name="landscape",
-                                env={"_LANDSCAPE_COMPLETE": f"{shell}_source"})
+    result = CliRunner().invoke(cli, [], prog_name="landscape", env={"_LANDSCAPE_COMPLETE": f"{shell}_source"})
     assert result.exit_code == 0, result.output
     assert marker in result.output

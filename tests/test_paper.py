@@ -53,11 +53,21 @@ def test_the_commands_run_paper_config(monkeypatch, kind, model):
 
 def test_paper_config_is_the_paper_protocol():
     dln = paper_config("dln")
-    assert (dln.data.name, dln.train.lr, dln.train.steps, dln.train.full_batch) == ("gaussian-linear", 1e-6, 10_000, True)
+    assert (dln.data.name, dln.train.lr, dln.train.steps, dln.train.full_batch) == (
+        "gaussian-linear",
+        1e-6,
+        10_000,
+        True,
+    )
     assert (dln.train.dtype, dln.train.loss_reduction) == ("float64", "sample-sum")
     assert dln.probe.step_sizes == (0.01, 0.1, 1.0, 10.0, 30.0)
     vgg = paper_config("vgg16")
-    assert (vgg.data.name, vgg.train.lr, vgg.train.steps, vgg.probe.step_sizes) == ("cifar10", 0.1, 15_000, (0.5, 1, 2, 4))
+    assert (vgg.data.name, vgg.train.lr, vgg.train.steps, vgg.probe.step_sizes) == (
+        "cifar10",
+        0.1,
+        15_000,
+        (0.5, 1, 2, 4),
+    )
     assert vgg.probe.schedule == paper_schedule(15_000)  # every 100, every 10 before 1,000
     assert (vgg.probe.schedule.every, vgg.probe.schedule.dense_until, vgg.probe.schedule.dense_every) == (100, 1000, 10)
     resnet = paper_config("resnet50")
@@ -78,13 +88,33 @@ def test_scaled_probe_schedule_costs_at_most_half_the_training():
     assert 15 <= count_steps(small, 300) and count_steps(small, 300) * 6 <= 150
 
 
-@pytest.mark.parametrize("model,extra,sizes", [
-    ("dln", ["--depth", "3"], [0.01, 0.1, 1.0, 10.0, 30.0]),
-    ("vgg_tiny", ["--dataset", "synthetic", "--batch-size", "16"], [0.5, 1.0, 2.0, 4.0]),
-])
+@pytest.mark.parametrize(
+    "model,extra,sizes",
+    [
+        ("dln", ["--depth", "3"], [0.01, 0.1, 1.0, 10.0, 30.0]),
+        ("vgg_tiny", ["--dataset", "synthetic", "--batch-size", "16"], [0.5, 1.0, 2.0, 4.0]),
+    ],
+)
 def test_probe_stores_the_paper_step_sizes(tmp_path, model, extra, sizes):
-    result = CliRunner().invoke(cli, ["probe", "--model", model, *extra, "--norm", "bn", "--steps", "2", "--device", "cpu",
-                                      "--no-progress", "--no-report", "--run-dir", str(tmp_path / "e")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "probe",
+            "--model",
+            model,
+            *extra,
+            "--norm",
+            "bn",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--no-report",
+            "--run-dir",
+            str(tmp_path / "e"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with RunStore(tmp_path / "e" / "bn", readonly=True) as store:
         assert store.config["probe"]["step_sizes"] == sizes and store.config["probe"]["relative"] is True

@@ -63,8 +63,13 @@ def test_quadratic_random_direction(quadratic):
     model, a, b, w = quadratic
     g = a @ w - b
     r = probe_gradient(
-        model, identity_loss, torch.zeros(1), torch.zeros(1), (0.1, 0.3),
-        direction="random", generator=torch.Generator().manual_seed(3),
+        model,
+        identity_loss,
+        torch.zeros(1),
+        torch.zeros(1),
+        (0.1, 0.3),
+        direction="random",
+        generator=torch.Generator().manual_seed(3),
     )
     d = torch.randn(6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     d = d * g.norm() / d.norm()
@@ -241,9 +246,16 @@ def test_probe_leaves_state_bit_identical(
     model.train(model_training)
     before = snapshot(model, opt)
     probe_gradient(
-        model, nn.functional.cross_entropy, x, y, step_sizes,
-        grad=training_grads(model) if reuse else None, base_loss=loss if reuse else None,
-        direction=direction, bn_mode=bn_mode, method=method,
+        model,
+        nn.functional.cross_entropy,
+        x,
+        y,
+        step_sizes,
+        grad=training_grads(model) if reuse else None,
+        base_loss=loss if reuse else None,
+        direction=direction,
+        bn_mode=bn_mode,
+        method=method,
     )
     assert differences(before, snapshot(model, opt)) == []
 
@@ -331,7 +343,9 @@ def test_grad_is_recomputed_where_it_cannot_be_reused():
     x, y = batch()
     for model, bn_mode in [(mlp(1, 6, bn=True, dropout=0.0, seed=7), "eval"), (dropout_model(), "train")]:
         bogus = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        reused = probe_gradient(model, nn.functional.cross_entropy, x, y, (0.1,), grad=bogus, base_loss=-1.0, bn_mode=bn_mode)
+        reused = probe_gradient(
+            model, nn.functional.cross_entropy, x, y, (0.1,), grad=bogus, base_loss=-1.0, bn_mode=bn_mode
+        )
         alone = probe_gradient(model, nn.functional.cross_entropy, x, y, (0.1,), bn_mode=bn_mode)
         assert reused == alone
 
@@ -344,8 +358,16 @@ def normed_net(norm: str, seed: int) -> nn.Sequential:
 
     torch.manual_seed(seed)
     factory = make_norm_layer(norm, 2, NoiseConfig(seed=seed))
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), factory(4), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1),
-                          factory(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        factory(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 3, padding=1),
+        factory(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 3),
+    ).double()
     with torch.no_grad():  # non-trivial running statistics from shifted, scaled batches
         for shift in (1.0, 2.0, 3.0):
             model(torch.randn(8, 2, 4, 4, dtype=torch.float64) * 2 + shift)
@@ -396,8 +418,14 @@ def test_filter_direction():
     y = torch.randint(0, 3, (5,))
     sizes = (0.05, 0.1, 0.5)
     r = probe_gradient(
-        model, nn.functional.cross_entropy, x, y, sizes, direction="filter",
-        generator=torch.Generator().manual_seed(9), curvature=False,
+        model,
+        nn.functional.cross_entropy,
+        x,
+        y,
+        sizes,
+        direction="filter",
+        generator=torch.Generator().manual_seed(9),
+        curvature=False,
     )
     # Li et al.'s direction, built here independently from the same Gaussian draw: every
     # filter (slice along dim 0) of d has the norm of the matching filter of w; 1-D
@@ -410,8 +438,11 @@ def test_filter_direction():
             d.append(torch.zeros_like(p))
             continue
         dims = tuple(range(1, p.dim()))
-        d.append(z * torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True)
-                 / torch.linalg.vector_norm(z, dim=dims, keepdim=True))
+        d.append(
+            z
+            * torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True)
+            / torch.linalg.vector_norm(z, dim=dims, keepdim=True)
+        )
     for p, di in zip(model.parameters(), d):
         if p.dim() > 1:
             for w_filter, d_filter in zip(p.detach(), di):
@@ -455,12 +486,23 @@ def test_works_under_no_grad_and_metrics():
         r = probe_gradient(model, nn.functional.mse_loss, x, y, (0.5, 1.0))
     m = r.metrics()
     assert set(m) == {
-        "probe/base_loss", "probe/grad_norm", "probe/direction_norm", "probe/loss", "probe/grad_diff",
-        "probe/grad_cosine", "probe/beta", "probe/curvature", "probe/loss_min", "probe/loss_max",
-        "probe/grad_diff_min", "probe/grad_diff_max",
+        "probe/base_loss",
+        "probe/grad_norm",
+        "probe/direction_norm",
+        "probe/loss",
+        "probe/grad_diff",
+        "probe/grad_cosine",
+        "probe/beta",
+        "probe/curvature",
+        "probe/loss_min",
+        "probe/loss_max",
+        "probe/grad_diff_min",
+        "probe/grad_diff_max",
     }
     assert m["probe/loss"] == list(r.losses) and m["probe/loss_max"] == max(r.losses)
-    assert "probe/curvature" not in probe_gradient(model, nn.functional.mse_loss, x, y, (1.0,), curvature=False).metrics()
+    assert (
+        "probe/curvature" not in probe_gradient(model, nn.functional.mse_loss, x, y, (1.0,), curvature=False).metrics()
+    )
 
 
 @pytest.mark.parametrize(
@@ -505,8 +547,23 @@ def test_parse_step_sizes(text, values, relative):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "abs:", "0", "-1,2", "1,,2", "1,a", "inf", "nan", "1e400", "lin:0.5:4", "lin:0:4:3", "log:1:10:1",
-     "lin:a:b:3", "1,1", "abs:abs:1"],
+    [
+        "",
+        "abs:",
+        "0",
+        "-1,2",
+        "1,,2",
+        "1,a",
+        "inf",
+        "nan",
+        "1e400",
+        "lin:0.5:4",
+        "lin:0:4:3",
+        "log:1:10:1",
+        "lin:a:b:3",
+        "1,1",
+        "abs:abs:1",
+    ],
 )
 def test_parse_step_sizes_errors(text):
     with pytest.raises(ValueError) as info:
@@ -532,7 +589,13 @@ def test_hook_on_fake_context():
     assert differences(before, snapshot(model, opt)) == []
     assert hook(ctx(3)) is None
     expected = probe_gradient(
-        model, nn.functional.cross_entropy, x, y, (0.05, 0.1), grad=training_grads(model), base_loss=loss.item(),
+        model,
+        nn.functional.cross_entropy,
+        x,
+        y,
+        (0.05, 0.1),
+        grad=training_grads(model),
+        base_loss=loss.item(),
         curvature=False,
     ).metrics()
     assert metrics == expected
@@ -557,8 +620,16 @@ def test_cuda_matches_cpu_and_leaves_state_bit_identical():
     for method in ("loop", "vmap"):
         results[method] = probe_gradient(model, nn.functional.cross_entropy, xd, yd, (0.1, 1.0), method=method)
         probe_gradient(
-            model, nn.functional.cross_entropy, xd, yd, (0.1,), grad=training_grads(model), base_loss=loss,
-            direction="random", generator=torch.Generator(device=device).manual_seed(0), method=method,
+            model,
+            nn.functional.cross_entropy,
+            xd,
+            yd,
+            (0.1,),
+            grad=training_grads(model),
+            base_loss=loss,
+            direction="random",
+            generator=torch.Generator(device=device).manual_seed(0),
+            method=method,
         )
     assert differences(before, snapshot(model, opt)) == []
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})

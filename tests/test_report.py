@@ -330,8 +330,12 @@ def test_histogram_grid_edges() -> None:
 
 
 def test_band_of_falls_back_to_min_max_scalars() -> None:
-    rec = record({"probe/loss_min": (np.array([0, 10, 20]), np.array([1.0, 2.0, 3.0])),
-                  "probe/loss_max": (np.array([10, 20]), np.array([5.0, 6.0]))})
+    rec = record(
+        {
+            "probe/loss_min": (np.array([0, 10, 20]), np.array([1.0, 2.0, 3.0])),
+            "probe/loss_max": (np.array([10, 20]), np.array([5.0, 6.0])),
+        }
+    )
     steps, lo, hi = data.band_of(rec, "probe/loss", "probe/loss_min", "probe/loss_max")
     assert (steps.tolist(), lo.tolist(), hi.tolist()) == ([10, 20], [2.0, 3.0], [5.0, 6.0])
     assert len(data.band_of(record({}), "probe/loss", "a", "b")[0]) == 0
@@ -385,7 +389,7 @@ def test_plots_of_no_data_are_empty() -> None:
         plots.plot_moments([empty]),
     ):
         assert len(fig.data) == 0
-    assert "<section id=\"landscape\">" not in report_html.render_page([empty], "t")
+    assert '<section id="landscape">' not in report_html.render_page([empty], "t")
 
 
 def test_single_point_run_plots() -> None:
@@ -458,8 +462,10 @@ def test_ics_highlighted_layers_are_shown_first(experiment: Path) -> None:
     runs = data.load_runs([experiment])
     layers = list(LAYERS)
     assert data.ics_default_layers(runs, layers) == ["#2"]
-    highlighted = [RunRecord(r.path, r.label, dict(r.config, ics={"highlight": [3, 1, 99]}), r.status, r.meta, r.series)
-                   for r in runs]
+    highlighted = [
+        RunRecord(r.path, r.label, dict(r.config, ics={"highlight": [3, 1, 99]}), r.status, r.meta, r.series)
+        for r in runs
+    ]
     assert data.ics_default_layers(highlighted, layers) == ["#1", "#4"]
     menu = plots.plot_ics(highlighted).layout.updatemenus[0]
     assert menu.active == 0 and menu.buttons[0].label == "highlighted: #1, #4"
@@ -595,9 +601,25 @@ def test_a_real_dln_run_gets_fig_10_on_log_axes(tmp_path: Path) -> None:
     # sizes) are read on log axes, as the paper plots Fig. 10.
     from landscape_cli.main import cli
 
-    result = CliRunner().invoke(cli, ["probe", "--model", "dln", "--steps", "30", "--probe-every", "10",
-                                      "--dense-until", "0", "--device", "cpu", "--no-progress",
-                                      "--run-dir", str(tmp_path / "e")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "probe",
+            "--model",
+            "dln",
+            "--steps",
+            "30",
+            "--probe-every",
+            "10",
+            "--dense-until",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "e"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     runs = data.load_runs([tmp_path / "e" / "none", tmp_path / "e" / "bn"])
     figures = {

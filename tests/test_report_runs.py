@@ -16,8 +16,23 @@ from landscape.report.data import RunRecord
 from landscape.report.html import SECTIONS, render_page
 from landscape_cli.main import cli
 
-TINY = ["--model", "vgg_tiny", "--dataset", "synthetic", "--batch-size", "16", "--steps", "6", "--eval-every", "3",
-        "--log-every", "2", "--device", "cpu", "--no-progress"]
+TINY = [
+    "--model",
+    "vgg_tiny",
+    "--dataset",
+    "synthetic",
+    "--batch-size",
+    "16",
+    "--steps",
+    "6",
+    "--eval-every",
+    "3",
+    "--log-every",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 COMMANDS = {
     "probe": ["probe", *TINY, "--probe-every", "2", "--dense-until", "0"],
     "ics": ["ics", *TINY, "--lrs", "0.05", "--ics-every", "2"],
@@ -66,8 +81,13 @@ def test_figures_have_data_under_the_keys_the_hooks_write(experiments, kind):
     assert runs and all("train/loss" in r.series for r in runs)
     assert plots.plot_training(runs).data
     if kind == "probe":
-        for plot in (plots.plot_loss_landscape, plots.plot_gradient_predictiveness, plots.plot_gradient_cosine,
-                     plots.plot_beta_smoothness, plots.plot_gradient_vs_step_size):
+        for plot in (
+            plots.plot_loss_landscape,
+            plots.plot_gradient_predictiveness,
+            plots.plot_gradient_cosine,
+            plots.plot_beta_smoothness,
+            plots.plot_gradient_vs_step_size,
+        ):
             assert plot(runs).data, plot.__name__
         names = {t.name for t in plots.plot_beta_smoothness(runs).data}
         assert any("curvature" in n for n in names)  # the probe computes it by default: it is drawn
@@ -81,8 +101,17 @@ def test_figures_have_data_under_the_keys_the_hooks_write(experiments, kind):
 
 def test_a_missing_series_is_said_not_silently_skipped(experiments):
     runs = data.load_runs([experiments["probe"]])
-    stripped = [RunRecord(r.path, r.label, r.config, r.status, r.meta,
-                          {k: v for k, v in r.series.items() if not k.startswith("probe/")}) for r in runs]
+    stripped = [
+        RunRecord(
+            r.path,
+            r.label,
+            r.config,
+            r.status,
+            r.meta,
+            {k: v for k, v in r.series.items() if not k.startswith("probe/")},
+        )
+        for r in runs
+    ]
     page = render_page(stripped, "t")
     smoothness = next(s for s in SECTIONS if s.anchor == "smoothness")
     assert data.missing_series(stripped, smoothness.expects)
@@ -91,10 +120,11 @@ def test_a_missing_series_is_said_not_silently_skipped(experiments):
     assert '<section id="smoothness">' in page  # shown, with the note, although nothing is drawn
 
 
-CLAIMED = {"probe": "BN narrows the loss band along the gradient (a smoother loss)",
-           "ics": "ICS with BN is not smaller than without (||G - G'||, layer #10) at lr 0.05",
-           "ics-noise": "noisy BN trains better than the standard network (training accuracy with the noise on, "
-                        "last 10%)"}
+CLAIMED = {
+    "probe": "BN narrows the loss band along the gradient (a smoother loss)",
+    "ics": "ICS with BN is not smaller than without (||G - G'||, layer #10) at lr 0.05",
+    "ics-noise": "noisy BN trains better than the standard network (training accuracy with the noise on, last 10%)",
+}
 
 
 @pytest.mark.parametrize("kind", list(COMMANDS))

@@ -16,7 +16,9 @@ from landscape.paper import catalogue, reproduce
 from landscape.paper.reproduction import markdown
 from landscape_cli.main import cli
 
-_SPEC = importlib.util.spec_from_file_location("reproduction", Path(__file__).parents[1] / "scripts" / "reproduction.py")
+_SPEC = importlib.util.spec_from_file_location(
+    "reproduction", Path(__file__).parents[1] / "scripts" / "reproduction.py"
+)
 reproduction_script = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(reproduction_script)
 FIGURE_NAMES = [f"fig{i}" for i in range(1, 14) if i != 7] + ["seed-vgg11", "seed-resnet50"]
@@ -132,8 +134,10 @@ def test_a_figure_of_two_networks_keeps_one_networks_panels_alone():
     assert dln.all_experiments == ("dln-ics",) and dln.folder == "fig3-dln" and dln.label == "Fig. 3, DLN"
     assert reproduce.figure("fig5", "vgg").all_experiments == ("vgg-lp", "vgg-noise")
     assert reproduce.figure("fig10", "dln") is reproduce.FIGURES["fig10"]  # all its panels: unchanged
-    for name, network, message in [("fig9", "vgg", "fig9 has no vgg panel (its networks: dln)"),
-                                   ("fig3", "lstm", "unknown network 'lstm'")]:
+    for name, network, message in [
+        ("fig9", "vgg", "fig9 has no vgg panel (its networks: dln)"),
+        ("fig3", "lstm", "unknown network 'lstm'"),
+    ]:
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             reproduce.figure(name, network)
     result = CliRunner().invoke(cli, ["reproduce", "fig9", "--network", "vgg", "--scale", "cpu"])
@@ -144,8 +148,19 @@ def test_a_figure_of_two_networks_keeps_one_networks_panels_alone():
 
 def test_one_networks_panels_end_to_end_in_their_own_folder(monkeypatch, tmp_path):
     monkeypatch.setitem(reproduce.CPU_SCALE, "dln", dataclasses.replace(reproduce.CPU_SCALE["dln"], fraction=0.01))
-    args = ["reproduce", "fig11", "--scale", "cpu", "--network", "dln", "--seeds", "2", "--out", str(tmp_path),
-            "--no-progress"]
+    args = [
+        "reproduce",
+        "fig11",
+        "--scale",
+        "cpu",
+        "--network",
+        "dln",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dln-probe", "fig11-dln"]  # no VGG run started
@@ -157,7 +172,9 @@ def test_one_networks_panels_end_to_end_in_their_own_folder(monkeypatch, tmp_pat
     assert {c["scale"]["model"] for c in found} == {"dln"}
     text = markdown([tmp_path])
     assert "| [Fig. 11, DLN](#fig11-dln-cpu-2seeds)" in text and '<a id="fig11-dln-cpu-2seeds"></a>' in text
-    assert text.count("| reduced: dln, 100 of 10,000 steps, 1,000 training images; seeds 0, 1 |") == 5  # every row: its scale and seeds
+    assert (
+        text.count("| reduced: dln, 100 of 10,000 steps, 1,000 training images; seeds 0, 1 |") == 5
+    )  # every row: its scale and seeds
     notes, written = tmp_path / "notes.md", tmp_path / "REPRODUCTION.md"
     notes.write_text("Fig. 11(b) was judged on one seed before.\n")
     assert reproduction_script.main([str(tmp_path), "-o", str(written), "--notes", str(notes)]) == 0
@@ -184,11 +201,32 @@ def test_figure_folders_written_before_intervals_still_render(tmp_path):
 
     fig = tmp_path / "fig4"
     fig.mkdir()
-    old = [{"figure": "Fig. 4", "claim": "BN narrows the loss along the gradient", "statistic": "median ratio",
-            "values": {"median ratio none/bn": 1.81}, "verdict": "supports", "reason": "", "per_seed": {}}]
+    old = [
+        {
+            "figure": "Fig. 4",
+            "claim": "BN narrows the loss along the gradient",
+            "statistic": "median ratio",
+            "values": {"median ratio none/bn": 1.81},
+            "verdict": "supports",
+            "reason": "",
+            "per_seed": {},
+        }
+    ]
     (fig / "claims.json").write_text(json.dumps(old))
-    (fig / "figure.json").write_text(json.dumps({"figure": "fig4", "label": "Fig. 4", "title": "t", "reading": "r",
-                                                 "scale": "cpu", "seeds": [0], "command": "c", "experiments": []}))
+    (fig / "figure.json").write_text(
+        json.dumps(
+            {
+                "figure": "fig4",
+                "label": "Fig. 4",
+                "title": "t",
+                "reading": "r",
+                "scale": "cpu",
+                "seeds": [0],
+                "command": "c",
+                "experiments": [],
+            }
+        )
+    )
     text = markdown([tmp_path])
     assert "no interval (made before intervals)" in text and "| 1 | 0 | 0 |" in text
     assert "no interval (made before intervals)" in claims_table(old)

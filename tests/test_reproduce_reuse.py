@@ -50,8 +50,10 @@ def fig9(cpu_fig9, tmp_path) -> Path:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` by its content hash, and every folder."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def stored(run_dir: Path) -> dict:
@@ -60,6 +62,7 @@ def stored(run_dir: Path) -> dict:
 
 
 # config_differences --------------------------------------------------------------------
+
 
 def _config(**probe) -> RunConfig:
     """The DLN probe experiment's first run (a probe config of its own with ``probe``)."""
@@ -82,20 +85,47 @@ def test_equal_configs_and_a_stored_config_after_json_differ_in_nothing():
 def test_where_the_data_lives_the_device_versions_and_timestamps_are_ignored():
     wanted = _config().to_dict()
     stored_like = dict(
-        _with(_with(wanted, "data", data_dir="/elsewhere"), "train", device="cuda:3", eval_every=7, log_every=2,
-              checkpoint_every=5, eval_samples=100),
-        total_steps=100, versions={"torch": "0"}, git_commit="abc", device="cuda:3 (H200)", host="h",
-        created=1.0, experiment="x", kind="probe", name="other",
+        _with(
+            _with(wanted, "data", data_dir="/elsewhere"),
+            "train",
+            device="cuda:3",
+            eval_every=7,
+            log_every=2,
+            checkpoint_every=5,
+            eval_samples=100,
+        ),
+        total_steps=100,
+        versions={"torch": "0"},
+        git_commit="abc",
+        device="cuda:3 (H200)",
+        host="h",
+        created=1.0,
+        experiment="x",
+        kind="probe",
+        name="other",
     )
     assert config_differences(stored_like, wanted) == []
 
 
-@pytest.mark.parametrize("section, field, value", [
-    ("model", "name", "vgg11"), ("model", "norm", "l2"), ("model", "width_mult", 0.125), ("model", "depth", 3),
-    ("model", "width", 4), ("data", "name", "synthetic"), ("data", "subset", 100), ("train", "steps", 2499),
-    ("train", "epochs", 2), ("train", "lr", 0.10000001), ("train", "batch_size", 64), ("train", "dtype", "float32"),
-    ("train", "loss_reduction", "mean"), ("train", "seed", 1),
-])
+@pytest.mark.parametrize(
+    "section, field, value",
+    [
+        ("model", "name", "vgg11"),
+        ("model", "norm", "l2"),
+        ("model", "width_mult", 0.125),
+        ("model", "depth", 3),
+        ("model", "width", 4),
+        ("data", "name", "synthetic"),
+        ("data", "subset", 100),
+        ("train", "steps", 2499),
+        ("train", "epochs", 2),
+        ("train", "lr", 0.10000001),
+        ("train", "batch_size", 64),
+        ("train", "dtype", "float32"),
+        ("train", "loss_reduction", "mean"),
+        ("train", "seed", 1),
+    ],
+)
 def test_each_compared_field_is_named_when_it_differs(section, field, value):
     wanted = _config().to_dict()
     assert wanted[section][field] != value
@@ -110,7 +140,10 @@ def test_measurement_configs_are_compared_whole_and_name_their_differing_leaves(
     # Fields first, measurements after, whatever order the stored file's keys are in.
     both = _with(dict(wanted, probe=probe), "train", steps=7)
     assert config_differences(dict(reversed(list(both.items()))), wanted) == [
-        "train.steps", "probe.step_sizes", "probe.schedule.every"]
+        "train.steps",
+        "probe.step_sizes",
+        "probe.schedule.every",
+    ]
 
 
 def test_a_measurement_config_on_one_side_only_is_named_whole():
@@ -151,9 +184,12 @@ def test_run_differences_of_no_run_an_unreadable_one_and_a_run(cpu_fig9, tmp_pat
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "metrics.sqlite").write_bytes(b"")  # killed before its config.json
     assert run_differences(tmp_path / "half", wanted) == ["unreadable"]
-    assert run_differences(cpu_fig9 / "dln-depth" / "none", wanted) == ["train.steps", "distributions.schedule.every",
-                                                                       "distributions.schedule.dense_until",
-                                                                       "distributions.schedule.dense_every"]
+    assert run_differences(cpu_fig9 / "dln-depth" / "none", wanted) == [
+        "train.steps",
+        "distributions.schedule.every",
+        "distributions.schedule.dense_until",
+        "distributions.schedule.dense_every",
+    ]
 
 
 def test_the_module_imports_without_torch():
@@ -164,20 +200,26 @@ def test_the_module_imports_without_torch():
 
 # landscape reproduce --------------------------------------------------------------------
 
+
 def test_a_paper_scale_call_on_cpu_scale_runs_stops_before_writing_anything(fig9, monkeypatch):
     before = snapshot(fig9)
     result = invoke("reproduce", "fig9", "--scale", "paper", "--out", fig9, "--no-progress")
-    assert_one_line_error(result, f"{fig9 / 'dln-depth'} holds runs made with other settings",
-                          "none, bn: train.steps 100 != 10000", "distributions.schedule.every",
-                          "rerun them with --rerun, or choose another --out")
+    assert_one_line_error(
+        result,
+        f"{fig9 / 'dln-depth'} holds runs made with other settings",
+        "none, bn: train.steps 100 != 10000",
+        "distributions.schedule.every",
+        "rerun them with --rerun, or choose another --out",
+    )
     assert snapshot(fig9) == before  # byte for byte, and no new files or folders
 
 
 def test_the_same_call_again_reuses_the_finished_runs(fig9, monkeypatch):
     _small_dln(monkeypatch)
     meta = json.loads((fig9 / "fig9" / "figure.json").read_text())
-    assert [(r["experiment"], r["run"], r["model"], r["steps"], r["train_images"], r["seed"]) for r in meta["runs"]] \
-        == [("dln-depth", "none", "dln", 100, None, 0), ("dln-depth", "bn", "dln", 100, None, 0)]
+    assert [
+        (r["experiment"], r["run"], r["model"], r["steps"], r["train_images"], r["seed"]) for r in meta["runs"]
+    ] == [("dln-depth", "none", "dln", 100, None, 0), ("dln-depth", "bn", "dln", 100, None, 0)]
     assert all(r["width_mult"] == 1.0 and r["eval_samples"] is None for r in meta["runs"])
     result = invoke("reproduce", "fig9", "--scale", "cpu", "--out", fig9, "--no-progress")
     assert result.exit_code == 0, result.output
@@ -193,8 +235,10 @@ def _short_paper(monkeypatch, steps: dict[str, int]) -> None:
         found = original(key, "cpu", **kwargs)
         if scale != "paper":
             return found
-        return [dataclasses.replace(c, train=dataclasses.replace(c.train, steps=steps[c.name]))
-                if c.name in steps else c for c in found]
+        return [
+            dataclasses.replace(c, train=dataclasses.replace(c.train, steps=steps[c.name])) if c.name in steps else c
+            for c in found
+        ]
 
     monkeypatch.setattr(reproduce, "experiment_configs", configs)
 
@@ -217,8 +261,7 @@ def test_rerun_moves_the_mismatched_runs_aside_and_runs_them_again(fig9, monkeyp
     meta = json.loads((fig9 / "fig9" / "figure.json").read_text())
     assert meta["scale"] == "paper" and [r["steps"] for r in meta["runs"]] == [120, 120]
     # The moved runs are not read as the experiment's.
-    assert "already complete" in invoke("reproduce", "fig9", "--scale", "paper", "--out", fig9,
-                                        "--no-progress").output
+    assert "already complete" in invoke("reproduce", "fig9", "--scale", "paper", "--out", fig9, "--no-progress").output
 
 
 def test_rerun_keeps_the_runs_that_match(fig9, monkeypatch):
@@ -248,6 +291,7 @@ def test_a_subset_without_out_gets_a_folder_of_its_own(monkeypatch, tmp_path):
     (broken / "config.json").write_text("{")
     before = snapshot(tmp_path)
     result = invoke("reproduce", "fig4", "--scale", "cpu", "--subset", 100, "--no-progress")
-    assert_one_line_error(result, "runs/reproduce/cpu-subset100/vgg-probe holds runs made with other settings "
-                                  "(none: unreadable)")
+    assert_one_line_error(
+        result, "runs/reproduce/cpu-subset100/vgg-probe holds runs made with other settings (none: unreadable)"
+    )
     assert snapshot(tmp_path) == before

@@ -72,10 +72,12 @@ def test_seeds_of_a_variant_form_one_group_and_other_runs_stay_alone():
 
 
 def test_seed_stats_use_the_steps_every_seed_recorded_and_a_non_finite_seed_is_a_gap():
-    steps, mean, lo, hi = data.seed_stats([
-        (np.array([0, 1, 2, 3]), np.array([1.0, 2.0, np.nan, 4.0])),
-        (np.array([1, 2, 3, 4]), np.array([4.0, 5.0, 6.0, 7.0])),
-    ])
+    steps, mean, lo, hi = data.seed_stats(
+        [
+            (np.array([0, 1, 2, 3]), np.array([1.0, 2.0, np.nan, 4.0])),
+            (np.array([1, 2, 3, 4]), np.array([4.0, 5.0, 6.0, 7.0])),
+        ]
+    )
     np.testing.assert_array_equal(steps, [1, 2, 3])
     np.testing.assert_array_equal(mean, [3.0, np.nan, 5.0])
     np.testing.assert_array_equal(lo, [2.0, np.nan, 4.0])

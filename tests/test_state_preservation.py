@@ -62,8 +62,9 @@ def _sync_bn_rank(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = convert_sync_batchnorm(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-                                                 nn.Flatten(), nn.Linear(3 * 16, 2)))
+    model = convert_sync_batchnorm(
+        nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2))
+    )
     assert any(isinstance(m, SyncBatchNorm) for m in model.modules())
     g = torch.Generator().manual_seed(rank)
     x, y = torch.randn(4, 2, 4, 4, generator=g), torch.randint(0, 2, (4,), generator=g)

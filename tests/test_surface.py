@@ -20,8 +20,12 @@ CE = nn.functional.cross_entropy
 def conv_net(seed: int = 0, dtype: torch.dtype = torch.float64, dropout: float = 0.0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(dropout),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
     ).to(dtype)
 
 
@@ -77,8 +81,10 @@ def test_filter_normalized_directions(include):
         for (name, p), d in zip(model.named_parameters(), direction):
             if p.dim() > 1:  # conv and linear weights: every output filter has the norm of w's
                 torch.testing.assert_close(filter_norms(d), filter_norms(p.detach()), rtol=1e-12, atol=0)
-                assert not torch.equal(d / filter_norms(d).view(-1, *[1] * (p.dim() - 1)),
-                                       p.detach() / filter_norms(p.detach()).view(-1, *[1] * (p.dim() - 1)))
+                assert not torch.equal(
+                    d / filter_norms(d).view(-1, *[1] * (p.dim() - 1)),
+                    p.detach() / filter_norms(p.detach()).view(-1, *[1] * (p.dim() - 1)),
+                )
             elif include:  # Li et al.'s code: d = w for biases and BN parameters
                 assert torch.equal(d, p.detach()), name
             else:
@@ -89,8 +95,17 @@ def test_filter_normalized_directions(include):
 def test_random_directions_have_the_norm_of_w(include):
     model = conv_net()
     x, y = batch()
-    s = loss_surface(model, CE, x, y, directions="random", steps=3, dims=1, include_bias_and_bn=include,
-                     generator=torch.Generator().manual_seed(0))
+    s = loss_surface(
+        model,
+        CE,
+        x,
+        y,
+        directions="random",
+        steps=3,
+        dims=1,
+        include_bias_and_bn=include,
+        generator=torch.Generator().manual_seed(0),
+    )
     (d,) = s.directions
     kept = [(p.detach(), di) for p, di in zip(model.parameters(), d) if include or p.dim() > 1]
     w_norm = torch.cat([p.flatten() for p, _ in kept]).norm()
@@ -105,16 +120,30 @@ def test_least_squares_surface_is_the_closed_form_quadratic():
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(16, 5, generator=gen, dtype=torch.float64)
     y = torch.randn(16, 2, generator=gen, dtype=torch.float64)
-    s = loss_surface(model, nn.functional.mse_loss, x, y, steps=7, span=0.8, include_bias_and_bn=True,
-                     generator=torch.Generator().manual_seed(4))
+    s = loss_surface(
+        model,
+        nn.functional.mse_loss,
+        x,
+        y,
+        steps=7,
+        span=0.8,
+        include_bias_and_bn=True,
+        generator=torch.Generator().manual_seed(4),
+    )
     # L(a, b) = mean((r0 + a r1 + b r2)^2) with r0 the residual at w and rk = x Wk^T + ck
     # the change of the output along dk: a quadratic in (a, b), expanded term by term.
     w, c = model.weight.detach(), model.bias.detach()
     (w1, c1), (w2, c2) = s.directions
     r0, r1, r2 = x @ w.T + c - y, x @ w1.T + c1, x @ w2.T + c2
     a, b = torch.meshgrid(s.coords[0], s.coords[1], indexing="ij")
-    expected = ((r0 ** 2).mean() + 2 * a * (r0 * r1).mean() + 2 * b * (r0 * r2).mean()
-                + a ** 2 * (r1 ** 2).mean() + 2 * a * b * (r1 * r2).mean() + b ** 2 * (r2 ** 2).mean())
+    expected = (
+        (r0**2).mean()
+        + 2 * a * (r0 * r1).mean()
+        + 2 * b * (r0 * r2).mean()
+        + a**2 * (r1**2).mean()
+        + 2 * a * b * (r1 * r2).mean()
+        + b**2 * (r2**2).mean()
+    )
     torch.testing.assert_close(s.losses, expected, rtol=1e-12, atol=1e-12)
     assert float(s.coords[0][-1]) == 0.8
 
@@ -254,9 +283,16 @@ def cnn(dropout: float = 0.0) -> nn.Sequential:
     """Two convs with BatchNorm in float32, running statistics away from their start."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(dropout),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 4),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 4),
     )
     with torch.no_grad():
         for bn in (model[1], model[5]):
@@ -272,11 +308,21 @@ def test_points_per_forward_equals_the_loop(bn_mode, dims, steps, per_forward):
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
     before = snapshot(model)
-    loop = loss_surface(model, CE, x, y, steps=steps, dims=dims, bn_mode=bn_mode,
-                        generator=torch.Generator().manual_seed(1))
+    loop = loss_surface(
+        model, CE, x, y, steps=steps, dims=dims, bn_mode=bn_mode, generator=torch.Generator().manual_seed(1)
+    )
     model.calls = 0
-    batched = loss_surface(model, CE, x, y, steps=steps, dims=dims, bn_mode=bn_mode,
-                           generator=torch.Generator().manual_seed(1), points_per_forward=per_forward)
+    batched = loss_surface(
+        model,
+        CE,
+        x,
+        y,
+        steps=steps,
+        dims=dims,
+        bn_mode=bn_mode,
+        generator=torch.Generator().manual_seed(1),
+        points_per_forward=per_forward,
+    )
     assert differences(before, snapshot(model)) == []
     others = steps**dims - 1  # the centre goes through the loop
     assert model.calls == 1 + -(-others // per_forward)
@@ -294,8 +340,17 @@ def test_one_shard_evaluates_its_points_only():
     for per_forward, calls in [(1, 9), (4, 1 + 2)]:
         model.calls = 0
         alone = Shard(rank=0, world=3, sum=list)  # the others' -0.0 never added: this rank's part of the grid
-        part = loss_surface(model, CE, None, None, steps=5, batches=pairs, generator=torch.Generator().manual_seed(0),
-                            points_per_forward=per_forward, shard=alone)
+        part = loss_surface(
+            model,
+            CE,
+            None,
+            None,
+            steps=5,
+            batches=pairs,
+            generator=torch.Generator().manual_seed(0),
+            points_per_forward=per_forward,
+            shard=alone,
+        )
         assert model.calls == 2 * calls  # per batch
         flat, expected = part.losses.flatten(), single.losses.flatten()
         torch.testing.assert_close(flat[owned], expected[owned], rtol=1e-12 if per_forward > 1 else 0, atol=0)

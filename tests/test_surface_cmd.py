@@ -22,14 +22,33 @@ from landscape.runner.assembly import build_run_model
 from landscape.training.checkpoint import kept_steps, load_checkpoint, weights_path
 from landscape_cli.options import train_options
 
-TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "128", "--batch-size", "32",
-         "--steps", "30", "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny",
+    "--dataset",
+    "synthetic",
+    "--subset",
+    "128",
+    "--batch-size",
+    "32",
+    "--steps",
+    "30",
+    "--checkpoint-every",
+    "10",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def files(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` by relative path, with a hash of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +98,10 @@ def test_2d_surface_centre_is_the_checkpoint_loss_bit_for_bit(run):
     assert result.exit_code == 0, result.output
     record = json.loads((run / "surface" / "surface.json").read_text())
     assert record["checkpoint"]["step"] == 30 and record["data"] == {
-        "batches": 4, "batch_size": 32, "order": record["data"]["order"]}
+        "batches": 4,
+        "batch_size": 32,
+        "order": record["data"]["order"],
+    }
     assert record["center_index"] == [2, 2]
     assert [len(c) for c in record["coords"]] == [5, 5] and record["coords"][0][2] == 0.0
     losses = np.array(record["losses"])
@@ -124,22 +146,32 @@ def test_points_per_forward_gives_the_same_surface(run, tmp_path):
 
 
 def test_eigen_directions_are_the_top_hessian_eigenvectors(run, tmp_path):
-    result = invoke("surface", run, "--directions", "eigen", "--dims", 1, "--steps", 5, "--span", 0.1,
-                    "--out", tmp_path)
+    result = invoke(
+        "surface", run, "--directions", "eigen", "--dims", 1, "--steps", 5, "--span", 0.1, "--out", tmp_path
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "surface.json").read_text())
 
     model, loss_fn, first = rebuilt(run)
-    eig = hessian_eigs(model, loss_fn, k=1, return_eigenvectors=True, batches=first,
-                       block=lambda name, p: p.dim() > 1, generator=torch.Generator().manual_seed(0))
+    eig = hessian_eigs(
+        model,
+        loss_fn,
+        k=1,
+        return_eigenvectors=True,
+        batches=first,
+        block=lambda name, p: p.dim() > 1,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert record["eigen"]["eigenvalues"] == eig.eigenvalues.tolist()
     vector = eig.eigenvectors[0]
     direction = [vector.get(name, torch.zeros_like(p)) for name, p in model.named_parameters()]
-    independent = loss_surface(model, loss_fn, None, None, directions=[direction], steps=5, span=0.1, dims=1,
-                               batches=first)
+    independent = loss_surface(
+        model, loss_fn, None, None, directions=[direction], steps=5, span=0.1, dims=1, batches=first
+    )
     assert record["losses"] == independent.losses.tolist()
-    along_filter = loss_surface(model, loss_fn, None, None, steps=5, span=0.1, dims=1, batches=first,
-                                generator=torch.Generator().manual_seed(0))
+    along_filter = loss_surface(
+        model, loss_fn, None, None, steps=5, span=0.1, dims=1, batches=first, generator=torch.Generator().manual_seed(0)
+    )
     assert record["losses"] != along_filter.losses.tolist()  # a negative control: the direction matters
 
 
@@ -160,9 +192,20 @@ def test_trajectory_is_the_pca_of_the_kept_checkpoints(run, tmp_path):
     final = load_checkpoint(run)["model"]
     model, _, _ = rebuilt(run)
     names = [n for n, p in model.named_parameters() if p.dim() > 1]
-    rows = np.stack([np.concatenate([(torch.load(weights_path(run, s), weights_only=True)["model"][n]
-                                      - final[n]).double().numpy().ravel() for n in names])
-                     for s in (0, 10, 20)])
+    rows = np.stack(
+        [
+            np.concatenate(
+                [
+                    (torch.load(weights_path(run, s), weights_only=True)["model"][n] - final[n])
+                    .double()
+                    .numpy()
+                    .ravel()
+                    for n in names
+                ]
+            )
+            for s in (0, 10, 20)
+        ]
+    )
     centered = rows - rows.mean(0)
     _, s, vt = np.linalg.svd(centered, full_matrices=False)
     np.testing.assert_allclose(ratios, (s**2 / (s**2).sum())[:2], rtol=1e-9)
@@ -175,8 +218,11 @@ def test_trajectory_is_the_pca_of_the_kept_checkpoints(run, tmp_path):
 
 def test_trajectory_directions_of_a_known_path():
     final = [torch.zeros(3, 2)]
-    points = [[torch.tensor([[4.0, 0], [0, 0], [0, 0]])], [torch.tensor([[2.0, 1], [0, 0], [0, 0]])],
-              [torch.tensor([[1.0, -1], [0, 0], [0, 0]])]]
+    points = [
+        [torch.tensor([[4.0, 0], [0, 0], [0, 0]])],
+        [torch.tensor([[2.0, 1], [0, 0], [0, 0]])],
+        [torch.tensor([[1.0, -1], [0, 0], [0, 0]])],
+    ]
     traj = trajectory_directions(points, final)
     plane = torch.zeros(3, 2)
     plane[0] = 1
@@ -207,9 +253,17 @@ def test_report_shows_the_surface(run, short_run, tmp_path):
     assert 'id="surface"' not in (tmp_path / "without.html").read_text()
 
 
-@pytest.mark.parametrize("content", ['{"earlier": true}', "[1, 2]", '{"coords": [[0, 1]], "losses": "x"}', "{",
-                                     '{"coords": [[0, 1], [0, 1]], "losses": [1, 2], "base_loss": 1.0, '
-                                     '"checkpoint": {"step": 3}, "settings": {"directions": "filter"}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"earlier": true}',
+        "[1, 2]",
+        '{"coords": [[0, 1]], "losses": "x"}',
+        "{",
+        '{"coords": [[0, 1], [0, 1]], "losses": [1, 2], "base_loss": 1.0, '
+        '"checkpoint": {"step": 3}, "settings": {"directions": "filter"}}',
+    ],
+)
 def test_a_malformed_surface_json_is_warned_about_and_the_report_still_written(short_run, tmp_path, content, caplog):
     copy = tmp_path / "run"
     shutil.copytree(short_run, copy)

@@ -60,14 +60,24 @@ def worker(out: Path) -> None:
     for name, kwargs in CASES.items():
         model.calls = 0
         seed = 0 if rank == 0 else 99
-        sharded = loss_surface(model, CE, None, None, batches=pairs, shard=shard,
-                               generator=torch.Generator().manual_seed(seed), **kwargs)
+        sharded = loss_surface(
+            model, CE, None, None, batches=pairs, shard=shard, generator=torch.Generator().manual_seed(seed), **kwargs
+        )
         calls = model.calls
-        single, own = (loss_surface(model, CE, None, None, batches=pairs, generator=torch.Generator().manual_seed(s),
-                                    **kwargs) for s in (0, seed))
-        results[name] = dict(losses=sharded.losses, base_loss=sharded.base_loss, directions=sharded.directions,
-                             calls=calls, single=single.losses, single_base=single.base_loss,
-                             single_directions=single.directions, own=own.losses)
+        single, own = (
+            loss_surface(model, CE, None, None, batches=pairs, generator=torch.Generator().manual_seed(s), **kwargs)
+            for s in (0, seed)
+        )
+        results[name] = dict(
+            losses=sharded.losses,
+            base_loss=sharded.base_loss,
+            directions=sharded.directions,
+            calls=calls,
+            single=single.losses,
+            single_base=single.base_loss,
+            single_directions=single.directions,
+            own=own.losses,
+        )
     torch.save(results, out / f"rank{rank}.pt")
     distributed.teardown()
 
@@ -86,8 +96,9 @@ def test_sharded_surface_equals_one_process_on_every_rank(ranks, name):
     for mine in (rank0, rank1):
         assert torch.equal(mine["losses"], rank0["losses"])  # every rank holds the whole grid, the same bits
         assert mine["base_loss"] == rank0["single_base"]  # L(w) bit for bit
-        assert all(torch.equal(a, b) for d, e in zip(mine["directions"], rank0["single_directions"])
-                   for a, b in zip(d, e))  # rank 0's draw, whatever rank 1's generator
+        assert all(
+            torch.equal(a, b) for d, e in zip(mine["directions"], rank0["single_directions"]) for a, b in zip(d, e)
+        )  # rank 0's draw, whatever rank 1's generator
     if "points_per_forward" in CASES[name]:  # other points share a vmapped call: other rounding
         torch.testing.assert_close(rank0["losses"], rank0["single"], rtol=1e-12, atol=0)
     else:  # each point is the same computation as on one process
@@ -101,8 +112,24 @@ def test_each_rank_evaluates_its_share_of_the_points(ranks, name):
     assert (ranks[0][name]["calls"], ranks[1][name]["calls"]) == tuple(2 * c for c in CALLS[name])  # two batches
 
 
-TRAIN = ["train", "--model", "tiny", "--dataset", "synthetic", "--subset", "128", "--batch-size", "32",
-         "--steps", "10", "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny",
+    "--dataset",
+    "synthetic",
+    "--subset",
+    "128",
+    "--batch-size",
+    "32",
+    "--steps",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def test_surface_command_with_two_processes_writes_the_one_process_surface(tmp_path):

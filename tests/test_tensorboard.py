@@ -32,7 +32,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
     every = ScheduleConfig(every=4)
     config = dataclasses.replace(
-        tiny_config(steps=8, checkpoint_every=100), probe=ProbeConfig(schedule=every, curvature=False),
+        tiny_config(steps=8, checkpoint_every=100),
+        probe=ProbeConfig(schedule=every, curvature=False),
         distributions=DistributionConfig(schedule=every, channels=2, bins=6),
         hessian=HessianConfig(schedule=ScheduleConfig(every=8), k=2, max_hvps=6),
     )
@@ -115,11 +116,14 @@ def test_jsonl_holds_every_record(run, tmp_path):
 
 def test_a_missing_tensorboard_is_one_clear_line(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
-    result = CliRunner().invoke(cli, ["runs", "export", str(run / "run"), "--format", "tensorboard",
-                                      "-o", str(tmp_path / "tb")])
+    result = CliRunner().invoke(
+        cli, ["runs", "export", str(run / "run"), "--format", "tensorboard", "-o", str(tmp_path / "tb")]
+    )
     assert result.exit_code == 2
-    assert result.output.strip() == "Error: TensorBoard needs the tensorboard package: " \
-                                    "pip install 'torch-landscape[tensorboard]'"
+    assert (
+        result.output.strip() == "Error: TensorBoard needs the tensorboard package: "
+        "pip install 'torch-landscape[tensorboard]'"
+    )
     assert not (tmp_path / "tb").exists()
     needs = CliRunner().invoke(cli, ["runs", "export", str(run / "run"), "--format", "tensorboard"])
     assert needs.exit_code == 2 and "needs -o DIR" in needs.output
@@ -146,9 +150,23 @@ def test_export_of_a_store_without_probe_uses_indices(tmp_path):
 
 
 def test_the_commands_mirror_each_run(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--model", "tiny", "--dataset", "synthetic", "--steps", "2",
-                                      "--no-progress", "--run-dir", str(tmp_path / "run"),
-                                      "--tensorboard", str(tmp_path / "tb")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "tiny",
+            "--dataset",
+            "synthetic",
+            "--steps",
+            "2",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--tensorboard",
+            str(tmp_path / "tb"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert [e.step for e in events(tmp_path / "tb").Scalars("train/loss")] == [0, 1]
 

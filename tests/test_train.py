@@ -117,7 +117,8 @@ def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny, va
     change = RESUMABLE[variant]
     config = replace_train(tiny, steps=14, checkpoint_every=100, bf16=change.get("bf16", False))
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, norm=change.get("norm", "bn")),
+        config,
+        model=dataclasses.replace(config.model, norm=change.get("norm", "bn")),
         data=dataclasses.replace(config.data, augment=change.get("augment", False)),
         probe=ProbeConfig(step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=4)),
     )
@@ -141,14 +142,31 @@ def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny, va
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     """A real `landscape train` process killed with SIGKILL mid-run, then --resume."""
-    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--steps", "400", "--batch-size", "16",
-            "--checkpoint-every", "20", "--eval-every", "50", "--log-every", "5", "--device", "cpu",
-            "--no-progress"]
+    args = [
+        "--model",
+        "vgg_tiny",
+        "--dataset",
+        "synthetic",
+        "--steps",
+        "400",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "20",
+        "--eval-every",
+        "50",
+        "--log-every",
+        "5",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "landscape_cli", "train", *args]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--run-dir", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--run-dir", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
@@ -164,8 +182,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     with RunStore(killed, readonly=True) as store:  # opens and reads after the kill
         assert store.status == "interrupted"
         assert 60 <= store.last_step() < 400
-    subprocess.run([*cmd[:4], "--resume", str(killed), "--no-progress"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([*cmd[:4], "--resume", str(killed), "--no-progress"], env=env, check=True, capture_output=True)
     subprocess.run([*cmd, "--run-dir", str(tmp_path / "full")], env=env, check=True, capture_output=True)
     assert rows(killed) == rows(tmp_path / "full")
 

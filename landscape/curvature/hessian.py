@@ -35,9 +35,21 @@ from landscape.curvature.trace import TRACE_METHODS, TraceResult, hessian_trace
 from landscape.measure.points import LossFn, Reduce
 from landscape.state import flatten
 
-__all__ = ["BOUNDS", "STARTS", "TRACE_METHODS", "WHICH", "DensityResult", "EigResult", "TraceResult",
-           "available_memory", "check_lanczos_memory", "hessian_density", "hessian_eigs", "hessian_trace",
-           "products_that_fit"]
+__all__ = [
+    "BOUNDS",
+    "STARTS",
+    "TRACE_METHODS",
+    "WHICH",
+    "DensityResult",
+    "EigResult",
+    "TraceResult",
+    "available_memory",
+    "check_lanczos_memory",
+    "hessian_density",
+    "hessian_eigs",
+    "hessian_trace",
+    "products_that_fit",
+]
 
 WHICH = ("largest", "magnitude")
 STARTS = LANCZOS_STARTS  # or a vector
@@ -202,8 +214,13 @@ def hessian_eigs(
         return len(krylov.alphas) >= k and ritz(krylov, k, which, tol, bound).converged
 
     with hessian_operator(model, loss_fn, spec) as op:
-        krylov = lanczos(op, _start_vector(op, start, generator), min(max_hvps, op.n), stop,
-                         restart=lambda: op.random("gaussian", generator))
+        krylov = lanczos(
+            op,
+            _start_vector(op, start, generator),
+            min(max_hvps, op.n),
+            stop,
+            restart=lambda: op.random("gaussian", generator),
+        )
         pairs = ritz(krylov, k, which, tol, bound)
         vectors = None
         if return_eigenvectors:
@@ -282,8 +299,9 @@ def products_that_fit(n: int, dtype: torch.dtype, free: int) -> int:
     return free // (n * torch.empty((), dtype=dtype).element_size()) // BLOCK * BLOCK
 
 
-def check_lanczos_memory(n: int, max_hvps: int, dtype: torch.dtype, device: torch.device | str,
-                         option: str = "--max-hvps") -> int:
+def check_lanczos_memory(
+    n: int, max_hvps: int, dtype: torch.dtype, device: torch.device | str, option: str = "--max-hvps"
+) -> int:
     """The most memory a Lanczos basis of ``max_hvps`` steps over n parameters takes
     (:func:`landscape.curvature.lanczos.basis_bytes`), checked against :func:`available_memory`.
 
@@ -297,9 +315,11 @@ def check_lanczos_memory(n: int, max_hvps: int, dtype: torch.dtype, device: torc
     free = available_memory(device)
     if free is not None and need > free:
         fit, name = products_that_fit(n, dtype, free), str(dtype).removeprefix("torch.")
-        raise ValueError(f"the Lanczos basis of {max_hvps} products on {n:,} parameters ({name}) needs up to "
-                         f"{need / 2**30:.3g} GiB and {torch.device(device)} has {free / 2**30:.3g} GiB "
-                         f"available: lower {option} (at most {fit} fit)")
+        raise ValueError(
+            f"the Lanczos basis of {max_hvps} products on {n:,} parameters ({name}) needs up to "
+            f"{need / 2**30:.3g} GiB and {torch.device(device)} has {free / 2**30:.3g} GiB "
+            f"available: lower {option} (at most {fit} fit)"
+        )
     return need
 
 

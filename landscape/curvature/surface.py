@@ -178,8 +178,9 @@ def loss_surface(
         raise ValueError("the model has no trainable parameters")
     if isinstance(directions, str):
         if not include_bias_and_bn and not any(has_filters(p) for p in real.values()):
-            raise ValueError("every trainable parameter is 1-D, so the direction would be zero; "
-                             "pass include_bias_and_bn=True")
+            raise ValueError(
+                "every trainable parameter is 1-D, so the direction would be zero; pass include_bias_and_bn=True"
+            )
         explicit = None
     else:
         explicit = _explicit(directions, real, dims)
@@ -198,13 +199,18 @@ def loss_surface(
     with fork_rng(sources), norm_layers_mode(model, bn_mode, modules), workspace.installed(), torch.no_grad():
         # Drawn before any replay state is taken, so the evaluations' random draws
         # (dropout masks) do not reuse the directions' random numbers.
-        chosen = explicit if explicit is not None else [
-            _generated(directions, named, include_bias_and_bn, generator) for _ in range(dims)
-        ]
+        chosen = (
+            explicit
+            if explicit is not None
+            else [_generated(directions, named, include_bias_and_bn, generator) for _ in range(dims)]
+        )
         if shard is not None:
             chosen = _from_rank0(chosen, shard)
-        batched = None if points_per_forward == 1 else BatchedPoints(
-            model, loss_fn, named, buffers, chosen, points_per_forward)
+        batched = (
+            None
+            if points_per_forward == 1
+            else BatchedPoints(model, loss_fn, named, buffers, chosen, points_per_forward)
+        )
         for x, y in pairs:
             with replay_rng(sources) as rewind:  # per batch: each batch gets its own draw, every point the same
                 evaluator = PointEvaluator(model, loss_fn, x, y, workspace, list(real), rewind)
@@ -242,8 +248,12 @@ def _from_rank0(directions: list[Direction], shard: Shard) -> list[Direction]:
 
 
 def _losses(
-    evaluator: PointEvaluator, workspace: Workspace, directions: list[Direction], batched: BatchedPoints | None,
-    points: list[tuple[float, ...]], mine: list[int],
+    evaluator: PointEvaluator,
+    workspace: Workspace,
+    directions: list[Direction],
+    batched: BatchedPoints | None,
+    points: list[tuple[float, ...]],
+    mine: list[int],
 ) -> torch.Tensor:
     """One batch's losses: a (len(points),) float64 tensor holding the loss at every
     index in ``mine`` (by the loop, or N per forward) and -0.0 elsewhere."""
@@ -262,9 +272,15 @@ def _losses(
 
 
 def _check_arguments(
-    steps: int, span: float, dims: int, bn_mode: str, directions: str | Sequence[Sequence[torch.Tensor]],
-    inputs: torch.Tensor | None, targets: torch.Tensor | None,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, max_batches: int | None,
+    steps: int,
+    span: float,
+    dims: int,
+    bn_mode: str,
+    directions: str | Sequence[Sequence[torch.Tensor]],
+    inputs: torch.Tensor | None,
+    targets: torch.Tensor | None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    max_batches: int | None,
 ) -> None:
     if steps < 3 or steps % 2 == 0:
         raise ValueError(f"steps must be an odd number >= 3 (the grid contains its centre), got {steps}")
@@ -277,8 +293,10 @@ def _check_arguments(
     if directions == "eigen":
         raise ValueError("directions='eigen': pass the top Hessian eigenvectors as a list of direction lists")
     if isinstance(directions, str) and directions not in SURFACE_DIRECTIONS:
-        raise ValueError(f"unknown directions {directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)} "
-                         "or pass a list of direction lists")
+        raise ValueError(
+            f"unknown directions {directions!r}; choose from {', '.join(SURFACE_DIRECTIONS)} "
+            "or pass a list of direction lists"
+        )
     if batches is None and (inputs is None or targets is None):
         raise ValueError("pass inputs and targets, or batches")
     if batches is not None and (inputs is not None or targets is not None):
@@ -388,8 +406,12 @@ def trajectory_directions(
         raise ValueError("the checkpoints span fewer than 2 directions around the final weights")
     scales = vectors[:, :2] / variances[:2].sqrt()  # (n, 2): d_k = sum_i scales[i, k] m_i
     directions = [
-        [(scales[:, j].to(f.device) @ _rows(weights, f, k)).view_as(f).to(f.dtype) if included[k]
-         else torch.zeros_like(f) for k, f in enumerate(final)]
+        [
+            (scales[:, j].to(f.device) @ _rows(weights, f, k)).view_as(f).to(f.dtype)
+            if included[k]
+            else torch.zeros_like(f)
+            for k, f in enumerate(final)
+        ]
         for j in range(2)
     ]
     path = torch.cat([gram @ scales, torch.zeros(1, 2, dtype=torch.float64)])  # <m_i, d_k>; the final point at 0

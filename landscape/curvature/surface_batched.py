@@ -54,17 +54,25 @@ class BatchedPoints:
         self.tied = tie_weights(model)
 
     def losses(
-        self, inputs: torch.Tensor, targets: torch.Tensor, points: Sequence[tuple[float, ...]],
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        points: Sequence[tuple[float, ...]],
         rewind: Callable[[], None],
     ) -> torch.Tensor:
         """L(w + sum_k point[k] d_k) for every point, ``per_forward`` points per forward
         (the caller holds ``torch.no_grad``): a (len(points),) tensor in the loss's dtype."""
-        chunks = [self._chunk(inputs, targets, points[i : i + self.per_forward], rewind)
-                  for i in range(0, len(points), self.per_forward)]
+        chunks = [
+            self._chunk(inputs, targets, points[i : i + self.per_forward], rewind)
+            for i in range(0, len(points), self.per_forward)
+        ]
         return torch.cat(chunks) if chunks else torch.empty(0)
 
     def _chunk(
-        self, inputs: torch.Tensor, targets: torch.Tensor, points: Sequence[tuple[float, ...]],
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        points: Sequence[tuple[float, ...]],
         rewind: Callable[[], None],
     ) -> torch.Tensor:
         w = list(self.params.values())

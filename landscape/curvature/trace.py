@@ -165,8 +165,10 @@ def estimate_trace(
         # A sketch short of n leaves a remainder to sample: room for MIN_SAMPLES of it.
         needed = 2 * min(sketch, op.n) + (MIN_SAMPLES if sketch < op.n else 0)
         if needed > max_hvps:
-            raise ValueError(f"a sketch of {min(sketch, op.n)} vectors and the samples of its remainder take "
-                             f"{needed} products, more than max_hvps ({max_hvps})")
+            raise ValueError(
+                f"a sketch of {min(sketch, op.n)} vectors and the samples of its remainder take "
+                f"{needed} products, more than max_hvps ({max_hvps})"
+            )
     estimator = _TraceEstimator(op, generator)
     budget = op.hvps + max_hvps
     if sketch is not None:
@@ -229,7 +231,9 @@ class _TraceEstimator:
         if not bool(torch.isfinite(images).all()):  # nothing after a non-finite product means anything
             self.finite = False
             return
-        new = torch.linalg.qr(torch.cat([self.q, images], dim=1)).Q[:, self.rank:]  # orthonormal even if rank-deficient
+        new = torch.linalg.qr(torch.cat([self.q, images], dim=1)).Q[
+            :, self.rank :
+        ]  # orthonormal even if rank-deficient
         self.exact += sum(float(torch.dot(q, self.op(q))) for q in new.T)
         self.q = torch.cat([self.q, new], dim=1)
         self.finite = math.isfinite(self.exact)
@@ -278,5 +282,11 @@ class _TraceEstimator:
     def result(self, rtol: float) -> TraceResult:
         enough = self.rank == self.op.n or len(self.samples) >= MIN_SAMPLES
         converged = self.finite and enough and self.stderr <= rtol * abs(self.trace)
-        return TraceResult(trace=self.trace, stderr=self.stderr, hvps=self.op.hvps - self.start, converged=converged,
-                           sketch=self.rank, samples=len(self.samples))
+        return TraceResult(
+            trace=self.trace,
+            stderr=self.stderr,
+            hvps=self.op.hvps - self.start,
+            converged=converged,
+            sketch=self.rank,
+            samples=len(self.samples),
+        )

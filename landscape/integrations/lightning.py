@@ -90,8 +90,9 @@ def split_pair(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The default ``split_batch``: a batch ``(inputs, targets)`` (a tuple or list of two)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
-    raise ValueError("LandscapeCallback: the batch is not (inputs, targets); pass split_batch=fn(batch) -> "
-                     "(inputs, targets)")
+    raise ValueError(
+        "LandscapeCallback: the batch is not (inputs, targets); pass split_batch=fn(batch) -> (inputs, targets)"
+    )
 
 
 def logger_metrics(metrics: Mapping[str, float | Sequence[float]], step_sizes: Sequence[float]) -> dict[str, float]:
@@ -198,8 +199,12 @@ class LandscapeCallback(pl.Callback):
         norm: str | None = None,
         seed: int = 0,
     ) -> None:
-        for option, value in (("probe_every", probe_every), ("ics_every", ics_every),
-                              ("hessian_every", hessian_every), ("hessian_k", hessian_k)):
+        for option, value in (
+            ("probe_every", probe_every),
+            ("ics_every", ics_every),
+            ("hessian_every", hessian_every),
+            ("hessian_k", hessian_k),
+        ):
             _positive(option, value)
         step_sizes = tuple(float(s) for s in step_sizes)
         if not step_sizes or not all(math.isfinite(s) and s > 0 for s in step_sizes):
@@ -226,24 +231,32 @@ class LandscapeCallback(pl.Callback):
     # -- set-up ---------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not pl_module.automatic_optimization:
-            raise ValueError("LandscapeCallback: manual optimization is not supported (which gradient a step uses "
-                             "is up to your training_step): call landscape.probe_gradient there after manual_backward")
+            raise ValueError(
+                "LandscapeCallback: manual optimization is not supported (which gradient a step uses "
+                "is up to your training_step): call landscape.probe_gradient there after manual_backward"
+            )
         self.check_step(trainer)
         if len(trainer.optimizers) != 1:
             raise ValueError(f"LandscapeCallback: needs exactly one optimizer, got {len(trainer.optimizers)}")
         self._scaler = grad_scaler(trainer)
         optimizer = trainer.optimizers[0]
         if self._scaler is not None and unscales_in_step(optimizer):
-            raise ValueError(f"LandscapeCallback: {type(optimizer).__name__} unscales its gradients inside step() "
-                             "(fused), so under the GradScaler .grad is still scaled when the probe runs: use an "
-                             "optimizer that does not (e.g. fused=False)")
+            raise ValueError(
+                f"LandscapeCallback: {type(optimizer).__name__} unscales its gradients inside step() "
+                "(fused), so under the GradScaler .grad is still scaled when the probe runs: use an "
+                "optimizer that does not (e.g. fused=False)"
+            )
         if self.ics_every is not None and is_overridden("configure_gradient_clipping", pl_module):
-            raise ValueError("LandscapeCallback: ICS under gradient clipping is not supported (the module overrides "
-                             "configure_gradient_clipping): clipping runs after the hook, so ICS's dry run of the "
-                             "optimizer would take a step that training does not; drop ics_every or the clipping")
+            raise ValueError(
+                "LandscapeCallback: ICS under gradient clipping is not supported (the module overrides "
+                "configure_gradient_clipping): clipping runs after the hook, so ICS's dry run of the "
+                "optimizer would take a step that training does not; drop ics_every or the clipping"
+            )
         if self.loss_fn is None and not callable(getattr(pl_module, "loss_fn", None)):
-            raise ValueError("LandscapeCallback: pass loss_fn=... (or give the LightningModule a loss_fn "
-                             "attribute): the probe evaluates loss_fn(pl_module(inputs), targets)")
+            raise ValueError(
+                "LandscapeCallback: pass loss_fn=... (or give the LightningModule a loss_fn "
+                "attribute): the probe evaluates loss_fn(pl_module(inputs), targets)"
+            )
         self._reduce = distributed.all_reduce_mean if distributed.world_size() > 1 else None
         precise = str(trainer.precision) in FULL_PRECISION
         self._reuse = precise if self.reuse_grad is None else self.reuse_grad
@@ -273,8 +286,11 @@ class LandscapeCallback(pl.Callback):
         lr for 2/eta, the probe's step sizes) and the environment."""
         device = next(pl_module.parameters()).device
         optimizer = trainer.optimizers[0]
-        train: dict[str, Any] = {"lr": self._lr0, "optimizer": type(optimizer).__name__,
-                                 "momentum": optimizer.param_groups[0].get("momentum")}
+        train: dict[str, Any] = {
+            "lr": self._lr0,
+            "optimizer": type(optimizer).__name__,
+            "momentum": optimizer.param_groups[0].get("momentum"),
+        }
         if trainer.max_steps and trainer.max_steps > 0:
             train["steps"] = trainer.max_steps
         else:
@@ -290,9 +306,14 @@ class LandscapeCallback(pl.Callback):
         }
         config["versions"]["lightning"] = lightning.__version__
         if self.probe_every is not None:
-            config["probe"] = {"step_sizes": list(self.step_sizes), "relative": self.relative,
-                               "direction": "gradient", "bn_mode": self.bn_mode, "curvature": self.curvature,
-                               "schedule": {"every": self.probe_every}}
+            config["probe"] = {
+                "step_sizes": list(self.step_sizes),
+                "relative": self.relative,
+                "direction": "gradient",
+                "bn_mode": self.bn_mode,
+                "curvature": self.curvature,
+                "schedule": {"every": self.probe_every},
+            }
         if self.ics_every is not None:
             config["ics"] = {"schedule": {"every": self.ics_every}}
         if self.hessian_every is not None:
@@ -309,26 +330,32 @@ class LandscapeCallback(pl.Callback):
         ``GradientAccumulationScheduler`` changes it between epochs) and ICS under
         ``gradient_clip_val``."""
         if trainer.accumulate_grad_batches != 1:
-            raise ValueError(f"LandscapeCallback: accumulate_grad_batches={trainer.accumulate_grad_batches} is not "
-                             f"supported (step {trainer.global_step}, epoch {trainer.current_epoch}): the "
-                             "accumulated gradient is that of several micro-batches, each normalized by its own "
-                             "batch statistics under BN, not that of the one batch the probe evaluates")
+            raise ValueError(
+                f"LandscapeCallback: accumulate_grad_batches={trainer.accumulate_grad_batches} is not "
+                f"supported (step {trainer.global_step}, epoch {trainer.current_epoch}): the "
+                "accumulated gradient is that of several micro-batches, each normalized by its own "
+                "batch statistics under BN, not that of the one batch the probe evaluates"
+            )
         if self.ics_every is not None and trainer.gradient_clip_val:
-            raise ValueError(f"LandscapeCallback: ICS under gradient clipping (gradient_clip_val="
-                             f"{trainer.gradient_clip_val}) is not supported: clipping runs after the hook, so ICS's "
-                             "dry run of the optimizer would take a step that training does not; drop ics_every or "
-                             "the clipping")
+            raise ValueError(
+                f"LandscapeCallback: ICS under gradient clipping (gradient_clip_val="
+                f"{trainer.gradient_clip_val}) is not supported: clipping runs after the hook, so ICS's "
+                "dry run of the optimizer would take a step that training does not; drop ics_every or "
+                "the clipping"
+            )
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Batch,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Batch, batch_idx: int
+    ) -> None:
         self.check_step(trainer)
         self._batch = batch  # already on the module's device
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self._loss = loss.detach()  # L(w_t; B_t), times the GradScaler's scale under 16-mixed
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         step = self._step = trainer.global_step
         # The GradScaler has unscaled .grad by now and skips the step iff a gradient is not finite.
         skipped = self._scaler is not None and not finite_grads(optimizer)
@@ -342,8 +369,9 @@ class LandscapeCallback(pl.Callback):
                 self._store.log(step, metrics)
         self._loss = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Batch,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Batch, batch_idx: int
+    ) -> None:
         # The loss training_step returned (divided by accumulate_grad_batches, which is 1):
         # on_before_backward's is multiplied by the GradScaler's scale.
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -355,8 +383,9 @@ class LandscapeCallback(pl.Callback):
         if step % FLUSH_EVERY == 0:
             self.flush()
 
-    def measure(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer,
-                skipped: bool = False) -> tuple[dict[str, float | list[float]], tuple[float, ...]]:
+    def measure(
+        self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer, skipped: bool = False
+    ) -> tuple[dict[str, float | list[float]], tuple[float, ...]]:
         """The metrics of the hooks due at ``step`` (or owed since a skipped step) and the
         probe's absolute step sizes; at a step the GradScaler skips, ``train/skipped``
         alone, and what was due is owed to the next step."""
@@ -371,18 +400,19 @@ class LandscapeCallback(pl.Callback):
         if not due:
             return {}, sizes
         makers = {
-            "probe": lambda: ProbeHook(sizes, bn_mode=self.bn_mode, curvature=self.curvature, reduce=self._reduce,
-                                       reuse_grad=self._reuse),
+            "probe": lambda: ProbeHook(
+                sizes, bn_mode=self.bn_mode, curvature=self.curvature, reduce=self._reduce, reuse_grad=self._reuse
+            ),
             "ics": lambda: ICSHook(reduce=self._reduce),
-            "hessian": lambda: HessianHook(k=self.hessian_k, bn_mode=self.bn_mode, seed=self.seed,
-                                           reduce=self._reduce),
+            "hessian": lambda: HessianHook(k=self.hessian_k, bn_mode=self.bn_mode, seed=self.seed, reduce=self._reduce),
         }
         loss = self._loss if self._reuse else None
         if loss is not None and self._scaler is not None:
             loss = loss / self._scaler.get_scale()  # the scale in force at this step: update() comes after it
         loss_fn = self.loss_fn or pl_module.loss_fn
-        ctx = Context(Event.AFTER_BACKWARD, step, pl_module, loss_fn, optimizer, lr, self.split_batch(self._batch),
-                      loss)
+        ctx = Context(
+            Event.AFTER_BACKWARD, step, pl_module, loss_fn, optimizer, lr, self.split_batch(self._batch), loss
+        )
         metrics: dict[str, float | list[float]] = {}
         for name in schedules:  # a fixed order, whatever the set's
             if name in due:
@@ -412,8 +442,12 @@ class LandscapeCallback(pl.Callback):
         self.flush(reduce=False)  # the other ranks may not get here: no collective
         if self._store is not None:
             status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-            self._store.set_status(status, steps=trainer.global_step, message=f"{type(exception).__name__}: "
-                                   f"{str(exception).strip().splitlines()[0] if str(exception).strip() else ''}")
+            self._store.set_status(
+                status,
+                steps=trainer.global_step,
+                message=f"{type(exception).__name__}: "
+                f"{str(exception).strip().splitlines()[0] if str(exception).strip() else ''}",
+            )
         self.teardown(trainer, pl_module, "fit")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

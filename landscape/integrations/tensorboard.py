@@ -87,12 +87,20 @@ def histogram(counts: Sequence[float], edges: Sequence[float]) -> Histogram | No
     if len(edges_a) != len(counts_a) + 1 or not np.all(np.isfinite(edges_a)) or not np.all(np.isfinite(counts_a)):
         return None
     centres = (edges_a[:-1] + edges_a[1:]) / 2
-    return Histogram(float(edges_a[0]), float(edges_a[-1]), float(counts_a.sum()), float(counts_a @ centres),
-                     float(counts_a @ centres**2), edges_a[1:].tolist(), counts_a.tolist())
+    return Histogram(
+        float(edges_a[0]),
+        float(edges_a[-1]),
+        float(counts_a.sum()),
+        float(counts_a @ centres),
+        float(counts_a @ centres**2),
+        edges_a[1:].tolist(),
+        counts_a.tolist(),
+    )
 
 
-def tags(metrics: Mapping[str, float | Sequence[float]],
-         labels: Sequence[str] | None) -> tuple[dict[str, float], dict[str, Histogram]]:
+def tags(
+    metrics: Mapping[str, float | Sequence[float]], labels: Sequence[str] | None
+) -> tuple[dict[str, float], dict[str, Histogram]]:
     """One step's metrics as TensorBoard scalars and histograms (see the module doc).
 
     Args:
@@ -131,8 +139,9 @@ def write_records(writer: Any, records: Records, labels: Sequence[str] | None) -
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, global_step=step)
         for tag, h in histograms.items():
-            writer.add_histogram_raw(tag, h.min, h.max, h.num, h.sum, h.sum_squares, h.bucket_limits,
-                                     h.bucket_counts, global_step=step)
+            writer.add_histogram_raw(
+                tag, h.min, h.max, h.num, h.sum, h.sum_squares, h.bucket_limits, h.bucket_counts, global_step=step
+            )
         count += len(scalars) + len(histograms)
     return count
 

@@ -122,8 +122,9 @@ def layer_inputs(model: nn.Module, inputs: torch.Tensor, names: Sequence[str]) -
         Each name's output tensor, e.g. (B, C, H, W).
     """
     with torch.no_grad(), fork_rng(model), recorded_outputs(model, names) as outputs:
-        functional_call(model, (detached_params(model), cloned_buffers(model)), (inputs,),
-                        tie_weights=tie_weights(model))
+        functional_call(
+            model, (detached_params(model), cloned_buffers(model)), (inputs,), tie_weights=tie_weights(model)
+        )
     missing = [n for n in names if n not in outputs]
     if missing:
         raise ValueError(f"modules not called in the forward: {', '.join(missing)}")
@@ -243,12 +244,14 @@ class DistributionRecorder:
         low, high = edges[0].item(), edges[-1].item()
         # Counts and sums, then squared deviations from the (global) mean: two passes,
         # as torch.var, so that a shard's moments add up without cancellation.
-        summed = self._sum_named({
-            "count": torch.tensor([per_channel.shape[1]], dtype=torch.float64, device=pooled.device),
-            "sums": per_channel.sum(dim=1),
-            "hist": torch.histc(pooled, self.bins, low, high),
-            "outside": torch.stack([(pooled < low).sum(), (pooled > high).sum()]).double(),
-        })
+        summed = self._sum_named(
+            {
+                "count": torch.tensor([per_channel.shape[1]], dtype=torch.float64, device=pooled.device),
+                "sums": per_channel.sum(dim=1),
+                "hist": torch.histc(pooled, self.bins, low, high),
+                "outside": torch.stack([(pooled < low).sum(), (pooled > high).sum()]).double(),
+            }
+        )
         count = summed["count"][0]
         under, over = summed["outside"].tolist()
         mean = summed["sums"] / count

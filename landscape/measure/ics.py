@@ -49,6 +49,7 @@ from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rn
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Params = dict[str, torch.Tensor]
 
+
 @contextlib.contextmanager
 def call_order(model: nn.Module) -> Iterator[list[str]]:
     """Yields a list that fills, during forwards run inside the block, with the

@@ -84,9 +84,7 @@ class PointEvaluator:
     def _zeros(self, grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
         return [torch.zeros_like(t) if gr is None else gr for t, gr in zip(self.leaves, grads)]
 
-    def _reduced(
-        self, loss: torch.Tensor, grads: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _reduced(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.reduce is None:
             return loss, grads
         loss, *grads = self.reduce([loss, *grads])
@@ -105,9 +103,7 @@ class PointEvaluator:
             grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
         return self._reduced(loss.detach(), self._zeros(grads))
 
-    def with_curvature(
-        self, g: list[torch.Tensor] | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def with_curvature(self, g: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """L(w), its gradient and g^T H g / ||g||^2 by double backward (g: the given
         gradient, or this one when None; with ``reduce`` g must be given: g^T H_r g is
         averaged over the ranks, which is g^T H g for the global g)."""

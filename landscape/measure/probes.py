@@ -344,12 +344,19 @@ def probe_gradient(
             g_norm, d_norm = torch._foreach_norm([g_flat, d_flat])
 
     # One transfer for every scalar (a single device sync on GPUs).
-    host = _to_host({**measured, "g_norm": g_norm, "d_norm": d_norm, "base_loss": base.loss, "curvature": base.curvature})
+    host = _to_host(
+        {**measured, "g_norm": g_norm, "d_norm": d_norm, "base_loss": base.loss, "curvature": base.curvature}
+    )
     (g_norm,), (d_norm,) = host["g_norm"], host["d_norm"]
-    cosines = [dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
-               for norm, dot in zip(host["point_grad_norm"], host["dot"])]
-    ratios = [diff / (step_size * d_norm) if d_norm > 0 else math.nan
-              for diff, step_size in zip(host["grad_diff"], step_sizes) if step_size > 0]
+    cosines = [
+        dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
+        for norm, dot in zip(host["point_grad_norm"], host["dot"])
+    ]
+    ratios = [
+        diff / (step_size * d_norm) if d_norm > 0 else math.nan
+        for diff, step_size in zip(host["grad_diff"], step_sizes)
+        if step_size > 0
+    ]
     beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
     return ProbeResult(
         step_sizes=step_sizes,
@@ -416,7 +423,11 @@ class _AtW:
 
 
 def _at_w(
-    evaluator: PointEvaluator, g: list[torch.Tensor] | None, *, reuse: bool, base_loss: torch.Tensor | float | None,
+    evaluator: PointEvaluator,
+    g: list[torch.Tensor] | None,
+    *,
+    reuse: bool,
+    base_loss: torch.Tensor | float | None,
     curvature: bool,
 ) -> _AtW:
     """g and L(w): the caller's where they can be reused, else evaluated (with the

@@ -153,8 +153,9 @@ def build_model(name_or_cfg: str | ModelConfig, noise: NoiseConfig | None = None
     else:
         raise _unknown(cfg.name)
     if cfg.init in ("glorot", "glorot-normal"):
-        glorot_init_(model, torch.Generator().manual_seed(init_seed), normal=cfg.init == "glorot-normal",
-                     gain=cfg.init_gain)
+        glorot_init_(
+            model, torch.Generator().manual_seed(init_seed), normal=cfg.init == "glorot-normal", gain=cfg.init_gain
+        )
     if cfg.norm in UNNORMALIZED:
         zero_init_residual_(model)
     return model

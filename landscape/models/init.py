@@ -53,8 +53,9 @@ def learns_shift(norm: nn.Module | None) -> bool:
     return norm is not None and isinstance(getattr(norm, "bias", None), nn.Parameter)
 
 
-def glorot_init_(model: nn.Module, generator: torch.Generator | None = None, *, normal: bool = False,
-                 gain: float = 1.0) -> nn.Module:
+def glorot_init_(
+    model: nn.Module, generator: torch.Generator | None = None, *, normal: bool = False, gain: float = 1.0
+) -> nn.Module:
     """Xavier-uniform (``normal``: Xavier-normal, std = gain sqrt(2 / (fan_in + fan_out)))
     every conv/linear weight with ``gain`` (the paper's: uniform, gain 1), zero their
     biases, and set every normalization layer's affine weight to 1 and bias to 0. In place.

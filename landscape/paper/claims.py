@@ -142,8 +142,14 @@ def _variant(groups: Mapping[str, Mapping[int | None, RunRecord]], name: str, lr
     """The variant of ``groups`` that stands for ``name`` (at ``lr``: ``NAME-lrLR``)."""
     if lr is None:
         return name if name in groups else None
-    return next((v for v in groups if v.rpartition("-lr")[0] == name and (x := _lr_of(v)) is not None
-                 and math.isclose(x, lr, rel_tol=1e-9)), None)
+    return next(
+        (
+            v
+            for v in groups
+            if v.rpartition("-lr")[0] == name and (x := _lr_of(v)) is not None and math.isclose(x, lr, rel_tol=1e-9)
+        ),
+        None,
+    )
 
 
 def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -154,16 +160,29 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
     paper_steps = (paper or {}).get("steps")
     paper_model = (paper or {}).get("model", catalogue.PAPER_MODEL.get(fam, model))
     width = data._get(config, "model", "width_mult", default=1.0)
-    scale = {"model": model, "width_mult": width, "steps": steps, "paper_steps": paper_steps,
-             "train_images": train_images(config), "test_images": test_images(config)}
+    scale = {
+        "model": model,
+        "width_mult": width,
+        "steps": steps,
+        "paper_steps": paper_steps,
+        "train_images": train_images(config),
+        "test_images": test_images(config),
+    }
     full_test = test_images({**config, "train": {**(config.get("train") or {}), "eval_samples": None}})
-    scale["protocol"] = bool(model == paper_model and width == 1 and paper_steps and steps == paper_steps
-                             and not data._get(config, "data", "subset") and scale["test_images"] == full_test)
+    scale["protocol"] = bool(
+        model == paper_model
+        and width == 1
+        and paper_steps
+        and steps == paper_steps
+        and not data._get(config, "data", "subset")
+        and scale["test_images"] == full_test
+    )
     return scale
 
 
-def judge(row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]],
-          paper: Mapping[str, Any] | None = None) -> Claim | None:
+def judge(
+    row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]], paper: Mapping[str, Any] | None = None
+) -> Claim | None:
     """The claim of ``row`` on the runs ``groups`` (variant -> seed -> run); None when
     the row does not apply (a variant missing, another model family, a step size
     not probed). ``paper``: ``{"model", "steps"}`` of the paper's protocol for these
@@ -196,35 +215,69 @@ def judge(row: Row, groups: Mapping[str, Mapping[int | None, RunRecord]],
         good[key] = result
         lo, hi = result.interval.lo, result.interval.hi
         v, why = verdict(row.test, lo, hi, _threshold(row))
-        per_seed[key] = {"estimate": _shown(row, result.estimate), "interval": [_shown(row, lo), _shown(row, hi)],
-                         "verdict": v, "reason": why}
+        per_seed[key] = {
+            "estimate": _shown(row, result.estimate),
+            "interval": [_shown(row, lo), _shown(row, hi)],
+            "verdict": v,
+            "reason": why,
+        }
     incomplete = sorted({r.label for s in seeds for r in (groups[va][s], groups[vb][s]) if r.status not in COMPLETE})
-    base = dict(id=row.id, figure=row.figure, panel=row.panel, claim=row.claim, quote=row.quote,
-                quote_source=row.quote_source, statistic=statistic_text(row), test=row.test,
-                threshold=row.threshold, scale=_scale(first, paper),
-                seeds=[0 if s is None else s for s in seeds], per_seed=per_seed if len(seeds) > 1 else {},
-                beyond_paper=row.beyond_paper, also=list(row.also), ratio=row.log_scale,
-                layers={"paper": list(row.layers), "run": [_layer(first, i) for i in row.layers]} if row.layers else {})
+    base = dict(
+        id=row.id,
+        figure=row.figure,
+        panel=row.panel,
+        claim=row.claim,
+        quote=row.quote,
+        quote_source=row.quote_source,
+        statistic=statistic_text(row),
+        test=row.test,
+        threshold=row.threshold,
+        scale=_scale(first, paper),
+        seeds=[0 if s is None else s for s in seeds],
+        per_seed=per_seed if len(seeds) > 1 else {},
+        beyond_paper=row.beyond_paper,
+        also=list(row.also),
+        ratio=row.log_scale,
+        layers={"paper": list(row.layers), "run": [_layer(first, i) for i in row.layers]} if row.layers else {},
+    )
     if not good:
-        return Claim(**base, estimate=None, values={}, interval=None, interval_reason=reasons[0],
-                     interval_method="", verdict="inconclusive", reason=reasons[0])
+        return Claim(
+            **base,
+            estimate=None,
+            values={},
+            interval=None,
+            interval_reason=reasons[0],
+            interval_method="",
+            verdict="inconclusive",
+            reason=reasons[0],
+        )
     if len(good) == 1:
         (result,) = good.values()
         interval = result.interval
         values = result.values
     else:
-        interval = intervals.t_interval([s.estimate for s in good.values()],
-                                        note="over seeds" if not row.log_scale else "over seeds, of the logs")
-        values = {k: float(np.mean([s.values[k] for s in good.values() if k in s.values]))
-                  for k in next(iter(good.values())).values}
+        interval = intervals.t_interval(
+            [s.estimate for s in good.values()], note="over seeds" if not row.log_scale else "over seeds, of the logs"
+        )
+        values = {
+            k: float(np.mean([s.values[k] for s in good.values() if k in s.values]))
+            for k in next(iter(good.values())).values
+        }
     v, why = verdict(row.test, interval.lo, interval.hi, _threshold(row))
     if reasons:
         why = "; ".join(filter(None, [why, f"{len(reasons)} of {len(seeds)} seeds gave no number: {reasons[0]}"]))
     if incomplete:
         v, why = "inconclusive", f"runs not complete: {', '.join(incomplete)}"
-    return Claim(**base, estimate=_shown(row, interval.estimate), values=values,
-                 interval=[_shown(row, interval.lo), _shown(row, interval.hi)], interval_reason="",
-                 interval_method=interval.method, verdict=v, reason=why)
+    return Claim(
+        **base,
+        estimate=_shown(row, interval.estimate),
+        values=values,
+        interval=[_shown(row, interval.lo), _shown(row, interval.hi)],
+        interval_reason="",
+        interval_method=interval.method,
+        verdict=v,
+        reason=why,
+    )
 
 
 def _threshold(row: Row) -> float:
@@ -245,8 +298,9 @@ def by_variant(records: Sequence[RunRecord]) -> dict[str, dict[int | None, RunRe
     return out
 
 
-def group_claims(groups_: Sequence[str], records: Sequence[RunRecord],
-                 paper: Mapping[str, Any] | None = None) -> list[Claim]:
+def group_claims(
+    groups_: Sequence[str], records: Sequence[RunRecord], paper: Mapping[str, Any] | None = None
+) -> list[Claim]:
     """The claims of the catalogue's ``groups_`` that ``records`` allow, in catalogue order.
 
     Raises:
@@ -318,5 +372,20 @@ def table(claims: Sequence[Claim | Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["ACCURACY", "Claim", "MEASURES", "NoVerdict", "RATIO", "VERDICTS", "by_variant", "estimate_text",
-           "experiment_claims", "group_claims", "judge", "scale_label", "split_seed", "table", "verdict"]
+__all__ = [
+    "ACCURACY",
+    "Claim",
+    "MEASURES",
+    "NoVerdict",
+    "RATIO",
+    "VERDICTS",
+    "by_variant",
+    "estimate_text",
+    "experiment_claims",
+    "group_claims",
+    "judge",
+    "scale_label",
+    "split_seed",
+    "table",
+    "verdict",
+]

@@ -69,9 +69,17 @@ PROTOCOLS: dict[str, Protocol] = {
     # The DLN's objective is the squared error summed over the samples (its plotted
     # losses, 1e3-1e4, and its lr 1e-6 belong to that scale), in float64: at the
     # probe's smallest step (1e-8) the gradient change is float32 rounding.
-    "dln": Protocol(lr=1e-6, dataset="gaussian-linear", steps=10_000, full_batch=True, loss_reduction="sample-sum",
-                    dtype="float64", step_sizes=(0.01, 0.1, 1.0, 10.0, 30.0), ics_lrs=(1e-6, 1e-7),
-                    ics_highlight=(9, 17)),
+    "dln": Protocol(
+        lr=1e-6,
+        dataset="gaussian-linear",
+        steps=10_000,
+        full_batch=True,
+        loss_reduction="sample-sum",
+        dtype="float64",
+        step_sizes=(0.01, 0.1, 1.0, 10.0, 30.0),
+        ics_lrs=(1e-6, 1e-7),
+        ics_highlight=(9, 17),
+    ),
     "other": Protocol(lr=0.1, steps=PAPER_STEPS),
 }
 
@@ -89,8 +97,9 @@ def paper_schedule(total_steps: int, every: int = 100) -> ScheduleConfig:
     """``every`` steps and every 10 over the first 1,000 at the paper's 15,000 steps,
     shrunk in proportion to ``total_steps``."""
     scale = total_steps / PAPER_STEPS
-    return ScheduleConfig(every=max(1, round(every * scale)), dense_until=round(1000 * scale),
-                          dense_every=max(1, round(10 * scale)))
+    return ScheduleConfig(
+        every=max(1, round(every * scale)), dense_until=round(1000 * scale), dense_every=max(1, round(10 * scale))
+    )
 
 
 def scaled_probe_schedule(total_steps: int, passes_per_probe: int = 4) -> ScheduleConfig:
@@ -137,8 +146,9 @@ def paper_config(model: str = "vgg16", kind: str = "probe", *, norm: str = "bn",
     model_cfg = ModelConfig(name=model, norm=norm, **model_fields)
     data = DataConfig(name=p.dataset, dim=model_cfg.width)
     lr = p.ics_lrs[0] if kind == "ics" and p.ics_lrs else p.lr
-    train = TrainConfig(steps=p.steps, epochs=p.epochs, lr=lr, full_batch=p.full_batch,
-                        loss_reduction=p.loss_reduction, dtype=p.dtype)
+    train = TrainConfig(
+        steps=p.steps, epochs=p.epochs, lr=lr, full_batch=p.full_batch, loss_reduction=p.loss_reduction, dtype=p.dtype
+    )
     config = RunConfig(model=model_cfg, data=data, train=train, noise=NoiseConfig(), name=norm)
     return with_measurements(config, kind)
 
@@ -155,9 +165,21 @@ def with_measurements(config: RunConfig, kind: str) -> RunConfig:
         )
     if kind == "ics-noise":
         train = dataclasses.replace(config.train, eval_every=max(1, steps // ICS_NOISE_EVALUATIONS))
-        return dataclasses.replace(config, train=train, distributions=DistributionConfig(schedule=paper_schedule(steps)))
+        return dataclasses.replace(
+            config, train=train, distributions=DistributionConfig(schedule=paper_schedule(steps))
+        )
     return config
 
 
-__all__ = ["PROTOCOLS", "Protocol", "count_steps", "paper_config", "paper_schedule", "protocol",
-           "scaled_probe_schedule", "total_steps", "train_size", "with_measurements"]
+__all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "count_steps",
+    "paper_config",
+    "paper_schedule",
+    "protocol",
+    "scaled_probe_schedule",
+    "total_steps",
+    "train_size",
+    "with_measurements",
+]

@@ -242,10 +242,14 @@ def stationary_bootstrap(
     else:
         alpha = 1 - level
         lo, hi = (float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
-    how = (f"estimate +- t({df} df) x bootstrap s.e., {_percent(level)}" if kind == "t"
-           else f"{_percent(level)} percentile")
+    how = (
+        f"estimate +- t({df} df) x bootstrap s.e., {_percent(level)}"
+        if kind == "t"
+        else f"{_percent(level)} percentile"
+    )
     method = f"stationary bootstrap over {n} steps (mean block {block}, B={samples}, {how})" + (
-        f"; {note}" if note else "")
+        f"; {note}" if note else ""
+    )
     return Interval(float(estimate[0]), lo, hi, method, n)
 
 

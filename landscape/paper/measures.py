@@ -127,8 +127,9 @@ def sigma(record: RunRecord, paper_layer: int) -> tuple[np.ndarray, np.ndarray]:
     return steps, np.sqrt(np.abs(var.reshape(len(steps), -1))).mean(axis=1)
 
 
-def _padded(record: RunRecord, steps: np.ndarray, values: np.ndarray, until: np.ndarray,
-            fill: float) -> tuple[np.ndarray, np.ndarray]:
+def _padded(
+    record: RunRecord, steps: np.ndarray, values: np.ndarray, until: np.ndarray, fill: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A diverged run's training series continued with ``fill`` (accuracy 0, loss inf)
     at the other run's later steps: it stopped training, it did not stop counting."""
     if record.status != "diverged" or not steps.size:
@@ -171,22 +172,38 @@ def _log_ratio(x: np.ndarray, names: tuple[str, str], what: str) -> Paired:
     _enough(len(x), what)
     zero_a, zero_b = int((x[:, 0] == 0).sum()), int((x[:, 1] == 0).sum())
     if zero_a or zero_b:
-        raise NoVerdict(f"zero denominator: {what} is 0 for {names[1]} at {zero_b} and for {names[0]} at {zero_a} "
-                        f"of {len(x)} steps, so their ratio is undefined")
+        raise NoVerdict(
+            f"zero denominator: {what} is 0 for {names[1]} at {zero_b} and for {names[0]} at {zero_a} "
+            f"of {len(x)} steps, so their ratio is undefined"
+        )
     if (x < 0).any():
         raise NoVerdict(f"negative {what}: no ratio")
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         logs = np.clip(np.log(x[:, 0]) - np.log(x[:, 1]), -LOG_CLIP, LOG_CLIP)
     logs = np.nan_to_num(logs, nan=0.0)  # inf / inf: both overflowed, no difference to measure
-    return Paired(logs, "median", {f"{names[0]}: median": float(np.median(x[:, 0])),
-                                   f"{names[1]}: median": float(np.median(x[:, 1])), "points": float(len(x))})
+    return Paired(
+        logs,
+        "median",
+        {
+            f"{names[0]}: median": float(np.median(x[:, 0])),
+            f"{names[1]}: median": float(np.median(x[:, 1])),
+            "points": float(len(x)),
+        },
+    )
 
 
 def _difference(x: np.ndarray, names: tuple[str, str], what: str) -> Paired:
     x = x[~np.isnan(x).any(axis=1)]
     _enough(len(x), what)
-    return Paired(x[:, 0] - x[:, 1], "mean", {f"{names[0]}: mean": float(x[:, 0].mean()),
-                                              f"{names[1]}: mean": float(x[:, 1].mean()), "points": float(len(x))})
+    return Paired(
+        x[:, 0] - x[:, 1],
+        "mean",
+        {
+            f"{names[0]}: mean": float(x[:, 0].mean()),
+            f"{names[1]}: mean": float(x[:, 1].mean()),
+            "points": float(len(x)),
+        },
+    )
 
 
 def _two_runs(series: Callable[[RunRecord], tuple[np.ndarray, np.ndarray]], what: str, kind: str = "log"):
@@ -194,11 +211,13 @@ def _two_runs(series: Callable[[RunRecord], tuple[np.ndarray, np.ndarray]], what
         _, x = _pair(series(a), series(b))
         names = (row.a, row.b)
         return _log_ratio(x, names, what) if kind == "log" else _difference(x, names, what)
+
     return measure
 
 
 def _training(name: str, fill: float, final: bool, kind: str, what: str):
     """Training accuracy or loss paired by step (a diverged run continues at ``fill``)."""
+
     def measure(a: RunRecord, b: RunRecord, row: Row) -> Paired:
         sa, xa = _series(a, name)
         sb, xb = _series(b, name)
@@ -209,6 +228,7 @@ def _training(name: str, fill: float, final: bool, kind: str, what: str):
             x = x[_final(steps)]
         names = (row.a, row.b)
         return _log_ratio(x, names, what) if kind == "log" else _difference(x, names, what)
+
     return measure
 
 
@@ -226,15 +246,23 @@ def _ics_cosines(a: RunRecord, b: RunRecord, row: Row, statistic: str) -> Paired
     _, x = _pair(ics(a, "cosine", row.layers[0]), ics(b, "cosine", row.layers[0]))
     x = x[~np.isnan(x).any(axis=1)]
     _enough(len(x), f"ICS cosines at layer #{_layer(a, row.layers[0])}")
-    return Paired(x, statistic, {f"{row.a}: median cos": float(np.median(x[:, 0])),
-                                 f"{row.b}: median cos": float(np.median(x[:, 1])),
-                                 f"{row.a}: median |cos|": float(np.median(np.abs(x[:, 0]))), "points": float(len(x))})
+    return Paired(
+        x,
+        statistic,
+        {
+            f"{row.a}: median cos": float(np.median(x[:, 0])),
+            f"{row.b}: median cos": float(np.median(x[:, 1])),
+            f"{row.a}: median |cos|": float(np.median(np.abs(x[:, 0]))),
+            "points": float(len(x)),
+        },
+    )
 
 
 def _moments(kind: str):
     def measure(a: RunRecord, b: RunRecord, row: Row) -> Paired:
         _, x = _pair(moments(a, kind, row.layers), moments(b, kind, row.layers))
         return _log_ratio(x, (row.a, row.b), f"|{kind}| values")
+
     return measure
 
 
@@ -281,8 +309,11 @@ def _test_accuracy(a: RunRecord, b: RunRecord, row: Row) -> Paired:
     if not na or not nb:
         raise NoVerdict("no test set of known size")
     pa, pb = final_test_accuracy(a), final_test_accuracy(b)
-    return Paired(np.array([[pa, na], [pb, nb]]), "binomial",
-                  {f"{row.a}: test accuracy": pa, f"{row.b}: test accuracy": pb, "test images": float(na)})
+    return Paired(
+        np.array([[pa, na], [pb, nb]]),
+        "binomial",
+        {f"{row.a}: test accuracy": pa, f"{row.b}: test accuracy": pb, "test images": float(na)},
+    )
 
 
 MEASURES: dict[str, Callable[[RunRecord, RunRecord, Row], Paired]] = {
@@ -310,8 +341,9 @@ STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "median": lambda x: np.median(x, axis=1),
     "mean": lambda x: np.mean(x, axis=1),
     "median-gap": lambda x: np.median(x[..., 0], axis=1) - np.median(x[..., 1], axis=1),
-    "uncorrelated": lambda x: np.maximum(np.median(np.abs(x[..., 0]), axis=1) - UNCORRELATED,
-                                         CORRELATED - np.median(x[..., 1], axis=1)),
+    "uncorrelated": lambda x: np.maximum(
+        np.median(np.abs(x[..., 0]), axis=1) - UNCORRELATED, CORRELATED - np.median(x[..., 1], axis=1)
+    ),
 }
 
 STATISTIC_TEXT = {
@@ -343,5 +375,20 @@ def statistic_text(row: Row) -> str:
     return base.replace("a minus b", f"{row.a} minus {row.b}")
 
 
-__all__ = ["MEASURES", "NoVerdict", "NotApplicable", "Paired", "STATISTICS", "band_width", "beta", "grad_change",
-           "ics", "moments", "predictiveness", "sigma", "statistic_text", "test_images", "train_images"]
+__all__ = [
+    "MEASURES",
+    "NoVerdict",
+    "NotApplicable",
+    "Paired",
+    "STATISTICS",
+    "band_width",
+    "beta",
+    "grad_change",
+    "ics",
+    "moments",
+    "predictiveness",
+    "sigma",
+    "statistic_text",
+    "test_images",
+    "train_images",
+]

@@ -102,6 +102,7 @@ class Figure:
         """The figure restricted to ``network``'s panels (Fig. 3, 5 and 11 show the VGG
         and the DLN side by side): itself when all its panels are that network's, None
         when none is."""
+
         def mine(keys: tuple[str, ...]) -> bool:
             return all(network_of(EXPERIMENTS[k].model) == network for k in keys)
 
@@ -110,8 +111,13 @@ class Figure:
             return self
         if not checks:
             return None
-        return dataclasses.replace(self, label=f"{self.label}, {network.upper()}", checks=checks,
-                                   experiments=tuple(k for k in self.experiments if mine((k,))), network=network)
+        return dataclasses.replace(
+            self,
+            label=f"{self.label}, {network.upper()}",
+            checks=checks,
+            experiments=tuple(k for k in self.experiments if mine((k,))),
+            network=network,
+        )
 
 
 NETWORKS = ("vgg", "dln", "resnet")
@@ -141,69 +147,145 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 _TRAINING = ("training",)
 _LANDSCAPE = ("landscape", "predictiveness", "smoothness", "training")
-FIGURES: dict[str, Figure] = {f.name: f for f in (
-    Figure("fig1", "Fig. 1", "BN trains faster; the layer-input distributions differ marginally",
-           "\"a consistent gain in training speed in models with BatchNorm layers\"; the difference in the "
-           "evolution of the layer-input distributions \"seems to be much less pronounced\" (marginal). As "
-           "plotted: the standard network does not train at lr 0.5.",
-           (Check("fig1-training", ("vgg-noise",)), Check("fig1-high-lr", ("vgg-lr0.5",)),
-            Check("fig1-distributions", ("vgg-noise",))), ("training", "distributions")),
-    Figure("fig2", "Fig. 2", "Noisy BN: unstable layer inputs, yet BN's training",
-           "With time-varying noise after every BN layer the network has \"qualitatively less stable "
-           "distributions than even the standard, non-BatchNorm network\", yet \"the performance difference "
-           "between models with BatchNorm layers, and 'noisy' BatchNorm layers is almost non-existent\" "
-           "(training accuracy, the noise on).",
-           (Check("noisy", ("vgg-noise",)),), ("training", "distributions")),
-    Figure("fig3", "Fig. 3", "Internal covariate shift measured by gradients, VGG and DLN",
-           "\"networks with BatchNorm often exhibit an increase in ICS\" (l2 difference and cosine of G and G' at "
-           "VGG layers #5, #10 and DLN layers #9, #17); in the DLN \"the standard network experiences almost no "
-           "ICS ... whereas for BatchNorm it appears that G and G' are almost uncorrelated\".",
-           (Check("ics", ("vgg-ics",)), Check("ics", ("dln-ics",))), ("training", "ics")),
-    Figure("fig4", "Fig. 4", "The optimization landscape of VGG with and without BN",
-           "With BN the loss varies less along the gradient (a), the gradient is more predictive (b) and the "
-           "effective beta-smoothness is lower (c).",
-           (Check("landscape", ("vgg-probe",)), Check("stability", ("vgg-probe",))), _LANDSCAPE),
-    Figure("fig5", "Fig. 5", "l_p normalizations train as well as BN",
-           "\"all the normalization strategies offer comparable performance to BatchNorm. In fact, for deep linear "
-           "networks, l1-normalization performs even better than BatchNorm\" (VGG: training accuracy; DLN: "
-           "training loss).",
-           (Check("lp-accuracy", ("vgg-lp", "vgg-noise")), Check("lp-loss", ("dln-lp-probe", "dln-probe"))),
-           ("training",)),
-    Figure("fig6", "Fig. 6", "l_p normalizations: more distributional shift than the standard network",
-           "The l_p normalizations give \"larger distributional covariate shift compared to normal networks\" "
-           "(layer #11), yet they train as well as BN.",
-           (Check("lp-shift", ("vgg-lp", "vgg-noise")),), ("distributions", "training")),
-    Figure("fig8", "Fig. 8", "Noisy BN: the layer-input moments move",
-           "The mean and variance of noisy BN's layer inputs (layers #2, #9, #13) change between steps and drift "
-           "from their start far more than the standard network's.",
-           (Check("moments", ("vgg-noise",)),), ("distributions",)),
-    Figure("fig9", "Fig. 9", "Deep linear network: layer-input distributions at depth",
-           "The DLN's layer inputs (layers 1, 11, 24) without BN; the paper says sigma is \"large and highly "
-           "uncontrolled in practice\" (§4). Growth with depth is our reading, checked apart.",
-           (Check("depth", ("dln-depth",)),), ("distributions", "training")),
-    Figure("fig10", "Fig. 10", "The optimization landscape of the deep linear network",
-           "As for VGG: with BN a narrower loss band, a more predictive gradient and a lower beta_eff.",
-           (Check("landscape", ("dln-probe",)), Check("stability", ("dln-probe",))), _LANDSCAPE),
-    Figure("fig11", "Fig. 11", "Gradient change against step size",
-           "The gradient changes less along the gradient with BN at the step sizes probed (VGG and DLN): \"This "
-           "explains why networks with BatchNorm are largely robust to a broad range of learning rates.\"",
-           (Check("step-size", ("vgg-probe",)), Check("step-size", ("dln-probe",))), ("step-size", "predictiveness")),
-    Figure("fig12", "Fig. 12", "The landscape of VGG with l_p normalizations",
-           "\"all these techniques result in an improved smoothness of the landscape that is similar to the effect "
-           "of BatchNorm\" (\"a similar (and, sometime, even stronger) effect\"), and comparable training.",
-           (Check("lp-training-probe", ("vgg-lp-probe", "vgg-probe")),
-            Check("lp-landscape", ("vgg-lp-probe", "vgg-probe"))), _LANDSCAPE),
-    Figure("fig13", "Fig. 13", "The landscape of the deep linear network with l_p normalizations",
-           "As Fig. 12, for the DLN; its panel (a) is Fig. 5(b).",
-           (Check("lp-loss", ("dln-lp-probe", "dln-probe")), Check("lp-landscape", ("dln-lp-probe", "dln-probe"))),
-           _LANDSCAPE),
-    Figure("seed-vgg11", "seed review", "VGG-11, 50 epochs, SGD lr 0.01: BN against none",
-           "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
-           (Check("seed-review", ("vgg11-50ep",)),), _TRAINING),
-    Figure("seed-resnet50", "seed review", "ResNet-50, 20 epochs, SGD lr 0.01: BN against none",
-           "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
-           (Check("seed-review", ("resnet50-20ep",)),), _TRAINING),
-)}
+FIGURES: dict[str, Figure] = {
+    f.name: f
+    for f in (
+        Figure(
+            "fig1",
+            "Fig. 1",
+            "BN trains faster; the layer-input distributions differ marginally",
+            '"a consistent gain in training speed in models with BatchNorm layers"; the difference in the '
+            'evolution of the layer-input distributions "seems to be much less pronounced" (marginal). As '
+            "plotted: the standard network does not train at lr 0.5.",
+            (
+                Check("fig1-training", ("vgg-noise",)),
+                Check("fig1-high-lr", ("vgg-lr0.5",)),
+                Check("fig1-distributions", ("vgg-noise",)),
+            ),
+            ("training", "distributions"),
+        ),
+        Figure(
+            "fig2",
+            "Fig. 2",
+            "Noisy BN: unstable layer inputs, yet BN's training",
+            'With time-varying noise after every BN layer the network has "qualitatively less stable '
+            'distributions than even the standard, non-BatchNorm network", yet "the performance difference '
+            "between models with BatchNorm layers, and 'noisy' BatchNorm layers is almost non-existent\" "
+            "(training accuracy, the noise on).",
+            (Check("noisy", ("vgg-noise",)),),
+            ("training", "distributions"),
+        ),
+        Figure(
+            "fig3",
+            "Fig. 3",
+            "Internal covariate shift measured by gradients, VGG and DLN",
+            '"networks with BatchNorm often exhibit an increase in ICS" (l2 difference and cosine of G and G\' at '
+            'VGG layers #5, #10 and DLN layers #9, #17); in the DLN "the standard network experiences almost no '
+            "ICS ... whereas for BatchNorm it appears that G and G' are almost uncorrelated\".",
+            (Check("ics", ("vgg-ics",)), Check("ics", ("dln-ics",))),
+            ("training", "ics"),
+        ),
+        Figure(
+            "fig4",
+            "Fig. 4",
+            "The optimization landscape of VGG with and without BN",
+            "With BN the loss varies less along the gradient (a), the gradient is more predictive (b) and the "
+            "effective beta-smoothness is lower (c).",
+            (Check("landscape", ("vgg-probe",)), Check("stability", ("vgg-probe",))),
+            _LANDSCAPE,
+        ),
+        Figure(
+            "fig5",
+            "Fig. 5",
+            "l_p normalizations train as well as BN",
+            '"all the normalization strategies offer comparable performance to BatchNorm. In fact, for deep linear '
+            'networks, l1-normalization performs even better than BatchNorm" (VGG: training accuracy; DLN: '
+            "training loss).",
+            (Check("lp-accuracy", ("vgg-lp", "vgg-noise")), Check("lp-loss", ("dln-lp-probe", "dln-probe"))),
+            ("training",),
+        ),
+        Figure(
+            "fig6",
+            "Fig. 6",
+            "l_p normalizations: more distributional shift than the standard network",
+            'The l_p normalizations give "larger distributional covariate shift compared to normal networks" '
+            "(layer #11), yet they train as well as BN.",
+            (Check("lp-shift", ("vgg-lp", "vgg-noise")),),
+            ("distributions", "training"),
+        ),
+        Figure(
+            "fig8",
+            "Fig. 8",
+            "Noisy BN: the layer-input moments move",
+            "The mean and variance of noisy BN's layer inputs (layers #2, #9, #13) change between steps and drift "
+            "from their start far more than the standard network's.",
+            (Check("moments", ("vgg-noise",)),),
+            ("distributions",),
+        ),
+        Figure(
+            "fig9",
+            "Fig. 9",
+            "Deep linear network: layer-input distributions at depth",
+            "The DLN's layer inputs (layers 1, 11, 24) without BN; the paper says sigma is \"large and highly "
+            'uncontrolled in practice" (§4). Growth with depth is our reading, checked apart.',
+            (Check("depth", ("dln-depth",)),),
+            ("distributions", "training"),
+        ),
+        Figure(
+            "fig10",
+            "Fig. 10",
+            "The optimization landscape of the deep linear network",
+            "As for VGG: with BN a narrower loss band, a more predictive gradient and a lower beta_eff.",
+            (Check("landscape", ("dln-probe",)), Check("stability", ("dln-probe",))),
+            _LANDSCAPE,
+        ),
+        Figure(
+            "fig11",
+            "Fig. 11",
+            "Gradient change against step size",
+            'The gradient changes less along the gradient with BN at the step sizes probed (VGG and DLN): "This '
+            'explains why networks with BatchNorm are largely robust to a broad range of learning rates."',
+            (Check("step-size", ("vgg-probe",)), Check("step-size", ("dln-probe",))),
+            ("step-size", "predictiveness"),
+        ),
+        Figure(
+            "fig12",
+            "Fig. 12",
+            "The landscape of VGG with l_p normalizations",
+            '"all these techniques result in an improved smoothness of the landscape that is similar to the effect '
+            'of BatchNorm" ("a similar (and, sometime, even stronger) effect"), and comparable training.',
+            (
+                Check("lp-training-probe", ("vgg-lp-probe", "vgg-probe")),
+                Check("lp-landscape", ("vgg-lp-probe", "vgg-probe")),
+            ),
+            _LANDSCAPE,
+        ),
+        Figure(
+            "fig13",
+            "Fig. 13",
+            "The landscape of the deep linear network with l_p normalizations",
+            "As Fig. 12, for the DLN; its panel (a) is Fig. 5(b).",
+            (Check("lp-loss", ("dln-lp-probe", "dln-probe")), Check("lp-landscape", ("dln-lp-probe", "dln-probe"))),
+            _LANDSCAPE,
+        ),
+        Figure(
+            "seed-vgg11",
+            "seed review",
+            "VGG-11, 50 epochs, SGD lr 0.01: BN against none",
+            "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
+            (Check("seed-review", ("vgg11-50ep",)),),
+            _TRAINING,
+        ),
+        Figure(
+            "seed-resnet50",
+            "seed review",
+            "ResNet-50, 20 epochs, SGD lr 0.01: BN against none",
+            "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
+            (Check("seed-review", ("resnet50-20ep",)),),
+            _TRAINING,
+        ),
+    )
+}
 SCHEMATIC = {"fig7": "Fig. 7 is the theory's schematic (v3): nothing to run"}
 
 
@@ -233,8 +315,14 @@ CPU_SCALE: dict[str, Reduction] = {
 # in reports/REPRODUCTION.md). Paper: an H200, from reports/benchmarks.md's VGG-16
 # training rate; not yet measured for these figures.
 SECONDS_PER_PASS = {
-    ("cpu", "vgg16"): 0.035, ("cpu", "vgg11"): 0.035, ("cpu", "dln"): 0.006, ("cpu", "resnet50"): 20.0,
-    ("paper", "vgg16"): 0.005, ("paper", "vgg11"): 0.004, ("paper", "dln"): 0.0015, ("paper", "resnet50"): 0.03,
+    ("cpu", "vgg16"): 0.035,
+    ("cpu", "vgg11"): 0.035,
+    ("cpu", "dln"): 0.006,
+    ("cpu", "resnet50"): 20.0,
+    ("paper", "vgg16"): 0.005,
+    ("paper", "vgg11"): 0.004,
+    ("paper", "dln"): 0.0015,
+    ("paper", "resnet50"): 0.03,
 }
 
 
@@ -282,8 +370,15 @@ def paper_protocol(key: str) -> dict[str, object]:
     return {"model": EXPERIMENTS[key].model, "steps": paper_steps(key)}
 
 
-def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, device: str = "auto",
-                       seeds: Sequence[int] | None = None, subset: int | None = None) -> list[RunConfig]:
+def experiment_configs(
+    key: str,
+    scale: str,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    seeds: Sequence[int] | None = None,
+    subset: int | None = None,
+) -> list[RunConfig]:
     """The runs of experiment ``key`` at ``scale`` (named as the commands name them);
     ``subset``: keep the first N training images (a machine that holds part of
     CIFAR-10 only; the steps stay the scale's).
@@ -321,13 +416,15 @@ def experiment_configs(key: str, scale: str, *, data_dir: str | None = None, dev
     steps = total_steps(config)
     n = CPU_SCALE[exp.model].ics_measurements if scale == "cpu" else None
     if kind == "ics" and n is not None:
-        schedule = ScheduleConfig(every=max(1, steps * 5 // (4 * n)), dense_until=steps // 15,
-                                  dense_every=max(1, steps // (3 * n)))
+        schedule = ScheduleConfig(
+            every=max(1, steps * 5 // (4 * n)), dense_until=steps // 15, dense_every=max(1, steps // (3 * n))
+        )
         config = dataclasses.replace(config, ics=dataclasses.replace(config.ics, schedule=schedule))
     if kind == "ics-noise" and exp.layers:
         layers = sorted({catalogue.map_layer(i, model.name, model.depth) for i in exp.layers})
-        config = dataclasses.replace(config, distributions=dataclasses.replace(
-            config.distributions, layers=tuple(str(i) for i in layers)))
+        config = dataclasses.replace(
+            config, distributions=dataclasses.replace(config.distributions, layers=tuple(str(i) for i in layers))
+        )
     configs = lr_variants(config, exp.norms, exp.lrs) if kind == "ics" else variants(config, exp.norms)
     return with_seeds(configs, seeds) if seeds else configs
 
@@ -340,13 +437,29 @@ def estimate_seconds(key: str, scale: str, seeds: int = 1) -> float:
     return seeds * per_pass * sum(estimate_passes(c, total_steps(c))["total"] for c in configs)
 
 
-def figure_seconds(name: str, scale: str, seeds: int = 1, done: set[str] | None = None,
-                   network: str | None = None) -> float:
+def figure_seconds(
+    name: str, scale: str, seeds: int = 1, done: set[str] | None = None, network: str | None = None
+) -> float:
     """Time of ``name``'s experiments (``network``'s alone when given), leaving out
     those in ``done`` (run for an earlier figure)."""
-    return sum(estimate_seconds(k, scale, seeds) for k in figure(name, network).all_experiments
-               if k not in (done or set()))
+    return sum(
+        estimate_seconds(k, scale, seeds) for k in figure(name, network).all_experiments if k not in (done or set())
+    )
 
 
-__all__ = ["CPU_SCALE", "EXPERIMENTS", "FIGURES", "NETWORKS", "SCALES", "SCHEMATIC", "Check", "Experiment", "Figure",
-           "experiment_configs", "figure", "network_of", "paper_protocol", "paper_steps"]
+__all__ = [
+    "CPU_SCALE",
+    "EXPERIMENTS",
+    "FIGURES",
+    "NETWORKS",
+    "SCALES",
+    "SCHEMATIC",
+    "Check",
+    "Experiment",
+    "Figure",
+    "experiment_configs",
+    "figure",
+    "network_of",
+    "paper_protocol",
+    "paper_steps",
+]

@@ -82,7 +82,7 @@ def _verdict_cell(c: dict[str, Any]) -> str:
 
 def _claim_cell(c: dict[str, Any]) -> str:
     label = f"{c.get('figure')}({c['panel']})" if c.get("panel") else str(c.get("figure", ""))
-    quote = f"<br>*the paper ({c.get('quote_source')}): \"{c['quote']}\"*" if c.get("quote") else ""
+    quote = f'<br>*the paper ({c.get("quote_source")}): "{c["quote"]}"*' if c.get("quote") else ""
     return f"{label}: {c.get('claim')}{quote}"
 
 
@@ -100,13 +100,18 @@ def _claims_rows(claims: Sequence[dict[str, Any]], counted_in: dict[str, str], l
     for c in claims:
         owner = counted_in.get(str(c.get("id")), label)
         note = f" (counted under {owner})" if owner != label else ""
-        lines.append(f"| {_cell(_claim_cell(c))} | {_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | "
-                     f"{_cell(_verdict_cell(c) + note)} | {_cell(_scale_cell(c))} |")
+        lines.append(
+            f"| {_cell(_claim_cell(c))} | {_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | "
+            f"{_cell(_verdict_cell(c) + note)} | {_cell(_scale_cell(c))} |"
+        )
     return lines
 
 
-def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santurkar et al. (2018)",
-             notes: str | Path | None = None) -> str:
+def markdown(
+    out_dirs: Sequence[str | Path],
+    title: str = "Reproduction of Santurkar et al. (2018)",
+    notes: str | Path | None = None,
+) -> str:
     """The whole page: a summary that counts each of the paper's claims once, a
     section per figure, and the observations beyond the paper apart. ``notes``: a
     markdown file (kept in git beside the page) printed below the summary under
@@ -117,30 +122,44 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
     lines = [
         f"# {title}",
         "",
-        ("Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + notes_flag + "` from "
-         "the `figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not "
-         "edit by hand."),
+        (
+            "Written by `python scripts/reproduction.py " + " ".join(str(d) for d in out_dirs) + notes_flag + "` from "
+            "the `figure.json` and `claims.json` that `landscape reproduce` leaves in each figure's directory; do not "
+            "edit by hand."
+        ),
         "",
-        ("Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
-        f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
-        f"in the claimed direction and contradicts when it lies wholly beyond it the other way; accuracy differences "
-        f"count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and for the DLN median |cos| <= "
-        f"{UNCORRELATED} with BN against cos >= {CORRELATED} without. One seed: a stationary bootstrap over the "
-        "steps (within the run: seed variance not included); several seeds: a t-interval over the seeds (geometric "
-        f"mean for ratios). Fewer than {MIN_POINTS} paired measurements, or an unfinished run, give no verdict. "
-        "Every row names its scale: a finding at a reduced scale is about that network, not the paper's VGG-16. "
-        "The runs and reports named below live in the output directories (not kept in git); each figure's command "
-        "makes them again."),
+        (
+            "Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
+            f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
+            f"in the claimed direction and contradicts when it lies wholly beyond it the other way; accuracy differences "
+            f"count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and for the DLN median |cos| <= "
+            f"{UNCORRELATED} with BN against cos >= {CORRELATED} without. One seed: a stationary bootstrap over the "
+            "steps (within the run: seed variance not included); several seeds: a t-interval over the seeds (geometric "
+            f"mean for ratios). Fewer than {MIN_POINTS} paired measurements, or an unfinished run, give no verdict. "
+            "Every row names its scale: a finding at a reduced scale is about that network, not the paper's VGG-16. "
+            "The runs and reports named below live in the output directories (not kept in git); each figure's command "
+            "makes them again."
+        ),
         "",
-        *([] if any(f.get("scale") == "paper" for f in figures) else [
-            ("No VGG figure at the paper's scale in these directories: VGG-16 for 15k steps needs a GPU "
-             "(`bench/gpu_check.sh` runs Fig. 4, 9, 10 and 13 at paper scale when a device is lent, and its output "
-             "directory can be added to the command above). The deep linear network's CPU scale is the paper's "
-             "protocol (10k full-batch steps, float64): its rows say \"paper protocol\"."), ""]),
+        *(
+            []
+            if any(f.get("scale") == "paper" for f in figures)
+            else [
+                (
+                    "No VGG figure at the paper's scale in these directories: VGG-16 for 15k steps needs a GPU "
+                    "(`bench/gpu_check.sh` runs Fig. 4, 9, 10 and 13 at paper scale when a device is lent, and its output "
+                    "directory can be added to the command above). The deep linear network's CPU scale is the paper's "
+                    'protocol (10k full-batch steps, float64): its rows say "paper protocol".'
+                ),
+                "",
+            ]
+        ),
         "## Summary",
         "",
-        ("The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
-         "observations beyond the paper are apart, below."),
+        (
+            "The paper's claims, each counted once (a claim that two figures plot is counted under the first); the "
+            "observations beyond the paper are apart, below."
+        ),
         "",
         "| figure | scale | seeds | where | supports | contradicts | inconclusive |",
         "|---|---|---|---|---|---|---|",
@@ -159,9 +178,11 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
             mine[cid] = str(f.get("label"))
             if c.get("verdict") in counts:
                 counts[c["verdict"]] += 1
-        lines.append(f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
-                     f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
-                     f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |")
+        lines.append(
+            f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
+            f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
+            f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |"
+        )
     if notes is not None:
         lines += ["", '<a id="what-changed"></a>', "## What changed", "", Path(notes).read_text().strip()]
     beyond: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -186,14 +207,22 @@ def markdown(out_dirs: Sequence[str | Path], title: str = "Reproduction of Santu
             continue
         lines += _claims_rows(paper, owners.get(str(Path(f["dir"]).parent), {}), str(f.get("label")))
     if beyond:
-        lines += ["", '<a id="beyond-the-paper"></a>', "## Beyond the paper", "",
-                  "Our observations on the same runs, not claims of the paper: never counted above.", "",
-                  "| figure | claim | statistic | estimate [95% interval] (half-width) | verdict | scale |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            '<a id="beyond-the-paper"></a>',
+            "## Beyond the paper",
+            "",
+            "Our observations on the same runs, not claims of the paper: never counted above.",
+            "",
+            "| figure | claim | statistic | estimate [95% interval] (half-width) | verdict | scale |",
+            "|---|---|---|---|---|---|",
+        ]
         for f, c in beyond:
-            lines.append(f"| [{f.get('label')}](#{_anchor(f)}) | {_cell(c.get('claim'))} | "
-                         f"{_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | {_cell(_verdict_cell(c))} | "
-                         f"{_cell(_scale_cell(c))} |")
+            lines.append(
+                f"| [{f.get('label')}](#{_anchor(f)}) | {_cell(c.get('claim'))} | "
+                f"{_cell(c.get('statistic'))} | {_cell(estimate_text(c))} | {_cell(_verdict_cell(c))} | "
+                f"{_cell(_scale_cell(c))} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@
 ``figures(path)`` gives the figures by section and ``Experiment(path)`` renders
 inline (``notebook``). Never imports torch.
 """
+
 from landscape.report.html import build_report, default_output, write_report
 from landscape.report.notebook import Experiment, figures
 

@@ -515,9 +515,7 @@ def ics_default_layers(records: Sequence[RunRecord], layers: Sequence[str]) -> l
     return list(layers[:1])
 
 
-def histogram_grid(
-    record: RunRecord, layer: str, max_rows: int
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def histogram_grid(record: RunRecord, layer: str, max_rows: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Histograms of one layer's inputs over steps, for a heatmap.
 
     Args:
@@ -610,8 +608,10 @@ def config_rows(records: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         row("data", lambda r: _get(r.config, "data", "name")),
         row("lr", lambda r: _get(r.config, "train", "lr")),
         row("momentum", lambda r: _get(r.config, "train", "momentum")),
-        row("batch size", lambda r: "full batch" if _get(r.config, "train", "full_batch")
-            else _get(r.config, "train", "batch_size")),
+        row(
+            "batch size",
+            lambda r: "full batch" if _get(r.config, "train", "full_batch") else _get(r.config, "train", "batch_size"),
+        ),
         row("steps", steps_text),
         row("probe step sizes", step_sizes_text),
         row("probe direction", lambda r: _get(r.config, "probe", "direction")),

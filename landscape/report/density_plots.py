@@ -73,14 +73,23 @@ def _trace(entry: Record, name: str, color: str, floor: float) -> go.Scatter:
     hover = f"{template_text(name)}<br>λ %{{x:.4g}}<br>density %{{y:.3g}}"
     if isinstance(mean, (int, float)) and math.isfinite(mean):
         hover += f"<br>mean (tr H / n) {mean:.4g}"
-    return go.Scatter(x=grid, y=np.maximum(density, floor), mode="lines", name=text(name), line=dict(color=color),
-                      hovertemplate=hover + "<extra></extra>")
+    return go.Scatter(
+        x=grid,
+        y=np.maximum(density, floor),
+        mode="lines",
+        name=text(name),
+        line=dict(color=color),
+        hovertemplate=hover + "<extra></extra>",
+    )
 
 
 def _axes(fig: go.Figure, peak: float) -> go.Figure:
     top = math.log10(peak)
-    fig.update_layout(xaxis_title="eigenvalue λ of H", legend=dict(orientation="h", y=-0.2),
-                      yaxis=dict(title="density", type="log", range=[top + math.log10(FLOOR), top + 0.3]))
+    fig.update_layout(
+        xaxis_title="eigenvalue λ of H",
+        legend=dict(orientation="h", y=-0.2),
+        yaxis=dict(title="density", type="log", range=[top + math.log10(FLOOR), top + 0.3]),
+    )
     return fig
 
 
@@ -120,11 +129,23 @@ def plot_density_over_training(label: str, record: Record) -> go.Figure:
     for entry, step in zip(entries, steps):
         color = sample_colorscale(COLORSCALE, [(step - first) / span])[0]
         fig.add_trace(_trace(entry, f"step {step}", color, FLOOR * peak))
-    fig.add_trace(go.Scatter(  # carries the colour bar of the step scale; draws nothing
-        x=[entries[0]["grid"][0]], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
-        marker=dict(colorscale=COLORSCALE, cmin=first, cmax=first + span, color=[first], showscale=True,
-                    colorbar=dict(title=dict(text="step"))),
-    ))
+    fig.add_trace(
+        go.Scatter(  # carries the colour bar of the step scale; draws nothing
+            x=[entries[0]["grid"][0]],
+            y=[None],
+            mode="markers",
+            hoverinfo="skip",
+            showlegend=False,
+            marker=dict(
+                colorscale=COLORSCALE,
+                cmin=first,
+                cmax=first + span,
+                color=[first],
+                showscale=True,
+                colorbar=dict(title=dict(text="step")),
+            ),
+        )
+    )
     return _axes(fig, peak)
 
 
@@ -133,10 +154,12 @@ def plot_run_densities(runs: Sequence[RunRecord]) -> list[go.Figure]:
     checkpoints, then each run measured at several checkpoints on its own (a single run
     measured at several is shown by its own figure alone)."""
     colors = data.run_colors([r.norm for r in runs])
-    labelled = [(run.label, color, record) for run, color in zip(runs, colors)
-                if (record := load_density(run.path)) is not None]
-    over_training = [plot_density_over_training(label, record) for label, _, record in labelled
-                     if len(record["densities"]) > 1]
+    labelled = [
+        (run.label, color, record) for run, color in zip(runs, colors) if (record := load_density(run.path)) is not None
+    ]
+    over_training = [
+        plot_density_over_training(label, record) for label, _, record in labelled if len(record["densities"]) > 1
+    ]
     if len(labelled) == 1 and over_training:
         return over_training
     return [plot_density(labelled), *over_training]

@@ -206,14 +206,24 @@ def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
     for c in claims:
         verdict = str(c.get("verdict", ""))
         label = f"{c.get('figure', '')}({c['panel']})" if c.get("panel") else str(c.get("figure", ""))
-        numbers = "; ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                            for k, v in (c.get("values") or {}).items())
+        numbers = "; ".join(
+            f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in (c.get("values") or {}).items()
+        )
         reason = f'<br><span class="note">{html.escape(str(c["reason"]))}</span>' if c.get("reason") else ""
-        quote = (f'<br><span class="note">the paper ({html.escape(str(c.get("quote_source", "")))}): '
-                 f'&ldquo;{html.escape(str(c["quote"]))}&rdquo;</span>') if c.get("quote") else ""
+        quote = (
+            (
+                f'<br><span class="note">the paper ({html.escape(str(c.get("quote_source", "")))}): '
+                f"&ldquo;{html.escape(str(c['quote']))}&rdquo;</span>"
+            )
+            if c.get("quote")
+            else ""
+        )
         scale = html.escape(scale_label(c.get("scale"))) if c.get("scale") else "scale not recorded"
-        method = f'<br><span class="note">{html.escape(str(c["interval_method"]))}</span>' \
-            if c.get("interval_method") else ""
+        method = (
+            f'<br><span class="note">{html.escape(str(c["interval_method"]))}</span>'
+            if c.get("interval_method")
+            else ""
+        )
         rows.append(
             f"<tr><td>{html.escape(label)}</td>"
             f'<td class="verdict-{html.escape(verdict)}">{html.escape(verdict)}</td>'
@@ -222,8 +232,10 @@ def claims_table(claims: Sequence[Mapping[str, Any]]) -> str:
             f'<br><span class="note">{html.escape(numbers)}</span></td>'
             f"<td>{scale}</td></tr>"
         )
-    head = ("<tr><th>figure</th><th>verdict</th><th>claim</th><th>statistic [95% interval] (half-width)</th>"
-            "<th>scale</th></tr>")
+    head = (
+        "<tr><th>figure</th><th>verdict</th><th>claim</th><th>statistic [95% interval] (half-width)</th>"
+        "<th>scale</th></tr>"
+    )
     return f'<table class="runs claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -242,8 +254,9 @@ def select_sections(anchors: Sequence[str] | None = None) -> tuple[Section, ...]
     return tuple(by_anchor[a] for a in anchors)
 
 
-def section_figures(runs: Sequence[RunRecord],
-                    sections: Sequence[Section] = SECTIONS) -> list[tuple[Section, list[go.Figure], list[str]]]:
+def section_figures(
+    runs: Sequence[RunRecord], sections: Sequence[Section] = SECTIONS
+) -> list[tuple[Section, list[go.Figure], list[str]]]:
     """(section, its non-empty figures, its missing-series lines) for every section that
     has either, in order."""
     out = []
@@ -255,8 +268,9 @@ def section_figures(runs: Sequence[RunRecord],
     return out
 
 
-def sections_html(runs: Sequence[RunRecord], sections: Sequence[Section] = SECTIONS,
-                  id_prefix: str = "fig") -> list[tuple[Section, str]]:
+def sections_html(
+    runs: Sequence[RunRecord], sections: Sequence[Section] = SECTIONS, id_prefix: str = "fig"
+) -> list[tuple[Section, str]]:
     """(section, its ``<section>`` element) for every section with data; figure divs are
     numbered ``<id_prefix>-1``, ``-2``, ... (unique ids when several fragments share a page)."""
     parts = []
@@ -266,13 +280,23 @@ def sections_html(runs: Sequence[RunRecord], sections: Sequence[Section] = SECTI
         for fig in figures:
             count += 1
             divs.append(f'<div class="figure">{figure_html(fig, f"{id_prefix}-{count}")}</div>')
-        parts.append((section, f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
-                               f'<p class="note">{section.note}</p>{"".join(divs)}</section>'))
+        parts.append(
+            (
+                section,
+                f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>'
+                f'<p class="note">{section.note}</p>{"".join(divs)}</section>',
+            )
+        )
     return parts
 
 
-def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[str, Any]] = (),
-                sections: Sequence[str] | None = None, intro: str = "") -> str:
+def render_page(
+    runs: Sequence[RunRecord],
+    title: str,
+    claims: Sequence[Mapping[str, Any]] = (),
+    sections: Sequence[str] | None = None,
+    intro: str = "",
+) -> str:
     """The whole page as a string; ``claims`` (from claims.json) make its first section.
 
     ``sections``: the anchors of the sections to show, in this order (a figure's
@@ -289,8 +313,12 @@ def render_page(runs: Sequence[RunRecord], title: str, claims: Sequence[Mapping[
             '<section id="claims"><h2>Claims of the paper</h2><p class="note">Each claim as a statistic of these '
             "runs, with its 95% interval and the verdict read from it (README, 'Claims and verdicts').</p>"
             f"{claims_table(paper)}"
-            + ("<h3>Beyond the paper</h3><p class=\"note\">Our observations, not claims of the paper: never "
-               f"counted among them.</p>{claims_table(beyond)}" if beyond else "")
+            + (
+                '<h3>Beyond the paper</h3><p class="note">Our observations, not claims of the paper: never '
+                f"counted among them.</p>{claims_table(beyond)}"
+                if beyond
+                else ""
+            )
             + "</section>"
         )
     rendered = sections_html(runs, chosen)
@@ -350,9 +378,14 @@ def build_report(run_dirs: Sequence[str | Path], output_path: str | Path, title:
     return output_path
 
 
-def write_page(runs: Sequence[RunRecord], output_path: str | Path, title: str,
-               claims: Sequence[Mapping[str, Any]] = (), sections: Sequence[str] | None = None,
-               intro: str = "") -> Path:
+def write_page(
+    runs: Sequence[RunRecord],
+    output_path: str | Path,
+    title: str,
+    claims: Sequence[Mapping[str, Any]] = (),
+    sections: Sequence[str] | None = None,
+    intro: str = "",
+) -> Path:
     """Write the page of runs already loaded (see :func:`render_page`); atomically."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,11 +397,15 @@ def write_page(runs: Sequence[RunRecord], output_path: str | Path, title: str,
 def write_surface_page(record: Mapping[str, Any], output_path: str | Path, title: str) -> Path:
     """Write one surface's figures (:func:`surface_plots.surface_figures`) as a
     self-contained page; atomically."""
-    divs = "".join(f'<div class="figure">{figure_html(fig, f"fig-{i}")}</div>'
-                   for i, fig in enumerate(surface_plots.surface_figures(record), 1))
+    divs = "".join(
+        f'<div class="figure">{figure_html(fig, f"fig-{i}")}</div>'
+        for i, fig in enumerate(surface_plots.surface_figures(record), 1)
+    )
     settings = ", ".join(f"{k} {v}" for k, v in record["settings"].items())
-    note = (f"{record['run']} at step {record['checkpoint']['step']}; loss at the centre {record['base_loss']}; "
-            f"{record['data']['order']}; {settings}")
+    note = (
+        f"{record['run']} at step {record['checkpoint']['step']}; loss at the centre {record['base_loss']}; "
+        f"{record['data']['order']}; {settings}"
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>

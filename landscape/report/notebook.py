@@ -57,15 +57,16 @@ def figures(*paths: str | Path, sections: Sequence[str] | None = None) -> dict[s
         ValueError: an unknown section.
     """
     runs = data.load_runs(paths)
-    return {section.anchor: found for section, found, _ in section_figures(runs, select_sections(sections))
-            if found}
+    return {section.anchor: found for section, found, _ in section_figures(runs, select_sections(sections)) if found}
 
 
 def plotly_script(include_plotlyjs: PlotlyJs) -> str:
     """The ``<script>`` that provides plotly.js: inline (True), from the CDN ("cdn") or none (False)."""
     if include_plotlyjs is True:
-        return ('<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>'
-                f'<script type="text/javascript">{plotly_js()}</script>')
+        return (
+            '<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>'
+            f'<script type="text/javascript">{plotly_js()}</script>'
+        )
     if include_plotlyjs == "cdn":
         version = plotly.offline.get_plotlyjs_version()
         return f'<script src="https://cdn.plot.ly/plotly-{version}.min.js" charset="utf-8"></script>'
@@ -86,8 +87,9 @@ class Experiment:
         ValueError: a bad ``include_plotlyjs`` or section.
     """
 
-    def __init__(self, *paths: str | Path, include_plotlyjs: PlotlyJs = True,
-                 sections: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, *paths: str | Path, include_plotlyjs: PlotlyJs = True, sections: Sequence[str] | None = None
+    ) -> None:
         if not paths:
             raise ValueError("Experiment needs at least one run or experiment directory")
         plotly_script(include_plotlyjs)  # checks the value now rather than at display
@@ -108,8 +110,10 @@ class Experiment:
         prefix = f"landscape-{uuid.uuid4().hex[:8]}"  # unique figure ids when shown several times
         parts = "".join(part for _, part in sections_html(runs, self.sections, id_prefix=prefix))
         names = html.escape(", ".join(p.name for p in self.paths))
-        return (f'<div class="landscape-report"><style>{_CSS}</style>{plotly_script(self.include_plotlyjs)}'
-                f'<h3>landscape: {names}</h3><section id="runs">{runs_table(runs)}</section>{parts}</div>')
+        return (
+            f'<div class="landscape-report"><style>{_CSS}</style>{plotly_script(self.include_plotlyjs)}'
+            f'<h3>landscape: {names}</h3><section id="runs">{runs_table(runs)}</section>{parts}</div>'
+        )
 
     def __repr__(self) -> str:
         return f"Experiment({', '.join(repr(str(p)) for p in self.paths)})"

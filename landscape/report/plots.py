@@ -85,9 +85,7 @@ def _xy(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return steps.astype(np.int32), values  # int32 steps halve the encoded x arrays
 
 
-def _line(
-    steps: np.ndarray, values: np.ndarray, name: str, color: str, quantity: str, **kwargs: object
-) -> go.Scatter:
+def _line(steps: np.ndarray, values: np.ndarray, name: str, color: str, quantity: str, **kwargs: object) -> go.Scatter:
     x, y = _xy(steps, values)
     return go.Scatter(
         x=x,
@@ -186,8 +184,19 @@ def _seed_traces(
     legendgroup = kwargs.pop("legendgroup", text(name))
     keep = np.isfinite(lo) & np.isfinite(hi)
     shared = {k: kwargs[k] for k in ("visible",) if k in kwargs}
-    band = _band_traces(steps[keep], lo[keep], hi[keep], name, color, f"{quantity} {seeds}", alpha=SEED_ALPHA,
-                        edge_width=0.5, showlegend=False, legendgroup=legendgroup, **shared)
+    band = _band_traces(
+        steps[keep],
+        lo[keep],
+        hi[keep],
+        name,
+        color,
+        f"{quantity} {seeds}",
+        alpha=SEED_ALPHA,
+        edge_width=0.5,
+        showlegend=False,
+        legendgroup=legendgroup,
+        **shared,
+    )
     line = _line(steps, mean, name, color, f"mean {quantity} {seeds}", legendgroup=legendgroup, **kwargs)
     return [*band, line]
 
@@ -234,9 +243,7 @@ def plot_training(runs: Sequence[RunRecord]) -> go.Figure:
     return fig
 
 
-def _plot_bands(
-    runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool | None
-) -> go.Figure:
+def _plot_bands(runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool | None) -> go.Figure:
     """``log_y=None``: a log axis where the values span decades (:func:`data.spans_decades`).
 
     A seed group draws two bands: the darker one spans the mean over seeds of each
@@ -263,11 +270,24 @@ def _plot_bands(
         if not keep.any():
             continue
         seeds = len(per_seed)
-        fig.add_traces(_band_traces(steps[keep], pooled_lo[keep], pooled_hi[keep], group.label, color,
-                                    f"{quantity} over {seeds} seeds", alpha=SEED_ALPHA, edge_width=0.5,
-                                    showlegend=False))
-        fig.add_traces(_band_traces(steps[keep], mean_lo[keep], mean_hi[keep], group.label, color,
-                                    f"{quantity}, mean over {seeds} seeds"))
+        fig.add_traces(
+            _band_traces(
+                steps[keep],
+                pooled_lo[keep],
+                pooled_hi[keep],
+                group.label,
+                color,
+                f"{quantity} over {seeds} seeds",
+                alpha=SEED_ALPHA,
+                edge_width=0.5,
+                showlegend=False,
+            )
+        )
+        fig.add_traces(
+            _band_traces(
+                steps[keep], mean_lo[keep], mean_hi[keep], group.label, color, f"{quantity}, mean over {seeds} seeds"
+            )
+        )
     if not fig.data:
         return go.Figure()
     mark_divergence(fig, *_members(groups, colors))
@@ -283,8 +303,9 @@ def plot_loss_landscape(runs: Sequence[RunRecord]) -> go.Figure:
 def plot_gradient_cosine(runs: Sequence[RunRecord]) -> go.Figure:
     """Band over the step sizes of cos(grad L(w - eta g), g): 1 where the gradient
     keeps its direction along the step."""
-    return _plot_bands(runs, "probe/grad_cosine", "Gradient direction: cos(∇L(w − ηg), g) (min–max over step sizes)",
-                       "cosine", False)
+    return _plot_bands(
+        runs, "probe/grad_cosine", "Gradient direction: cos(∇L(w − ηg), g) (min–max over step sizes)", "cosine", False
+    )
 
 
 def plot_gradient_predictiveness(runs: Sequence[RunRecord]) -> go.Figure:
@@ -328,8 +349,12 @@ def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
     curvature's and lambda_max's means over seeds only (a second band would hide beta's)."""
     groups, colors = _groups(runs)
     tracked = any("hessian/lambda_max" in run.series for run in runs)
-    fig = _figure("Effective β-smoothness and curvature along the gradient", xaxis_title="step",
-                  yaxis_title="β, gᵀHg / ‖g‖²" + (", λ_max" if tracked else ""), yaxis_type="log")
+    fig = _figure(
+        "Effective β-smoothness and curvature along the gradient",
+        xaxis_title="step",
+        yaxis_title="β, gᵀHg / ‖g‖²" + (", λ_max" if tracked else ""),
+        yaxis_type="log",
+    )
     lrs = set()
     for group, color in zip(groups, colors):
         with_beta = [run for run in group.records if "probe/beta" in run.series]
@@ -340,10 +365,12 @@ def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
             else:
                 fig.add_trace(_line(*with_beta[0].series["probe/beta"], name=name, color=color, quantity="β"))
             lrs.update(run.lr for run in with_beta if run.lr is not None)
-        curvature = _positive_mean_line(group, "probe/curvature", f"{group.label} — curvature", color,
-                                        "gᵀHg / ‖g‖²", "dot")
-        lambda_max = _positive_mean_line(group, "hessian/lambda_max", f"{group.label} — λ_max", color,
-                                         "λ_max", "dashdot")
+        curvature = _positive_mean_line(
+            group, "probe/curvature", f"{group.label} — curvature", color, "gᵀHg / ‖g‖²", "dot"
+        )
+        lambda_max = _positive_mean_line(
+            group, "hessian/lambda_max", f"{group.label} — λ_max", color, "λ_max", "dashdot"
+        )
         fig.add_traces([t for t in (curvature, lambda_max) if t is not None])
         if lambda_max is not None:
             lrs.update(run.lr for run in group.records if "hessian/lambda_max" in run.series and run.lr is not None)

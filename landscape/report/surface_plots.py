@@ -53,10 +53,15 @@ def _check(record: Any) -> None:
         raise ValueError("coords are not one or two series")
     if losses.shape != tuple(len(c) for c in coords):
         raise ValueError(f"losses of shape {losses.shape} do not match the coordinates")
-    if not isinstance(step, int) or not isinstance(directions, str) or not (base is None or isinstance(base, float | int)):
+    if (
+        not isinstance(step, int)
+        or not isinstance(directions, str)
+        or not (base is None or isinstance(base, float | int))
+    ):
         raise ValueError("checkpoint step, directions or base loss of the wrong type")
-    if record.get("trajectory") and (path.ndim != 2 or path.shape[1] != 2 or len(ratios) != 2
-                                     or len(steps) != len(path)):
+    if record.get("trajectory") and (
+        path.ndim != 2 or path.shape[1] != 2 or len(ratios) != 2 or len(steps) != len(path)
+    ):
         raise ValueError("the trajectory's path, steps and variance ratios do not fit")
     if record.get("eigen") and len(eigenvalues) != len(coords):
         raise ValueError("one eigenvalue per direction expected")
@@ -90,8 +95,16 @@ def plot_surface_3d(record: Record) -> go.Figure:
     if len(record["coords"]) != 2:
         return fig
     a, b, z = _grid(record)
-    fig.add_trace(go.Surface(x=a, y=b, z=z.T, colorscale=COLORSCALE, colorbar=dict(title="loss"),
-                             hovertemplate="(%{x:.4g}, %{y:.4g})<br>loss %{z:.6g}<extra></extra>"))
+    fig.add_trace(
+        go.Surface(
+            x=a,
+            y=b,
+            z=z.T,
+            colorscale=COLORSCALE,
+            colorbar=dict(title="loss"),
+            hovertemplate="(%{x:.4g}, %{y:.4g})<br>loss %{z:.6g}<extra></extra>",
+        )
+    )
     x_title, y_title = axis_titles(record)
     fig.update_layout(scene=dict(xaxis_title=x_title, yaxis_title=y_title, zaxis_title="loss"))
     return fig
@@ -104,10 +117,20 @@ def plot_surface_1d(record: Record) -> go.Figure:
         return fig
     a = np.asarray(record["coords"][0], dtype=float)
     losses = np.asarray(record["losses"], dtype=float)
-    fig.add_trace(go.Scatter(x=a, y=losses, mode="lines+markers", name="loss",
-                             hovertemplate="%{x:.4g}: loss %{y:.6g}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[0.0], y=[_base(record)], mode="markers", marker=dict(size=11, symbol="star"),
-                             name=f"checkpoint (step {record['checkpoint']['step']})"))
+    fig.add_trace(
+        go.Scatter(
+            x=a, y=losses, mode="lines+markers", name="loss", hovertemplate="%{x:.4g}: loss %{y:.6g}<extra></extra>"
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0.0],
+            y=[_base(record)],
+            mode="markers",
+            marker=dict(size=11, symbol="star"),
+            name=f"checkpoint (step {record['checkpoint']['step']})",
+        )
+    )
     fig.update_layout(xaxis_title=axis_titles(record)[0], yaxis_title="loss")
     return fig
 
@@ -121,11 +144,18 @@ def plot_trajectory(record: Record) -> go.Figure:
         return fig
     path = np.asarray(trajectory["path"], dtype=float)  # (checkpoints, 2)
     fig.add_trace(_contour(record))
-    fig.add_trace(go.Scatter(
-        x=path[:, 0], y=path[:, 1], mode="lines+markers", name="training path",
-        line=dict(color="#d62728"), marker=dict(size=7), customdata=trajectory["steps"],
-        hovertemplate="step %{customdata}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=path[:, 0],
+            y=path[:, 1],
+            mode="lines+markers",
+            name="training path",
+            line=dict(color="#d62728"),
+            marker=dict(size=7),
+            customdata=trajectory["steps"],
+            hovertemplate="step %{customdata}<br>(%{x:.4g}, %{y:.4g})<extra></extra>",
+        )
+    )
     fig.add_trace(_centre(record))
     return _axes(fig, record)
 
@@ -163,15 +193,27 @@ def _base(record: Record) -> float:
 
 def _contour(record: Record) -> go.Contour:
     a, b, z = _grid(record)
-    return go.Contour(x=a, y=b, z=z.T, colorscale=COLORSCALE, ncontours=CONTOURS, name="loss",
-                      colorbar=dict(title="loss"), contours=dict(showlabels=True),
-                      hovertemplate="(%{x:.4g}, %{y:.4g})<br>loss %{z:.6g}<extra></extra>")
+    return go.Contour(
+        x=a,
+        y=b,
+        z=z.T,
+        colorscale=COLORSCALE,
+        ncontours=CONTOURS,
+        name="loss",
+        colorbar=dict(title="loss"),
+        contours=dict(showlabels=True),
+        hovertemplate="(%{x:.4g}, %{y:.4g})<br>loss %{z:.6g}<extra></extra>",
+    )
 
 
 def _centre(record: Record) -> go.Scatter:
-    return go.Scatter(x=[0.0], y=[0.0], mode="markers", marker=dict(size=13, symbol="star", color="white",
-                                                                    line=dict(color="black", width=1)),
-                      name=f"checkpoint (step {record['checkpoint']['step']}), loss {_base(record):.6g}")
+    return go.Scatter(
+        x=[0.0],
+        y=[0.0],
+        mode="markers",
+        marker=dict(size=13, symbol="star", color="white", line=dict(color="black", width=1)),
+        name=f"checkpoint (step {record['checkpoint']['step']}), loss {_base(record):.6g}",
+    )
 
 
 def _axes(fig: go.Figure, record: Record) -> go.Figure:

@@ -108,8 +108,9 @@ class ICSHook:
             return None
         inputs, targets = ctx.batch
         optimizer = ctx.optimizer if self.lr is None else None
-        result = measure_ics(ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer,
-                             reduce=self.reduce)
+        result = measure_ics(
+            ctx.model, ctx.loss_fn, inputs, targets, lr=self.lr, optimizer=optimizer, reduce=self.reduce
+        )
         # Keyed by forward position (#1 = first conv/linear), not module name: inserting
         # BN layers renames VGG's modules, and runs with and without BN must line up.
         return {
@@ -153,8 +154,9 @@ class HessianHook:
 
     events: ClassVar[frozenset[Event]] = frozenset({Event.AFTER_BACKWARD})
 
-    def __init__(self, config: HessianConfig | None = None, *, seed: int = 0, reduce: Reduce | None = None,
-                 **fields: Any) -> None:
+    def __init__(
+        self, config: HessianConfig | None = None, *, seed: int = 0, reduce: Reduce | None = None, **fields: Any
+    ) -> None:
         if config is not None and fields:
             raise TypeError("give HessianHook a HessianConfig or its fields, not both")
         self.config = config if config is not None else HessianConfig(**fields)
@@ -171,21 +173,35 @@ class HessianHook:
         c = self.config
         inputs, targets = ctx.batch
         device = next(ctx.model.parameters()).device
-        common = dict(bn_mode=c.bn_mode, reduce=self.reduce,
-                      generator=torch.Generator(device=device).manual_seed(self.seed + ctx.step))
+        common = dict(
+            bn_mode=c.bn_mode,
+            reduce=self.reduce,
+            generator=torch.Generator(device=device).manual_seed(self.seed + ctx.step),
+        )
         warm = c.start == "warm"
         start = self._previous.get("vector", "gradient") if warm else c.start
         try:
-            eigs = hessian_eigs(ctx.model, ctx.loss_fn, inputs, targets, k=c.k, tol=c.tol,
-                                max_hvps=c.max_hvps, start=start, return_eigenvectors=warm, **common)
+            eigs = hessian_eigs(
+                ctx.model,
+                ctx.loss_fn,
+                inputs,
+                targets,
+                k=c.k,
+                tol=c.tol,
+                max_hvps=c.max_hvps,
+                start=start,
+                return_eigenvectors=warm,
+                **common,
+            )
         except torch.linalg.LinAlgError:  # eigh of a tridiagonal T holding NaN, where the library raises
             return nonfinite_hessian_metrics(c.k, c.trace)
         if not eigs.finite:
             return nonfinite_hessian_metrics(c.k, c.trace, eigs.hvps)
         if warm:
             self._previous["vector"] = eigs.eigenvectors[0]
-        trace = hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=c.max_hvps,
-                              **common) if c.trace else None
+        trace = (
+            hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=c.max_hvps, **common) if c.trace else None
+        )
         return hessian_metrics(eigs, trace)
 
 
@@ -193,8 +209,10 @@ def nonfinite_hessian_metrics(k: int, trace: bool, hvps: int = 0) -> dict[str, f
     """The ``hessian/*`` metrics of :class:`HessianHook` where a product was not finite:
     NaN values, ``hessian/converged`` 0."""
     metrics: dict[str, float | list[float]] = {
-        "hessian/lambda_max": math.nan, "hessian/residual": math.nan,
-        "hessian/hvps": float(hvps), "hessian/converged": 0.0,
+        "hessian/lambda_max": math.nan,
+        "hessian/residual": math.nan,
+        "hessian/hvps": float(hvps),
+        "hessian/converged": 0.0,
     }
     if k > 1:
         metrics["hessian/eigs"] = [math.nan] * k
@@ -207,8 +225,10 @@ def hessian_metrics(eigs: EigResult, trace: TraceResult | None = None) -> dict[s
     """The ``hessian/*`` metrics of :class:`HessianHook` from the results."""
     values = eigs.eigenvalues.tolist()
     metrics: dict[str, float | list[float]] = {
-        "hessian/lambda_max": values[0], "hessian/residual": eigs.error_bound,
-        "hessian/hvps": float(eigs.hvps), "hessian/converged": float(eigs.converged),
+        "hessian/lambda_max": values[0],
+        "hessian/residual": eigs.error_bound,
+        "hessian/hvps": float(eigs.hvps),
+        "hessian/converged": float(eigs.converged),
     }
     if len(values) > 1:
         metrics["hessian/eigs"] = values
@@ -232,12 +252,26 @@ class LayerInputDistributions(DistributionRecorder):
 
     events = frozenset({Event.AFTER_BACKWARD})
 
-    def __init__(self, layers: Sequence[int | str] = PAPER_LAYERS, channels: int = 5, bins: int = 60,
-                 value_range: tuple[float, float] | None = None, margin: float = 0.25, seed: int = 0,
-                 global_batch: bool = False) -> None:
-        super().__init__(layers, channels, bins, value_range, margin, seed,
-                         sum_all=distributed.all_reduce_sum if global_batch else None,
-                         max_all=distributed.all_reduce_max if global_batch else None)
+    def __init__(
+        self,
+        layers: Sequence[int | str] = PAPER_LAYERS,
+        channels: int = 5,
+        bins: int = 60,
+        value_range: tuple[float, float] | None = None,
+        margin: float = 0.25,
+        seed: int = 0,
+        global_batch: bool = False,
+    ) -> None:
+        super().__init__(
+            layers,
+            channels,
+            bins,
+            value_range,
+            margin,
+            seed,
+            sum_all=distributed.all_reduce_sum if global_batch else None,
+            max_all=distributed.all_reduce_max if global_batch else None,
+        )
         self.global_batch = global_batch
 
     def __call__(self, ctx: Context) -> Metrics | None:

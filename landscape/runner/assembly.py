@@ -39,15 +39,21 @@ def environment(device: torch.device) -> dict[str, Any]:
 
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(landscape.__file__).parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(landscape.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
         "versions": {
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "landscape": landscape.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "landscape": landscape.__version__,
         },
         "git_commit": commit,
         "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
@@ -107,9 +113,14 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     p = config.probe
     if p is not None:
         probe = ProbeHook(
-            p.absolute_step_sizes(config.train.lr), direction=p.direction, bn_mode=p.bn_mode,
-            seed=config.train.seed, curvature=p.curvature, reduce=reduce,
-            method=choose_method(p.method, model), chunk_size=p.chunk_size,
+            p.absolute_step_sizes(config.train.lr),
+            direction=p.direction,
+            bn_mode=p.bn_mode,
+            seed=config.train.seed,
+            curvature=p.curvature,
+            reduce=reduce,
+            method=choose_method(p.method, model),
+            chunk_size=p.chunk_size,
             # Under bf16 autocast the training gradient is not the gradient of the
             # (float32) loss the probe evaluates: the probe computes its own.
             reuse_grad=not config.train.bf16,
@@ -120,16 +131,21 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     d = config.distributions
     if d is not None:
         layers = tuple(int(x) if x.isdigit() else x for x in d.layers) or default_distribution_layers(model, config)
-        dist = LayerInputDistributions(layers, channels=d.channels, bins=d.bins, seed=config.train.seed,
-                                       global_batch=ddp)
+        dist = LayerInputDistributions(
+            layers, channels=d.channels, bins=d.bins, seed=config.train.seed, global_batch=ddp
+        )
         dist.resolve(model)  # a layer that does not exist is bad input: fail before training
         hooks.append(_scheduled(d.schedule, dist))
     h = config.hessian
     if h is not None:
         # A Lanczos basis that cannot fit is refused before training, not at step 0.
-        check_lanczos_memory(trainable_count(model), h.max_hvps,
-                             getattr(torch, config.train.dtype), distributed.resolve_device(config.train.device),
-                             option="the run config's hessian.max_hvps")
+        check_lanczos_memory(
+            trainable_count(model),
+            h.max_hvps,
+            getattr(torch, config.train.dtype),
+            distributed.resolve_device(config.train.device),
+            option="the run config's hessian.max_hvps",
+        )
         hessian = HessianHook(h, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))
     return hooks
@@ -150,5 +166,3 @@ def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn
     model = model.to(device, getattr(torch, config.train.dtype))
     check_fits_data(config, model)
     return model
-
-

@@ -43,20 +43,24 @@ from landscape.training.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
+
 def variants(base: RunConfig, norms: Sequence[str]) -> list[RunConfig]:
     """One config per normalization, named by it."""
-    return [
-        dataclasses.replace(base, model=dataclasses.replace(base.model, norm=n), name=n) for n in norms
-    ]
+    return [dataclasses.replace(base, model=dataclasses.replace(base.model, norm=n), name=n) for n in norms]
 
 
 def lr_variants(base: RunConfig, norms: Sequence[str], lrs: Sequence[float]) -> list[RunConfig]:
     """One config per learning rate and normalization, named ``NORM-lrLR`` (the ICS
     experiment's runs, Fig. 3)."""
     return [
-        dataclasses.replace(base, model=dataclasses.replace(base.model, norm=n),
-                            train=dataclasses.replace(base.train, lr=lr), name=f"{n}-lr{lr:g}")
-        for lr in lrs for n in norms
+        dataclasses.replace(
+            base,
+            model=dataclasses.replace(base.model, norm=n),
+            train=dataclasses.replace(base.train, lr=lr),
+            name=f"{n}-lr{lr:g}",
+        )
+        for lr in lrs
+        for n in norms
     ]
 
 
@@ -66,10 +70,13 @@ def with_seeds(configs: Sequence[RunConfig], seeds: Sequence[int]) -> list[RunCo
     data set itself stays the same."""
     return [
         dataclasses.replace(
-            c, name=f"{c.name}/seed{seed}", train=dataclasses.replace(c.train, seed=seed),
+            c,
+            name=f"{c.name}/seed{seed}",
+            train=dataclasses.replace(c.train, seed=seed),
             noise=dataclasses.replace(c.noise, seed=seed),
         )
-        for seed in seeds for c in configs
+        for seed in seeds
+        for c in configs
     ]
 
 
@@ -120,8 +127,13 @@ def estimate_passes(config: RunConfig, total_steps: int) -> dict[str, int]:
     evaluations = total_steps // t.eval_every + (total_steps % t.eval_every != 0)
     test = min(test_size(config), t.eval_samples or 10**9)
     eval_passes = round(evaluations * math.ceil(test / t.batch_size) / 3)
-    return {"train": total_steps, "probes": probes, "probe_passes": extra, "eval_passes": eval_passes,
-            "total": total_steps + extra + eval_passes}
+    return {
+        "train": total_steps,
+        "probes": probes,
+        "probe_passes": extra,
+        "eval_passes": eval_passes,
+        "total": total_steps + extra + eval_passes,
+    }
 
 
 def time_one_pass(config: RunConfig, repeats: int = 3) -> float:
@@ -227,7 +239,10 @@ def run_experiment(
             continue
         with distributed.alone() if spread else contextlib.nullcontext():
             done[i] = _run_variant(
-                config, exp_dir / config.name, hooks_for, progress_for,
+                config,
+                exp_dir / config.name,
+                hooks_for,
+                progress_for,
                 {"experiment": str(exp_dir), "kind": kind, **placement},
                 None if tensorboard is None else Path(tensorboard) / config.name,
             )
@@ -264,9 +279,16 @@ def _run_variant(
     if resume is None:
         return None
     hooks = hooks_for(config) if hooks_for else []
-    with (progress_for(config) if progress_for else contextlib.nullcontext()) as progress:
-        return train(None if resume else config, run_dir=run_dir, resume=resume, hooks=hooks, progress=progress,
-                     extra_config=extra_config, tensorboard=tensorboard)
+    with progress_for(config) if progress_for else contextlib.nullcontext() as progress:
+        return train(
+            None if resume else config,
+            run_dir=run_dir,
+            resume=resume,
+            hooks=hooks,
+            progress=progress,
+            extra_config=extra_config,
+            tensorboard=tensorboard,
+        )
 
 
 def _start_or_resume(run_dir: Path) -> bool | None:

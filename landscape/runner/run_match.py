@@ -108,8 +108,9 @@ def field_value(config: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
-def describe(stored: Mapping[str, Any], wanted: Mapping[str, Any], names: list[str], width: int = 24,
-             most: int = 6) -> str:
+def describe(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], names: list[str], width: int = 24, most: int = 6
+) -> str:
     """``train.steps 2500 != 10000, probe.step_sizes`` (stored value first): each
     differing field, with both values where they are short; past ``most`` fields,
     ``+N more``."""
@@ -169,5 +170,14 @@ def run_mismatch(run_dir: str | Path, wanted: Mapping[str, Any]) -> str | None:
     return describe(stored, wanted, names) if names else None
 
 
-__all__ = ["COMPARED", "MEASUREMENTS", "UNREADABLE", "config_differences", "describe", "field_value",
-           "run_differences", "run_mismatch", "stored_config"]
+__all__ = [
+    "COMPARED",
+    "MEASUREMENTS",
+    "UNREADABLE",
+    "config_differences",
+    "describe",
+    "field_value",
+    "run_differences",
+    "run_mismatch",
+    "stored_config",
+]

@@ -147,17 +147,28 @@ def checkpoint_spectrum(
         raise ValueError("batches must be at least 1")
     device = torch.device(device)
     run = load_run_model(run_dir, "last", batches, device)  # the data once, for every checkpoint
-    check_lanczos_memory(trainable_count(run.model), _longest(max_hvps, density), getattr(torch, run.config.train.dtype),
-                         device)
+    check_lanczos_memory(
+        trainable_count(run.model), _longest(max_hvps, density), getattr(torch, run.config.train.dtype), device
+    )
 
     def measure(step: int) -> CheckpointSpectrum:
-        nothing = CheckpointSpectrum(run=str(run_dir), step=step, eigenvalues=[math.nan] * k, residual=math.nan,
-                                     converged=False, hvps=0, batches=len(run.batches))
+        nothing = CheckpointSpectrum(
+            run=str(run_dir),
+            step=step,
+            eigenvalues=[math.nan] * k,
+            residual=math.nan,
+            converged=False,
+            hvps=0,
+            batches=len(run.batches),
+        )
         weights = nonfinite_weights(run.model)
         if weights is not None:
             return replace(nothing, nonfinite=f"the weights are not finite: {weights}")
-        common = dict(bn_mode=bn_mode, batches=run.batches,
-                      generator=torch.Generator(device=device).manual_seed(run.config.train.seed))
+        common = dict(
+            bn_mode=bn_mode,
+            batches=run.batches,
+            generator=torch.Generator(device=device).manual_seed(run.config.train.seed),
+        )
         try:
             eigs = hessian_eigs(run.model, run.loss_fn, k=k, tol=tol, max_hvps=max_hvps, **common)
             if not eigs.finite:
@@ -171,22 +182,43 @@ def checkpoint_spectrum(
         if found is not None and not all(map(math.isfinite, [found.mean, *found.density])):
             return replace(nothing, hvps=eigs.hvps, nonfinite=NONFINITE_PRODUCT)
         return CheckpointSpectrum(
-            run=str(run_dir), step=step, eigenvalues=eigs.eigenvalues.tolist(),
-            residual=eigs.error_bound, converged=eigs.converged, hvps=eigs.hvps, batches=len(run.batches),
-            trace=None if tr is None else tr.trace, trace_stderr=None if tr is None else tr.stderr,
+            run=str(run_dir),
+            step=step,
+            eigenvalues=eigs.eigenvalues.tolist(),
+            residual=eigs.error_bound,
+            converged=eigs.converged,
+            hvps=eigs.hvps,
+            batches=len(run.batches),
+            trace=None if tr is None else tr.trace,
+            trace_stderr=None if tr is None else tr.stderr,
             density=found,
         )
 
     def measure_density(step: int) -> CheckpointDensity:
         generator = torch.Generator(device=device).manual_seed(run.config.train.seed)
-        result = hessian_density(run.model, run.loss_fn, runs=density.runs, steps=density.steps,
-                                 grid_size=density.grid_size, bn_mode=bn_mode, batches=run.batches,
-                                 generator=generator)
+        result = hessian_density(
+            run.model,
+            run.loss_fn,
+            runs=density.runs,
+            steps=density.steps,
+            grid_size=density.grid_size,
+            bn_mode=bn_mode,
+            batches=run.batches,
+            generator=generator,
+        )
         return CheckpointDensity(
-            step=step, grid=result.grid.tolist(), density=result.density.tolist(),
-            nodes=[t.tolist() for t in result.nodes], weights=[w.tolist() for w in result.weights],
-            mean=result.mean, hvps=result.hvps, parameters=trainable_count(run.model),
-            runs=density.runs, steps=density.steps, bn_mode=bn_mode, batches=len(run.batches),
+            step=step,
+            grid=result.grid.tolist(),
+            density=result.density.tolist(),
+            nodes=[t.tolist() for t in result.nodes],
+            weights=[w.tolist() for w in result.weights],
+            mean=result.mean,
+            hvps=result.hvps,
+            parameters=trainable_count(run.model),
+            runs=density.runs,
+            steps=density.steps,
+            bn_mode=bn_mode,
+            batches=len(run.batches),
         )
 
     results = [measure(run.step)]
@@ -249,8 +281,13 @@ class BasisMemory:
         return self.available is None or self.bytes <= self.available
 
 
-def basis_memory(run_dir: str | Path, *, max_hvps: int = 100, density: DensityConfig | None = None,
-                 device: str | torch.device = "cpu") -> BasisMemory:
+def basis_memory(
+    run_dir: str | Path,
+    *,
+    max_hvps: int = 100,
+    density: DensityConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> BasisMemory:
     """What :func:`checkpoint_spectrum` with these settings would need for its Lanczos
     basis, from the run's config alone (the model built on the CPU, no data or
     checkpoint loaded, the global RNG untouched).
@@ -263,8 +300,15 @@ def basis_memory(run_dir: str | Path, *, max_hvps: int = 100, density: DensityCo
         model = build_run_model(config)
     n, products, dtype = trainable_count(model), _longest(max_hvps, density), getattr(torch, config.train.dtype)
     free = available_memory(device)
-    return BasisMemory(n, products, config.train.dtype, basis_bytes(n, products, dtype), str(torch.device(device)),
-                       free, None if free is None else products_that_fit(n, dtype, free))
+    return BasisMemory(
+        n,
+        products,
+        config.train.dtype,
+        basis_bytes(n, products, dtype),
+        str(torch.device(device)),
+        free,
+        None if free is None else products_that_fit(n, dtype, free),
+    )
 
 
 def _longest(max_hvps: int, density: DensityConfig | None) -> int:

@@ -92,9 +92,20 @@ def run_surface(run_dir: str | Path, settings: SurfaceConfig, *, points_per_forw
         directions, extra["eigen"] = _eigen(run, settings, generator)
     span = 1.0 if settings.trajectory else settings.span  # a trajectory's span is in its directions' scales
     surface = loss_surface(
-        run.model, run.loss_fn, None, None, directions=directions, steps=settings.steps, span=span,
-        dims=settings.dims, bn_mode=settings.bn_mode, include_bias_and_bn=settings.include_bias_and_bn,
-        generator=generator, batches=run.batches, points_per_forward=points_per_forward, shard=_shard(),
+        run.model,
+        run.loss_fn,
+        None,
+        None,
+        directions=directions,
+        steps=settings.steps,
+        span=span,
+        dims=settings.dims,
+        bn_mode=settings.bn_mode,
+        include_bias_and_bn=settings.include_bias_and_bn,
+        generator=generator,
+        batches=run.batches,
+        points_per_forward=points_per_forward,
+        shard=_shard(),
     )
     return {
         "format": FORMAT,
@@ -102,9 +113,12 @@ def run_surface(run_dir: str | Path, settings: SurfaceConfig, *, points_per_forw
         "label": run.config.name or Path(run_dir).resolve().name,
         "checkpoint": {"which": settings.checkpoint, "step": run.step},
         "settings": dataclasses.asdict(settings),
-        "data": {"batches": len(run.batches), "batch_size": len(run.batches[0][1]),
-                 "order": f"the run's first {len(run.batches)} training batches (epoch 0, seed "
-                          f"{run.config.train.seed}), no augmentation"},
+        "data": {
+            "batches": len(run.batches),
+            "batch_size": len(run.batches[0][1]),
+            "order": f"the run's first {len(run.batches)} training batches (epoch 0, seed "
+            f"{run.config.train.seed}), no augmentation",
+        },
         "coords": [(c * s).tolist() for c, s in zip(surface.coords, scales)],
         "losses": _finite_or_none(surface.losses.tolist()),
         "base_loss": surface.base_loss if math.isfinite(surface.base_loss) else None,
@@ -175,17 +189,29 @@ def _eigen(
     order; 1-D parameters are left out of H unless ``include_bias_and_bn``."""
     block = None if settings.include_bias_and_bn else (lambda name, p: has_filters(p))
     result = hessian_eigs(
-        run.model, run.loss_fn, k=settings.dims, bn_mode=settings.bn_mode, return_eigenvectors=True,
-        block=block, batches=run.batches, generator=generator,
+        run.model,
+        run.loss_fn,
+        k=settings.dims,
+        bn_mode=settings.bn_mode,
+        return_eigenvectors=True,
+        block=block,
+        batches=run.batches,
+        generator=generator,
     )
     if not result.converged:
-        log.warning("the Hessian eigenvectors did not converge (residuals %s); the directions are approximate",
-                    ", ".join(f"{r:.3g}" for r in result.residuals.tolist()))
+        log.warning(
+            "the Hessian eigenvectors did not converge (residuals %s); the directions are approximate",
+            ", ".join(f"{r:.3g}" for r in result.residuals.tolist()),
+        )
     _, params = trainable_params(run.model)
-    directions = [[vec[name] if name in vec else torch.zeros_like(p) for name, p in params.items()]
-                  for vec in result.eigenvectors]
-    record = {"eigenvalues": result.eigenvalues.tolist(), "residuals": result.residuals.tolist(),
-              "converged": result.converged}
+    directions = [
+        [vec[name] if name in vec else torch.zeros_like(p) for name, p in params.items()] for vec in result.eigenvectors
+    ]
+    record = {
+        "eigenvalues": result.eigenvalues.tolist(),
+        "residuals": result.residuals.tolist(),
+        "converged": result.converged,
+    }
     return directions, record
 
 

@@ -81,8 +81,9 @@ def train(
         if main:
             log.warning(warning)
     optimizer = build_optimizer(model, config)
-    loop = _Loop(config, model, optimizer, data, device, [*config_hooks(config, model), *hooks],
-                 progress if main else None)
+    loop = _Loop(
+        config, model, optimizer, data, device, [*config_hooks(config, model), *hooks], progress if main else None
+    )
     if resume:
         checkpoint = load_checkpoint(run_dir, map_location=device)  # before anything is written
         store = _open_store(run_dir, main, tensorboard)
@@ -92,13 +93,17 @@ def train(
             store.close()
             raise
     else:
+
         def create() -> Path:
             path = Path(run_dir) if run_dir is not None else default_run_dir(config)
             meta = dict(config.to_dict(), **environment(device), **(extra_config or {}))
             meta["total_steps"] = loop.total
             if ddp:
-                meta["distributed"] = {"world_size": distributed.world_size(),
-                                       "backend": distributed.backend_of(device), "sync_bn": config.train.sync_bn}
+                meta["distributed"] = {
+                    "world_size": distributed.world_size(),
+                    "backend": distributed.backend_of(device),
+                    "sync_bn": config.train.sync_bn,
+                }
             RunStore.create(path, meta).close()
             return path
 

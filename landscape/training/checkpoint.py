@@ -29,11 +29,16 @@ LAST = Path("checkpoints") / "last.pt"
 _WEIGHTS = re.compile(r"weights-(\d+)\.pt")
 # What each reader needs, and the type each entry must have where it is present.
 WEIGHTS_KEYS = ("step", "model")
-RESUME_KEYS = ("step", "model", "optimizer", "epoch_start_state", "augment_state", "cpu_rng", "cuda_rng",
-               "generators")
+RESUME_KEYS = ("step", "model", "optimizer", "epoch_start_state", "augment_state", "cpu_rng", "cuda_rng", "generators")
 _TYPES: dict[str, type] = {
-    "step": int, "model": dict, "optimizer": dict, "generators": list, "epoch_start_state": torch.Tensor,
-    "augment_state": torch.Tensor, "cpu_rng": torch.Tensor, "cuda_rng": torch.Tensor,
+    "step": int,
+    "model": dict,
+    "optimizer": dict,
+    "generators": list,
+    "epoch_start_state": torch.Tensor,
+    "augment_state": torch.Tensor,
+    "cpu_rng": torch.Tensor,
+    "cuda_rng": torch.Tensor,
 }
 
 
@@ -91,8 +96,9 @@ def load_weights(
         path = weights_path(run_dir, step)
         if not path.is_file():
             steps = kept_steps(run_dir)
-            kept = (f"kept steps: {', '.join(map(str, steps))}" if steps
-                    else "it kept none (train with --keep-checkpoints)")
+            kept = (
+                f"kept steps: {', '.join(map(str, steps))}" if steps else "it kept none (train with --keep-checkpoints)"
+            )
             raise StoreError(f"{run_dir}: no checkpoint at step {step} ({kept})")
         state = _load(path, map_location, WEIGHTS_KEYS)
     return {"step": int(state["step"]), "model": state["model"], "generators": state.get("generators", [])}
@@ -118,8 +124,10 @@ def _not_a_checkpoint(state: Any, keys: tuple[str, ...]) -> str | None:
     if not isinstance(state, dict):
         return f"a {type(state).__name__}, not a dict"
     if "state_dict" in state and ("global_step" in state or "pytorch-lightning_version" in state):
-        return (f"a PyTorch Lightning checkpoint (global_step {state.get('global_step', '?')}, "
-                f"pytorch-lightning {state.get('pytorch-lightning_version', '?')})")
+        return (
+            f"a PyTorch Lightning checkpoint (global_step {state.get('global_step', '?')}, "
+            f"pytorch-lightning {state.get('pytorch-lightning_version', '?')})"
+        )
     missing = [k for k in keys if k not in state]
     if missing:
         shown = sorted(map(str, state))
@@ -137,8 +145,10 @@ def _load(path: Path, map_location: str | torch.device, keys: tuple[str, ...]) -
     except Exception as e:  # torch raises many types for damaged files
         refused = _unsafe_globals(path)
         if refused:
-            raise StoreError(f"{path}: not a landscape checkpoint: it holds objects torch.load(weights_only=True) "
-                             f"refuses ({', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''})") from None
+            raise StoreError(
+                f"{path}: not a landscape checkpoint: it holds objects torch.load(weights_only=True) "
+                f"refuses ({', '.join(refused[:3])}{', ...' if len(refused) > 3 else ''})"
+            ) from None
         raise StoreError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
     return check_checkpoint(state, path, keys)
 

@@ -188,13 +188,15 @@ class _Loop:
         (its noise) are gathered, since the ranks draw independent noise."""
         generators = [g.get_state() for g in module_generators(self.model)]
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0)
-        hook_states = [
-            unscheduled(h).state_dict() if hasattr(unscheduled(h), "state_dict") else {} for h in self.hooks
-        ]
+        hook_states = [unscheduled(h).state_dict() if hasattr(unscheduled(h), "state_dict") else {} for h in self.hooks]
         return {
-            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch_start_state": self.epoch_start_state, "augment_state": self.augment_gen.get_state(),
-            "cpu_rng": torch.get_rng_state(), "cuda_rng": cuda,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch_start_state": self.epoch_start_state,
+            "augment_state": self.augment_gen.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": cuda,
             "generators": generators,
             "generators_by_rank": distributed.all_gather_object(generators) if self.world > 1 and generators else None,
             "hooks": hook_states,
@@ -213,8 +215,10 @@ class _Loop:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:  # e.g. a DLN checkpoint from before its bias-free layers
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise StoreError(f"{store.path}: the checkpoint does not fit the model this version builds "
-                             f"(written by an older landscape?): {first}") from None
+            raise StoreError(
+                f"{store.path}: the checkpoint does not fit the model this version builds "
+                f"(written by an older landscape?): {first}"
+            ) from None
         self.step = int(ckpt["step"])
         self.epoch_start_state = ckpt["epoch_start_state"]
         self.augment_gen.set_state(ckpt["augment_state"])
@@ -238,8 +242,17 @@ class _Loop:
 
     # -- the loop -----------------------------------------------------------
     def context(self, event: Event, batch=None, loss=None, epoch: int = 0) -> Context:
-        return Context(event, self.step, self.model, self.loss_fn, self.optimizer,
-                       self.optimizer.param_groups[0]["lr"], batch, loss, epoch)
+        return Context(
+            event,
+            self.step,
+            self.model,
+            self.loss_fn,
+            self.optimizer,
+            self.optimizer.param_groups[0]["lr"],
+            batch,
+            loss,
+            epoch,
+        )
 
     def call_hooks(self, store: RunStore, event: Event, **ctx: Any) -> None:
         hooks = self.by_event[event]
@@ -359,8 +372,9 @@ class _Loop:
     def finish(self, store: RunStore, diverged: int | None, interrupted: bool) -> TrainResult:
         if diverged is not None:
             store.truncate_after(diverged)
-            store.set_status("diverged", diverged_step=diverged, steps=diverged,
-                             message=f"loss became non-finite at step {diverged}")
+            store.set_status(
+                "diverged", diverged_step=diverged, steps=diverged, message=f"loss became non-finite at step {diverged}"
+            )
             status = "diverged"
         else:
             self.flush(store)
