@@ -71,7 +71,8 @@ def main() -> None:
         s32, s64 = med[(torch.float32, "step")], med[(torch.float64, "step")]
         p32, p64 = med[(torch.float32, "probe")], med[(torch.float64, "probe")]
         print(
-            f"| {norm} | {s32:.2f} ms | {s64:.2f} ms | {s64 / s32:.2f}x | {p32:.2f} ms | {p64:.2f} ms | {p64 / p32:.2f}x |"
+            f"| {norm} | {s32:.2f} ms | {s64:.2f} ms | {s64 / s32:.2f}x "
+            f"| {p32:.2f} ms | {p64:.2f} ms | {p64 / p32:.2f}x |"
         )
 
 

@@ -43,7 +43,8 @@ def timed(fn, repeats: int) -> float:
 
 print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
 print(
-    "| model | norm | batch | conv/linear layers | train step ms | ICS ms | ICS / step | dist ms (#2, #9, #13 or 1, 2, 3) |"
+    "| model | norm | batch | conv/linear layers | train step ms | ICS ms | ICS / step "
+    "| dist ms (#2, #9, #13 or 1, 2, 3) |"
 )
 print("|---|---|---|---|---|---|---|---|")
 for name, norm, batch in CASES:
@@ -69,7 +70,8 @@ for name, norm, batch in CASES:
     ics_ms = timed(lambda: measure_ics(model, loss_fn, x, y, optimizer=opt), max(2, repeats // 3))
     dist_ms = timed(lambda: hook.measure(model, x), repeats)
     print(
-        f"| {name} | {norm} | {batch} | {layers} | {step_ms:.1f} | {ics_ms:.1f} | {ics_ms / step_ms:.1f} | {dist_ms:.1f} |"
+        f"| {name} | {norm} | {batch} | {layers} | {step_ms:.1f} | {ics_ms:.1f} | {ics_ms / step_ms:.1f} "
+        f"| {dist_ms:.1f} |"
     )
 
 if device.type == "cuda":

@@ -96,7 +96,8 @@ def swap_study() -> None:
                     flush=True,
                 )
     print(
-        f"\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: {landscape.curvature.lanczos.random_start_epsilon(50, 10):.2f}, "
+        "\nKuczynski-Wozniakowski eps at 1 %, m = 10: n = 50: "
+        f"{landscape.curvature.lanczos.random_start_epsilon(50, 10):.2f}, "
         f"n = 200: {landscape.curvature.lanczos.random_start_epsilon(200, 10):.2f} (of lambda_max - lambda_min; "
         f"10 vs 9 is {1 / 11:.2f} and {1 / 10:.2f} of it)"
     )

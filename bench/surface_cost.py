@@ -24,7 +24,7 @@ for mode in ("train", "eval"):
     m = fresh(states["trained"], mode)
     ratios = []
     fwd_times = []
-    for rep in range(5):
+    for _ in range(5):
         t0 = time.perf_counter()
         with torch.no_grad():
             for _ in range(49):

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the command line starts (and completes words) without impor
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator["Progress"]:
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Progress]:
     bar: tqdm | None = None
 
     def update(step: int, total: int, postfix: dict[str, float] | None) -> None:

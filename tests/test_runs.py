@@ -101,7 +101,7 @@ def test_store_survives_sigkill_during_writes(tmp_path):
     proc.wait()
     with RunStore(path, readonly=True) as store:
         counts = {}
-        for step, name, value in store.rows():
+        for step, _name, value in store.rows():
             counts[step] = counts.get(step, 0) + 1
             assert value == float(step)
         assert len(counts) >= 200 and set(counts.values()) == {50}

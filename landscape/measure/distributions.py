@@ -18,7 +18,8 @@ conv's when there is no norm):
 :class:`DistributionRecorder` measures and remembers (channels, bin edges, first
 and previous moments); the training hook around it is
 :class:`landscape.runner.adapters.LayerInputDistributions`. That hook runs at
-``AFTER_BACKWARD``: the model then holds w_t and ``ctx.batch`` is B_t, so the forward it repeats reproduces the activations of training step t
+``AFTER_BACKWARD``: the model then holds w_t and ``ctx.batch`` is B_t, so the
+forward it repeats reproduces the activations of training step t
 (at ``AFTER_STEP`` it would mix w_{t+1} with B_t). Train-mode BatchNorm uses the
 batch statistics as in training; the running statistics are not touched (cloned
 buffers), and the RNG is forked, so a noisy BN layer shows a fresh draw of its

@@ -129,16 +129,16 @@ def markdown(
         ),
         "",
         (
-            "Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged from a "
-            f"95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies beyond {RATIO} "
-            f"in the claimed direction and contradicts when it lies wholly beyond it the other way; accuracy differences "
-            f"count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and for the DLN median |cos| <= "
-            f"{UNCORRELATED} with BN against cos >= {CORRELATED} without. One seed: a stationary bootstrap over the "
-            "steps (within the run: seed variance not included); several seeds: a t-interval over the seeds (geometric "
-            f"mean for ratios). Fewer than {MIN_POINTS} paired measurements, or an unfinished run, give no verdict. "
-            "Every row names its scale: a finding at a reduced scale is about that network, not the paper's VGG-16. "
-            "The runs and reports named below live in the output directories (not kept in git); each figure's command "
-            "makes them again."
+            "Each claim is one of the paper's own (its words quoted), measured as the paper plots it and judged "
+            "from a 95% interval (README, 'Claims and verdicts'): a ratio supports when its whole interval lies "
+            f"beyond {RATIO} in the claimed direction and contradicts when it lies wholly beyond it the other way; "
+            f"accuracy differences count beyond {ACCURACY * 100:g} points; Fig. 3's cosine beyond {COSINE}, and "
+            f"for the DLN median |cos| <= {UNCORRELATED} with BN against cos >= {CORRELATED} without. One seed: a "
+            "stationary bootstrap over the steps (within the run: seed variance not included); several seeds: a "
+            f"t-interval over the seeds (geometric mean for ratios). Fewer than {MIN_POINTS} paired measurements, or "
+            "an unfinished run, give no verdict. Every row names its scale: a finding at a reduced scale is about "
+            "that network, not the paper's VGG-16. The runs and reports named below live in the output directories "
+            "(not kept in git); each figure's command makes them again."
         ),
         "",
         *(
@@ -147,9 +147,9 @@ def markdown(
             else [
                 (
                     "No VGG figure at the paper's scale in these directories: VGG-16 for 15k steps needs a GPU "
-                    "(`bench/gpu_check.sh` runs Fig. 4, 9, 10 and 13 at paper scale when a device is lent, and its output "
-                    "directory can be added to the command above). The deep linear network's CPU scale is the paper's "
-                    'protocol (10k full-batch steps, float64): its rows say "paper protocol".'
+                    "(`bench/gpu_check.sh` runs Fig. 4, 9, 10 and 13 at paper scale when a device is lent, and its "
+                    "output directory can be added to the command above). The deep linear network's CPU scale is the "
+                    'paper\'s protocol (10k full-batch steps, float64): its rows say "paper protocol".'
                 ),
                 "",
             ]

@@ -421,7 +421,7 @@ def write_surface_page(record: Mapping[str, Any], output_path: str | Path, title
 <footer>landscape {html.escape(__version__)}</footer>
 </body>
 </html>
-""".encode("utf-8")
+""".encode()
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(output_path, lambda f: f.write(page), mode=0o644)

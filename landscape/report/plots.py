@@ -436,7 +436,7 @@ def plot_gradient_vs_step_size(runs: Sequence[RunRecord]) -> go.Figure:
     colorscale = "Viridis"
     fig = _grid([text(run.label) for run, _ in curves], cols=3, height=380)
     fig.update_layout(title=dict(text="Gradient change ‖g(w) − g(w − ηg)‖ vs step size η"), showlegend=False)
-    for k, (run, (sizes, steps, values, known)) in enumerate(curves):
+    for k, (_run, (sizes, steps, values, known)) in enumerate(curves):
         row, col = k // 3 + 1, k % 3 + 1
         for step, y in zip(steps, values):
             fig.add_trace(
@@ -489,7 +489,7 @@ def _layer_menu(layers: Sequence[str], trace_layers: Sequence[str], shown: Seque
     def button(label: str, selected: Sequence[str]) -> dict:
         return dict(label=label, method="restyle", args=[{"visible": [t in selected for t in trace_layers]}])
 
-    presets = [button("highlighted: " + ", ".join(text(l) for l in shown), shown)] if len(shown) > 1 else []
+    presets = [button("highlighted: " + ", ".join(text(label) for label in shown), shown)] if len(shown) > 1 else []
     buttons = presets + [button(text(layer), [layer]) for layer in layers] + [button("all layers", layers)]
     active = 0 if presets else list(layers).index(shown[0])
     return [dict(buttons=buttons, active=active, x=0, xanchor="left", y=1.12, yanchor="bottom", showactive=True)]
@@ -630,7 +630,9 @@ def plot_moments(runs: Sequence[RunRecord]) -> go.Figure:
     if not families:
         return go.Figure()
     colors = _colors(runs)
-    by_family = {f: {l for r in runs for l in data.metric_families(r.series, "dist").get(f, [])} for f in families}
+    by_family = {
+        f: {layer for r in runs for layer in data.metric_families(r.series, "dist").get(f, [])} for f in families
+    }
     layers = sorted(set().union(*by_family.values()), key=data.natural_key)
     fig = _grid([text(f.replace("_", " ")) for f in families], cols=2, height=320)
     trace_layers: list[str] = []
