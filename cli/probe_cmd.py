@@ -115,7 +115,7 @@ def probe(
     they are the global batch's."""
     relaunch(nproc)
     from landscape.config import ScheduleConfig
-    from landscape.measure.probes import parse_step_sizes
+    from landscape.measure.step_sizes import parse_step_sizes
     from landscape.paper.defaults import probe_config
     from landscape.runner.experiments import variants
 

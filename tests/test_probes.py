@@ -12,11 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from landscape.measure.probes import (
-    parse_step_sizes,
-    probe_gradient,
-    training_grads,
-)
+from landscape.measure.probes import probe_gradient, training_grads
+from landscape.measure.step_sizes import parse_step_sizes
 from landscape.runner.adapters import ProbeHook
 from landscape.state import differences, snapshot
 from landscape.training.hooks import Context, Event, every

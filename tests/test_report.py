@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from landscape.config import ModelConfig, ProbeConfig, RunConfig, ScheduleConfig, TrainConfig
-from landscape.report import build_report, data, plots, write_report
+from landscape.report import arrays, build_report, data, ics_plots, plots, probe_plots, training_plots, write_report
 from landscape.report import html as report_html
 from landscape.report.data import RunRecord
 from landscape.runs import RunStore, StoreError
@@ -222,24 +222,24 @@ def test_report_imports_without_torch() -> None:
 # data ------------------------------------------------------------------------
 def test_band_drops_rows_with_nonfinite_extremes() -> None:
     values = np.array([[1.0, 2.0, 3.0], [np.nan, 5.0, 4.0], [np.nan, np.nan, np.nan], [1.0, np.inf, 2.0]])
-    steps, lo, hi = data.band(np.array([0, 10, 20, 30]), values)
+    steps, lo, hi = arrays.band(np.array([0, 10, 20, 30]), values)
     np.testing.assert_array_equal(steps, [0, 10])
     np.testing.assert_array_equal(lo, [1.0, 4.0])
     np.testing.assert_array_equal(hi, [3.0, 5.0])
 
 
 def test_band_empty_single_point_and_scalar_series() -> None:
-    steps, lo, hi = data.band(np.array([], dtype=np.int64), np.empty((0, 4)))
+    steps, lo, hi = arrays.band(np.array([], dtype=np.int64), np.empty((0, 4)))
     assert steps.shape == lo.shape == hi.shape == (0,)
-    steps, lo, hi = data.band(np.array([7]), np.array([[3.0, 1.0]]))
+    steps, lo, hi = arrays.band(np.array([7]), np.array([[3.0, 1.0]]))
     assert (steps.tolist(), lo.tolist(), hi.tolist()) == ([7], [1.0], [3.0])
-    steps, lo, hi = data.band(np.array([1, 2]), np.array([0.5, 0.25]))  # 1-D: a zero-width band
+    steps, lo, hi = arrays.band(np.array([1, 2]), np.array([0.5, 0.25]))  # 1-D: a zero-width band
     np.testing.assert_array_equal(lo, hi)
 
 
 def test_downsample_short_series_unchanged() -> None:
     steps, values = np.arange(5), np.arange(5.0)
-    out_s, out_v = data.downsample(steps, values, 10)
+    out_s, out_v = arrays.downsample(steps, values, 10)
     np.testing.assert_array_equal(out_s, steps)
     np.testing.assert_array_equal(out_v, values)
 
@@ -249,7 +249,7 @@ def test_downsample_keeps_each_buckets_extremes() -> None:
     n, max_points = 10_000, 200
     steps, values = np.arange(n) * 3, rng.standard_normal(n)
     values[4321] = 50.0  # a divergence spike
-    out_s, out_v = data.downsample(steps, values, max_points)
+    out_s, out_v = arrays.downsample(steps, values, max_points)
     assert len(out_s) <= max_points
     assert np.all(np.diff(out_s) > 0)
     # independent reference: n is a multiple of the bucket count, so buckets are a reshape
@@ -262,7 +262,7 @@ def test_downsample_keeps_each_buckets_extremes() -> None:
 
 def test_downsample_keeps_gaps_of_undefined_values() -> None:
     values = np.concatenate([np.ones(100), np.full(100, np.nan), np.ones(100)])
-    _, out_v = data.downsample(np.arange(300), values, 30)
+    _, out_v = arrays.downsample(np.arange(300), values, 30)
     assert np.isnan(out_v).any() and np.isfinite(out_v).any()
 
 
@@ -271,7 +271,7 @@ def test_downsample_band_contains_the_original_band() -> None:
     n, max_points = 6000, 300
     lo = rng.uniform(0, 1, n)
     hi = lo + rng.uniform(0, 1, n)
-    steps, d_lo, d_hi = data.downsample_band(np.arange(n), lo, hi, max_points)
+    steps, d_lo, d_hi = arrays.downsample_band(np.arange(n), lo, hi, max_points)
     assert len(steps) == max_points
     np.testing.assert_array_equal(d_lo, lo.reshape(max_points, -1).min(1))
     np.testing.assert_array_equal(d_hi, hi.reshape(max_points, -1).max(1))
@@ -280,11 +280,11 @@ def test_downsample_band_contains_the_original_band() -> None:
 
 
 def test_beta_reference_is_two_over_step_size() -> None:
-    assert data.beta_reference(0.1) == pytest.approx(20.0)
-    assert data.beta_reference(0.5) == 4.0
+    assert arrays.beta_reference(0.1) == pytest.approx(20.0)
+    assert arrays.beta_reference(0.5) == 4.0
     for bad in (0.0, -0.1, math.nan, math.inf):
         with pytest.raises(ValueError):
-            data.beta_reference(bad)
+            arrays.beta_reference(bad)
 
 
 def test_absolute_step_sizes() -> None:
@@ -298,9 +298,9 @@ def test_absolute_step_sizes() -> None:
 
 def test_metric_families_group_by_prefix_in_natural_order() -> None:
     names = ["ics/l2/#4", "ics/l2/#2", "ics/cosine/#2", "train/loss", "dist/new/fc", "ics/x"]
-    assert data.metric_families(names, "ics") == {"cosine": ["#2"], "l2": ["#2", "#4"]}
-    assert data.metric_families(names, "dist") == {"new": ["fc"]}
-    ordered = data.order_families(["cosine", "zeta", "l2", "alpha"], ("l2", "rel_l2", "cosine"))
+    assert arrays.metric_families(names, "ics") == {"cosine": ["#2"], "l2": ["#2", "#4"]}
+    assert arrays.metric_families(names, "dist") == {"new": ["fc"]}
+    ordered = arrays.order_families(["cosine", "zeta", "l2", "alpha"], ("l2", "rel_l2", "cosine"))
     assert ordered == ["l2", "cosine", "alpha", "zeta"]
 
 
@@ -310,22 +310,22 @@ def test_labels_and_colors() -> None:
     assert data.run_label({"name": "mine", "model": {"name": "vgg16", "norm": "bn"}}) == "mine"
     assert data.unique_labels(["a", "a", "b"], [Path("x/r1"), Path("y/r2"), Path("z")]) == ["a (r1)", "a (r2)", "b"]
     assert data.unique_labels(["a", "a"], [Path("x/r"), Path("y/r")]) == ["a (r)", "a (r) #2"]
-    colors = data.run_colors(["bn", "none", "bn", "weird"])
+    colors = arrays.run_colors(["bn", "none", "bn", "weird"])
     assert colors[0] == data.NORM_COLORS["bn"] and colors[1] == data.NORM_COLORS["none"]
-    assert colors[2] != colors[0] and colors[3] == data.UNKNOWN_COLOR
-    assert data.rgba("#ff0080", 0.25) == "rgba(255,0,128,0.25)"
+    assert colors[2] != colors[0] and colors[3] == arrays.UNKNOWN_COLOR
+    assert arrays.rgba("#ff0080", 0.25) == "rgba(255,0,128,0.25)"
 
 
 def test_histogram_grid_edges() -> None:
     hist = (np.array([0, 10, 20]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
     once = record({"dist/hist/a": hist, "dist/edges/a": (np.array([0]), np.array([[0.0, 1.0, 2.0]]))})
-    steps, edges, counts = data.histogram_grid(once, "a", max_rows=100)
+    steps, edges, counts = arrays.histogram_grid(once, "a", max_rows=100)
     assert steps.tolist() == [0, 10, 20] and edges.tolist() == [0.0, 1.0, 2.0] and counts.shape == (3, 2)
     moving = record({"dist/hist/a": hist, "dist/edges/a": (np.array([0, 10]), np.array([[0.0, 1, 2], [0, 2, 4]]))})
-    assert data.histogram_grid(moving, "a", 100)[1] is None
+    assert arrays.histogram_grid(moving, "a", 100)[1] is None
     wrong = record({"dist/hist/a": hist, "dist/edges/a": (np.array([0]), np.array([[0.0, 1.0]]))})
-    assert data.histogram_grid(wrong, "a", 100)[1] is None
-    steps, _, counts = data.histogram_grid(once, "a", max_rows=2)
+    assert arrays.histogram_grid(wrong, "a", 100)[1] is None
+    steps, _, counts = arrays.histogram_grid(once, "a", max_rows=2)
     assert steps.tolist() == [0, 20] and counts.tolist() == [[1.0, 2.0], [5.0, 6.0]]
 
 
@@ -336,9 +336,9 @@ def test_band_of_falls_back_to_min_max_scalars() -> None:
             "probe/loss_max": (np.array([10, 20]), np.array([5.0, 6.0])),
         }
     )
-    steps, lo, hi = data.band_of(rec, "probe/loss", "probe/loss_min", "probe/loss_max")
+    steps, lo, hi = arrays.band_of(rec, "probe/loss", "probe/loss_min", "probe/loss_max")
     assert (steps.tolist(), lo.tolist(), hi.tolist()) == ([10, 20], [2.0, 3.0], [5.0, 6.0])
-    assert len(data.band_of(record({}), "probe/loss", "a", "b")[0]) == 0
+    assert len(arrays.band_of(record({}), "probe/loss", "a", "b")[0]) == 0
 
 
 def test_load_diverged_run(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_load_diverged_run(tmp_path: Path) -> None:
     assert rec.status == "diverged" and rec.diverged_step == 40
     assert data.status_text(rec) == "diverged at step 40: loss is nan"
     assert data.last_step(rec) == 40
-    steps, _, _ = data.band(*rec.series["probe/loss"])
+    steps, _, _ = arrays.band(*rec.series["probe/loss"])
     assert 40 not in steps.tolist() and 30 in steps.tolist()  # the inf/nan probe row is dropped
     rows = dict(data.config_rows([rec]))
     assert rows["probe step sizes"] == ["0.05, 0.1, 0.2, 0.4 (= 0.5, 1.0, 2.0, 4.0 × lr)"]
@@ -378,15 +378,15 @@ def test_load_run_errors(tmp_path: Path) -> None:
 def test_plots_of_no_data_are_empty() -> None:
     empty = record({})
     for fig in (
-        plots.plot_training([]),
-        plots.plot_training([empty]),
-        plots.plot_loss_landscape([empty]),
-        plots.plot_gradient_predictiveness([empty]),
-        plots.plot_beta_smoothness([empty]),
-        plots.plot_gradient_vs_step_size([empty]),
-        plots.plot_ics([empty]),
-        plots.plot_histograms([empty]),
-        plots.plot_moments([empty]),
+        training_plots.plot_training([]),
+        training_plots.plot_training([empty]),
+        probe_plots.plot_loss_landscape([empty]),
+        probe_plots.plot_gradient_predictiveness([empty]),
+        probe_plots.plot_beta_smoothness([empty]),
+        probe_plots.plot_gradient_vs_step_size([empty]),
+        ics_plots.plot_ics([empty]),
+        ics_plots.plot_histograms([empty]),
+        ics_plots.plot_moments([empty]),
     ):
         assert len(fig.data) == 0
     assert '<section id="landscape">' not in report_html.render_page([empty], "t")
@@ -396,19 +396,19 @@ def test_single_point_run_plots() -> None:
     rec = record(
         {"probe/loss": (np.array([5]), np.array([[1.0, 2.0]])), "probe/beta": (np.array([5]), np.array([3.0]))}
     )
-    fig = plots.plot_loss_landscape([rec])
+    fig = probe_plots.plot_loss_landscape([rec])
     assert [list(t.y) for t in fig.data] == [[1.0], [2.0]]
-    assert len(plots.plot_beta_smoothness([rec]).data) == 1
+    assert len(probe_plots.plot_beta_smoothness([rec]).data) == 1
 
 
 def test_loss_landscape_band_is_decimated_with_extremes(experiment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = data.load_runs([experiment])
     monkeypatch.setattr(plots, "MAX_POINTS", 7)
-    fig = plots.plot_loss_landscape(runs)
+    fig = probe_plots.plot_loss_landscape(runs)
     assert len(fig.data) == 2 * len(runs)
     lower, upper = fig.data[0], fig.data[1]
     assert upper.fill == "tonexty" and lower.showlegend is False and len(upper.y) == 7
-    _, lo, hi = data.band(*runs[0].series["probe/loss"])
+    _, lo, hi = arrays.band(*runs[0].series["probe/loss"])
     assert min(lower.y) == lo.min() and max(upper.y) == hi.max()
     assert fig.layout.yaxis.type == "log"
     # the diverged run is marked at its step
@@ -417,7 +417,7 @@ def test_loss_landscape_band_is_decimated_with_extremes(experiment: Path, monkey
 
 
 def test_beta_reference_line_per_distinct_step_size(experiment: Path) -> None:
-    fig = plots.plot_beta_smoothness(data.load_runs([experiment]))
+    fig = probe_plots.plot_beta_smoothness(data.load_runs([experiment]))
     refs = sorted(s.y0 for s in fig.layout.shapes if s.y0 == s.y1)
     assert refs == pytest.approx([4.0, 20.0])  # lr 0.5 and 0.1 (two runs share 0.1)
     labels = sorted((a.y, a.text) for a in fig.layout.annotations if a.text.startswith("2/η"))
@@ -427,9 +427,9 @@ def test_beta_reference_line_per_distinct_step_size(experiment: Path) -> None:
 
 def test_gradient_vs_step_size_uses_absolute_step_sizes(experiment: Path) -> None:
     runs = data.load_runs([experiment / "bn", experiment / "standard_hi"])
-    fig = plots.plot_gradient_vs_step_size(runs)
+    fig = probe_plots.plot_gradient_vs_step_size(runs)
     bn = [t for t in fig.data if t.xaxis == "x" and t.mode == "lines+markers"]
-    assert len(bn) == plots.FIG11_STEPS
+    assert len(bn) == probe_plots.FIG11_STEPS
     np.testing.assert_allclose(bn[0].x, [0.05, 0.1, 0.2, 0.4])
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["0.05", "0.1", "0.2", "0.4"]
     np.testing.assert_allclose([t for t in fig.data if t.xaxis == "x2"][0].x, [0.25, 0.5, 1.0, 2.0])  # lr 0.5
@@ -444,7 +444,7 @@ def test_gradient_vs_step_size_uses_absolute_step_sizes(experiment: Path) -> Non
 
 def test_ics_layer_selector_toggles_visibility(experiment: Path) -> None:
     runs = data.load_runs([experiment])
-    fig = plots.plot_ics(runs)
+    fig = ics_plots.plot_ics(runs)
     assert len(fig.data) == len(LAYERS) * 4 * len(runs)  # l2, rel_l2, cosine, grad_norm
     menu = fig.layout.updatemenus[0]
     assert [b.label for b in menu.buttons] == [*LAYERS, "all layers"]
@@ -461,26 +461,26 @@ def test_ics_layer_selector_toggles_visibility(experiment: Path) -> None:
 def test_ics_highlighted_layers_are_shown_first(experiment: Path) -> None:
     runs = data.load_runs([experiment])
     layers = list(LAYERS)
-    assert data.ics_default_layers(runs, layers) == ["#2"]
+    assert arrays.ics_default_layers(runs, layers) == ["#2"]
     highlighted = [
         RunRecord(r.path, r.label, dict(r.config, ics={"highlight": [3, 1, 99]}), r.status, r.meta, r.series)
         for r in runs
     ]
-    assert data.ics_default_layers(highlighted, layers) == ["#1", "#4"]
-    menu = plots.plot_ics(highlighted).layout.updatemenus[0]
+    assert arrays.ics_default_layers(highlighted, layers) == ["#1", "#4"]
+    menu = ics_plots.plot_ics(highlighted).layout.updatemenus[0]
     assert menu.active == 0 and menu.buttons[0].label == "highlighted: #1, #4"
-    assert data.ics_default_layers([record({})], []) == []
+    assert arrays.ics_default_layers([record({})], []) == []
 
 
 def test_distribution_plots(experiment: Path) -> None:
     runs = data.load_runs([experiment])
-    heat = plots.plot_histograms(runs)
+    heat = ics_plots.plot_histograms(runs)
     assert len(heat.data) == len(LAYERS) * len(runs)
     assert heat.data[0].z.shape == (20, 6)  # bins x steps (every 50 of 300)
     assert [t.visible for t in heat.data] == [True] * 3 + [False] * 6  # first layer, all runs
     families = ["mean", "var", "mean_drift", "var_drift", "over", "under"]  # not hist, edges, channels
-    assert plots.distribution_families(runs) == families
-    fig = plots.plot_moments(runs)
+    assert ics_plots.distribution_families(runs) == families
+    fig = ics_plots.plot_moments(runs)
     # per layer and run: (band + mean) for the 4 per-channel families, one line for under/over
     assert len(fig.data) == (4 * 3 + 2) * len(LAYERS) * len(runs)
     assert [a.text for a in fig.layout.annotations[:6]] == ["mean", "var", "mean drift", "var drift", "over", "under"]
@@ -623,10 +623,10 @@ def test_a_real_dln_run_gets_fig_10_on_log_axes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     runs = data.load_runs([tmp_path / "e" / "none", tmp_path / "e" / "bn"])
     figures = {
-        "loss": plots.plot_loss_landscape(runs),
-        "grad": plots.plot_gradient_predictiveness(runs),
-        "beta": plots.plot_beta_smoothness(runs),
-        "training": plots.plot_training(runs),
+        "loss": probe_plots.plot_loss_landscape(runs),
+        "grad": probe_plots.plot_gradient_predictiveness(runs),
+        "beta": probe_plots.plot_beta_smoothness(runs),
+        "training": training_plots.plot_training(runs),
     }
     for name, fig in figures.items():
         assert fig.data, name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from landscape.report import data, plots
+from landscape.report import data, ics_plots, probe_plots, training_plots
 from landscape.report.data import RunRecord
 from landscape.report.html import SECTIONS, render_page
 from landscape_cli.main import cli
@@ -79,24 +79,24 @@ def test_every_expected_section_is_drawn_from_a_real_run(experiments, kind):
 def test_figures_have_data_under_the_keys_the_hooks_write(experiments, kind):
     runs = data.load_runs([experiments[kind]])
     assert runs and all("train/loss" in r.series for r in runs)
-    assert plots.plot_training(runs).data
+    assert training_plots.plot_training(runs).data
     if kind == "probe":
         for plot in (
-            plots.plot_loss_landscape,
-            plots.plot_gradient_predictiveness,
-            plots.plot_gradient_cosine,
-            plots.plot_beta_smoothness,
-            plots.plot_gradient_vs_step_size,
+            probe_plots.plot_loss_landscape,
+            probe_plots.plot_gradient_predictiveness,
+            probe_plots.plot_gradient_cosine,
+            probe_plots.plot_beta_smoothness,
+            probe_plots.plot_gradient_vs_step_size,
         ):
             assert plot(runs).data, plot.__name__
-        names = {t.name for t in plots.plot_beta_smoothness(runs).data}
+        names = {t.name for t in probe_plots.plot_beta_smoothness(runs).data}
         assert any("curvature" in n for n in names)  # the probe computes it by default: it is drawn
     if kind == "ics":
         assert any(name.startswith("ics/l2/#") for name in runs[0].series)
-        assert plots.plot_ics(runs).data
+        assert ics_plots.plot_ics(runs).data
     if kind == "ics-noise":
         assert any(name.startswith("dist/hist/#") for name in runs[0].series)
-        assert plots.plot_histograms(runs).data and plots.plot_moments(runs).data
+        assert ics_plots.plot_histograms(runs).data and ics_plots.plot_moments(runs).data
 
 
 def test_a_missing_series_is_said_not_silently_skipped(experiments):

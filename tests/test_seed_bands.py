@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from landscape.paper import claims
-from landscape.report import data, plots
+from landscape.report import arrays, data, ics_plots, plots, probe_plots, training_plots
 from landscape.report.data import RunRecord
 
 STEPS = np.arange(0, 50, 5)
@@ -86,7 +86,7 @@ def test_seed_stats_use_the_steps_every_seed_recorded_and_a_non_finite_seed_is_a
 
 # figures ----------------------------------------------------------------------
 def test_training_draws_one_entry_per_variant_with_seed_mean_and_min_max_band():
-    fig = plots.plot_training(bn_seeds())
+    fig = training_plots.plot_training(bn_seeds())
     name = "bn (3 seeds) — train loss"
     assert legend_names(fig) == [name]
     assert len(fig.data) == 3  # band lower edge, band upper edge, mean line
@@ -98,29 +98,29 @@ def test_training_draws_one_entry_per_variant_with_seed_mean_and_min_max_band():
     np.testing.assert_allclose(mean.y, LOSS.mean(axis=0))
     np.testing.assert_allclose(lo.y, LOSS.min(axis=0))
     np.testing.assert_allclose(hi.y, LOSS.max(axis=0))
-    assert hi.fill == "tonexty" and hi.fillcolor == data.rgba(data.NORM_COLORS["bn"], plots.SEED_ALPHA)
+    assert hi.fill == "tonexty" and hi.fillcolor == arrays.rgba(data.NORM_COLORS["bn"], plots.SEED_ALPHA)
     assert {t.line.color for t in fig.data} == {data.NORM_COLORS["bn"]}  # the variant's colour
 
 
 def test_a_single_seed_is_drawn_as_its_run():
     run = record("bn/seed0", seed_series(0))
     for runs in ([run], [run, record("none", {"train/loss": (STEPS, LOSS[1])}, "none")]):
-        fig = plots.plot_training(runs)
+        fig = training_plots.plot_training(runs)
         assert len(fig.data) == len(runs)
         for t, r in zip(fig.data, runs):
             assert t.name == f"{r.label} — train loss"
             assert t.fill is None
             np.testing.assert_array_equal(t.x, r.series["train/loss"][0])
             np.testing.assert_allclose(t.y, r.series["train/loss"][1])
-    band = plots.plot_loss_landscape([run])
-    assert len(band.data) == 2 and band.data[1].fillcolor == data.rgba(data.NORM_COLORS["bn"], plots.BAND_ALPHA)
+    band = probe_plots.plot_loss_landscape([run])
+    assert len(band.data) == 2 and band.data[1].fillcolor == arrays.rgba(data.NORM_COLORS["bn"], plots.BAND_ALPHA)
     np.testing.assert_allclose(band.data[0].y, LOSS[0])
     np.testing.assert_allclose(band.data[1].y, LOSS[0] + 1)
 
 
 def test_beta_smoothness_aggregates_seeds():
     runs = bn_seeds()
-    fig = plots.plot_beta_smoothness(runs)
+    fig = probe_plots.plot_beta_smoothness(runs)
     beta = np.array([r.series["probe/beta"][1] for r in runs])
     assert legend_names(fig) == ["bn (3 seeds) — β", "bn (3 seeds) — curvature"]
     np.testing.assert_allclose(trace(fig, "bn (3 seeds) — β", "mean β over 3 seeds").y, beta.mean(axis=0))
@@ -131,9 +131,9 @@ def test_beta_smoothness_aggregates_seeds():
 
 def test_loss_landscape_draws_seed_mean_band_inside_pooled_band():
     runs = bn_seeds()
-    fig = plots.plot_loss_landscape(runs)
-    lo = np.array([data.band_of(r, "probe/loss", "", "")[1] for r in runs])
-    hi = np.array([data.band_of(r, "probe/loss", "", "")[2] for r in runs])
+    fig = probe_plots.plot_loss_landscape(runs)
+    lo = np.array([arrays.band_of(r, "probe/loss", "", "")[1] for r in runs])
+    hi = np.array([arrays.band_of(r, "probe/loss", "", "")[2] for r in runs])
     assert legend_names(fig) == ["bn (3 seeds)"]
     assert len(fig.data) == 4
     pooled_lo, pooled_hi, mean_lo, mean_hi = (t.y for t in fig.data)
@@ -145,7 +145,7 @@ def test_loss_landscape_draws_seed_mean_band_inside_pooled_band():
 
 def test_ics_aggregates_seeds_per_layer():
     runs = bn_seeds()
-    fig = plots.plot_ics(runs)
+    fig = ics_plots.plot_ics(runs)
     for layer in LAYERS:
         name = f"bn (3 seeds) — {layer}"
         l2 = np.array([r.series[f"ics/l2/{layer}"][1] for r in runs])
@@ -158,7 +158,7 @@ def test_ics_aggregates_seeds_per_layer():
     assert visible == [t.name.endswith(LAYERS[-1]) for t in fig.data]
 
 
-@pytest.mark.parametrize("plot", [plots.plot_histograms, plots.plot_gradient_vs_step_size])
+@pytest.mark.parametrize("plot", [ics_plots.plot_histograms, probe_plots.plot_gradient_vs_step_size])
 def test_plots_that_cannot_average_show_the_lowest_seed(plot):
     hist = {"dist/hist/#1": (STEPS, np.ones((len(STEPS), 4))), "probe/grad_diff": (STEPS, np.ones((len(STEPS), 3)))}
     runs = [record(f"bn/seed{s}", hist) for s in (2, 0, 1)]

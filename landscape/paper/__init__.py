@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("catalogue", "claims", "defaults", "intervals", "measures", "reproduce", "reproduction")
+_SUBMODULES = ("catalogue", "claims", "defaults", "figures", "intervals", "measures", "reproduce", "reproduction")
 
 
 def __getattr__(name: str) -> Any:

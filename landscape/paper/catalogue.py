@@ -145,476 +145,157 @@ LOG_MEASURES = frozenset(
     }
 )
 
+# fmt: off
+# The rows as a table, one Row per claim: kept compact by hand (ruff format would give
+# every field its own line and triple the file).
 _S21, _S22, _S31, _S33 = "§2.1", "§2.2", "§3.1", "§3.3"
 _LANDSCAPE = (
-    (
-        "a",
-        "band",
-        "BN narrows the loss band along the gradient (a smoother loss)",
-        "[the loss of the vanilla network] has a very wide range of values along the direction of the gradient, "
-        "especially in the initial phases of training",
-    ),
-    (
-        "b",
-        "predictiveness",
-        "with BN the gradient changes less along its own direction (more predictive)",
-        "[gradient predictiveness differs by] close to two orders of magnitude, especially early in training",
-    ),
-    (
-        "c",
-        "beta",
-        "BN lowers the effective beta-smoothness",
-        "[there are] consistent differences [in effective beta-smoothness]",
-    ),
+    ("a", "band", "BN narrows the loss band along the gradient (a smoother loss)",
+     "[the loss of the vanilla network] has a very wide range of values along the direction of the gradient, "
+     "especially in the initial phases of training"),
+    ("b", "predictiveness", "with BN the gradient changes less along its own direction (more predictive)",
+     "[gradient predictiveness differs by] close to two orders of magnitude, especially early in training"),
+    ("c", "beta", "BN lowers the effective beta-smoothness",
+     "[there are] consistent differences [in effective beta-smoothness]"),
 )
-_LP_SMOOTH = (
-    "all these techniques result in an improved smoothness of the landscape that is similar to the effect of BatchNorm"
-)
+_LP_SMOOTH = "all these techniques result in an improved smoothness of the landscape that is similar to the effect " \
+             "of BatchNorm"
 _LP_PERFORMANCE = "all the normalization strategies offer comparable performance to BatchNorm"
-_NOISY = "qualitatively less stable distributions than even the standard, non-BatchNorm network"
+_NOISY = ("qualitatively less stable distributions than even the standard, non-BatchNorm network")
 
 
 def _rows() -> list[Row]:
     rows: list[Row] = []
     add = rows.append
     # Fig. 1: VGG with and without BN, lr 0.1 (and 0.5).
-    add(
-        Row(
-            "fig1a-speed",
-            ("fig1-training",),
-            "Fig. 1",
-            "a",
+    add(Row("fig1a-speed", ("fig1-training",), "Fig. 1", "a",
             "BN trains faster: a higher training accuracy along the run",
-            "There is a consistent gain in training speed in models with BatchNorm layers.",
-            "Fig. 1 caption",
-            "train-acc-curve",
-            "bn",
-            "none",
-            "greater",
-            ACCURACY,
-            "vgg",
-        )
-    )
-    add(
-        Row(
-            "fig1b-test",
-            ("fig1-training",),
-            "Fig. 1",
-            "b",
+            "There is a consistent gain in training speed in models with BatchNorm layers.", "Fig. 1 caption",
+            "train-acc-curve", "bn", "none", "greater", ACCURACY, "vgg"))
+    add(Row("fig1b-test", ("fig1-training",), "Fig. 1", "b",
             "BN ends with a higher test accuracy (83% against 80%)",
-            "test accuracy 83% with BN, 80% without (no data augmentation)",
-            "App. A.1, as digested",
-            "test-acc",
-            "bn",
-            "none",
-            "greater",
-            ACCURACY,
-            "vgg",
-        )
-    )
-    add(
-        Row(
-            "fig1a-lr0.5",
-            ("fig1-high-lr",),
-            "Fig. 1",
-            "a",
+            "test accuracy 83% with BN, 80% without (no data augmentation)", "App. A.1, as digested",
+            "test-acc", "bn", "none", "greater", ACCURACY, "vgg"))
+    add(Row("fig1a-lr0.5", ("fig1-high-lr",), "Fig. 1", "a",
             "at lr 0.5 BN trains and the standard network does not (final training accuracy)",
             "(as plotted: the standard network at lr 0.5 stays at chance for all 15k steps)",
-            "Fig. 1(a), read off the plot",
-            "train-acc-final",
-            "bn",
-            "none",
-            "greater",
-            ACCURACY,
-            "vgg",
-        )
-    )
+            "Fig. 1(a), read off the plot", "train-acc-final", "bn", "none", "greater", ACCURACY, "vgg"))
     for moment in ("mean", "var"):
-        add(
-            Row(
-                f"fig1c-{moment}",
-                ("fig1-distributions",),
-                "Fig. 1",
-                "c",
+        add(Row(f"fig1c-{moment}", ("fig1-distributions",), "Fig. 1", "c",
                 f"BN and the standard network's layer inputs are about as stable (|change of the {moment}| between "
                 "measurements, layers #3 and #11): a marginal difference",
                 "the difference in distributional stability seems to be marginal; much less pronounced than the "
-                "gap in performance",
-                "§2.1; Fig. 1 caption",
-                f"dist-change-{moment}",
-                "bn",
-                "none",
-                "within",
-                RATIO,
-                "vgg",
-                layers=(3, 11),
-            )
-        )
+                "gap in performance", "§2.1; Fig. 1 caption", f"dist-change-{moment}", "bn", "none", "within",
+                RATIO, "vgg", layers=(3, 11)))
     # Fig. 2 and 8: noisy BN (Algorithm 1), judged with its noise on (training accuracy).
-    add(
-        Row(
-            "fig2-noisy-like-bn",
-            ("noisy",),
-            "Fig. 2",
-            "",
+    add(Row("fig2-noisy-like-bn", ("noisy",), "Fig. 2", "",
             "noisy BN trains as well as BN (training accuracy with the noise on, last 10% of the steps)",
-            'the performance difference between models with BatchNorm layers, and "noisy" BatchNorm layers is '
-            "almost non-existent",
-            _S21,
-            "train-acc-final",
-            "noisy_bn",
-            "bn",
-            "within",
-            ACCURACY,
-            "vgg",
-        )
-    )
-    add(
-        Row(
-            "fig2-noisy-beats-none",
-            ("noisy",),
-            "Fig. 2",
-            "",
+            "the performance difference between models with BatchNorm layers, and \"noisy\" BatchNorm layers is "
+            "almost non-existent", _S21, "train-acc-final", "noisy_bn", "bn", "within", ACCURACY, "vgg"))
+    add(Row("fig2-noisy-beats-none", ("noisy",), "Fig. 2", "",
             "noisy BN trains better than the standard network (training accuracy with the noise on, last 10%)",
-            "yet it still performs better in terms of training",
-            "Fig. 2 caption",
-            "train-acc-final",
-            "noisy_bn",
-            "none",
-            "greater",
-            ACCURACY,
-            "vgg",
-        )
-    )
+            "yet it still performs better in terms of training", "Fig. 2 caption",
+            "train-acc-final", "noisy_bn", "none", "greater", ACCURACY, "vgg"))
     for panel, kind in (("a", "change"), ("b", "drift")):
         for moment in ("mean", "var"):
             what = "between successive measurements" if kind == "change" else "from the first measurement"
-            add(
-                Row(
-                    f"fig8{panel}-{moment}",
-                    ("noisy", "moments") if (panel, moment) == ("a", "mean") else ("moments",),
-                    "Fig. 8",
-                    panel,
+            add(Row(f"fig8{panel}-{moment}", ("noisy", "moments") if (panel, moment) == ("a", "mean") else
+                    ("moments",), "Fig. 8", panel,
                     f"noisy BN's layer inputs are less stable than the standard network's (|{kind} of the "
-                    f"{moment}| {what}, layers #2, #9, #13)",
-                    _NOISY,
-                    "§2.1; App. B (Fig. 8)",
-                    f"dist-{kind}-{moment}",
-                    "noisy_bn",
-                    "none",
-                    "greater",
-                    RATIO,
-                    "vgg",
-                    layers=(2, 9, 13),
-                    also=("Fig. 2",) if (panel, moment) == ("a", "mean") else (),
-                )
-            )
+                    f"{moment}| {what}, layers #2, #9, #13)", _NOISY, "§2.1; App. B (Fig. 8)",
+                    f"dist-{kind}-{moment}", "noisy_bn", "none", "greater", RATIO, "vgg", layers=(2, 9, 13),
+                    also=("Fig. 2",) if (panel, moment) == ("a", "mean") else ()))
     # Fig. 3: ICS (Definition 2.1) as l2 difference and cosine, per layer and, when judged, per lr
     # (the paper's: VGG 0.1 and 0.01, DLN 1e-6 and 1e-7; runs named NORM-lrLR).
     for fam, fig, layers in (("vgg", "a", (5, 10)), ("dln", "b", (9, 17))):
         for layer in layers:
-            add(
-                Row(
-                    f"fig3{fig}-l2-{layer}",
-                    ("ics",),
-                    "Fig. 3",
-                    fig,
+            add(Row(f"fig3{fig}-l2-{layer}", ("ics",), "Fig. 3", fig,
                     f"ICS with BN is not smaller than without (||G - G'||, layer #{layer})",
-                    "networks with BatchNorm often exhibit an increase in ICS",
-                    _S22,
-                    "ics-l2",
-                    "bn",
-                    "none",
-                    "not-below",
-                    RATIO,
-                    fam,
-                    layers=(layer,),
-                    per_lr=True,
-                )
-            )
+                    "networks with BatchNorm often exhibit an increase in ICS", _S22, "ics-l2", "bn", "none",
+                    "not-below", RATIO, fam, layers=(layer,), per_lr=True))
             if fam == "vgg":
-                add(
-                    Row(
-                        f"fig3a-cos-{layer}",
-                        ("ics",),
-                        "Fig. 3",
-                        fig,
+                add(Row(f"fig3a-cos-{layer}", ("ics",), "Fig. 3", fig,
                         f"with BN, G and G' agree less: BN's median cos(G, G') at least {COSINE} below the standard "
                         f"network's (layer #{layer})",
-                        "networks with BatchNorm often exhibit an increase in ICS",
-                        _S22,
-                        "ics-cos-gap",
-                        "none",
-                        "bn",
-                        "greater",
-                        COSINE,
-                        fam,
-                        layers=(layer,),
-                        per_lr=True,
-                    )
-                )
+                        "networks with BatchNorm often exhibit an increase in ICS", _S22, "ics-cos-gap", "none", "bn",
+                        "greater", COSINE, fam, layers=(layer,), per_lr=True))
             else:
-                add(
-                    Row(
-                        f"fig3b-cos-{layer}",
-                        ("ics",),
-                        "Fig. 3",
-                        fig,
+                add(Row(f"fig3b-cos-{layer}", ("ics",), "Fig. 3", fig,
                         f"the standard DLN has almost no ICS (median cos >= {CORRELATED}) while with BN G and G' are "
                         f"almost uncorrelated (median |cos| <= {UNCORRELATED}) (layer #{layer})",
                         "the standard network experiences almost no ICS for the entirety of training, whereas for "
-                        "BatchNorm it appears that G and G' are almost uncorrelated",
-                        _S22,
-                        "ics-uncorrelated",
-                        "bn",
-                        "none",
-                        "not-above",
-                        0.0,
-                        fam,
-                        layers=(layer,),
-                        per_lr=True,
-                    )
-                )
+                        "BatchNorm it appears that G and G' are almost uncorrelated", _S22, "ics-uncorrelated", "bn",
+                        "none", "not-above", 0.0, fam, layers=(layer,), per_lr=True))
     # Fig. 4 (VGG) and Fig. 10 (DLN): the landscape along the gradient.
     for fam, fig in (("vgg", "Fig. 4"), ("dln", "Fig. 10")):
         n = fig.split()[-1]
         for panel, measure, claim, quote in _LANDSCAPE:
-            add(
-                Row(
-                    f"fig{n}{panel}-{measure}",
-                    ("landscape",),
-                    fig,
-                    panel,
-                    claim,
-                    quote,
-                    _S31 if fam == "vgg" else "§3.1 (the DLN: Fig. 10, App. B)",
-                    measure,
-                    "none",
-                    "bn",
-                    "greater",
-                    RATIO,
-                    fam,
-                )
-            )
-        add(
-            Row(
-                f"fig{n}-beyond-limit",
-                ("stability",),
-                fig,
-                "c",
+            add(Row(f"fig{n}{panel}-{measure}", ("landscape",), fig, panel, claim, quote,
+                    _S31 if fam == "vgg" else "§3.1 (the DLN: Fig. 10, App. B)", measure, "none", "bn", "greater",
+                    RATIO, fam))
+        add(Row(f"fig{n}-beyond-limit", ("stability",), fig, "c",
                 "with BN, beta_eff stays below the stability limit 2/eta (median of beta_eff x eta / 2 over the "
                 "probes)",
-                "",
-                "beyond the paper: the edge of stability (Cohen et al. 2021)",
-                "beta-limit",
-                "bn",
-                "bn",
-                "less",
-                RATIO,
-                fam,
-                beyond_paper=True,
-            )
-        )
+                "", "beyond the paper: the edge of stability (Cohen et al. 2021)", "beta-limit", "bn", "bn", "less",
+                RATIO, fam, beyond_paper=True))
     # Fig. 11: the gradient change against the step size.
     for fam, panel, sizes in (("vgg", "a", (0.5, 1.0, 2.0, 4.0)), ("dln", "b", (0.01, 0.1, 1.0, 10.0, 30.0))):
         for size in sizes:
-            add(
-                Row(
-                    f"fig11{panel}-{size:g}lr",
-                    ("step-size",),
-                    "Fig. 11",
-                    panel,
+            add(Row(f"fig11{panel}-{size:g}lr", ("step-size",), "Fig. 11", panel,
                     f"at step size {size:g} x lr the gradient changes less with BN",
-                    "This explains why networks with BatchNorm are largely robust to a broad range of learning rates.",
-                    "§3.1 (Fig. 11)",
-                    "grad-change",
-                    "none",
-                    "bn",
-                    "greater",
-                    RATIO,
-                    fam,
-                    step_size=size,
-                )
-            )
+                    "This explains why networks with BatchNorm are largely robust to a broad range of learning "
+                    "rates.", "§3.1 (Fig. 11)", "grad-change", "none", "bn", "greater", RATIO, fam, step_size=size))
     # Fig. 5: l_p normalizations train as well as BN (VGG: training accuracy; DLN: training loss).
     for lp in LP:
-        add(
-            Row(
-                f"fig5a-{lp}",
-                ("lp-accuracy",),
-                "Fig. 5",
-                "a",
-                f"{lp} trains as well as BN or better (training accuracy, last 10% of the steps)",
-                _LP_PERFORMANCE,
-                _S33,
-                "train-acc-final",
-                lp,
-                "bn",
-                "not-below",
-                ACCURACY,
-                "vgg",
-            )
-        )
-        add(
-            Row(
-                f"fig5b-{lp}",
-                ("lp-loss",),
-                "Fig. 5",
-                "b",
-                f"{lp} trains the DLN as well as BN or better (training loss, last 10% of the steps)",
-                _LP_PERFORMANCE,
-                _S33,
-                "train-loss-final",
-                lp,
-                "bn",
-                "not-above",
-                RATIO,
-                "dln",
-                also=("Fig. 13(a)",),
-            )
-        )
-    add(
-        Row(
-            "fig5b-l1-beats-bn",
-            ("lp-loss",),
-            "Fig. 5",
-            "b",
+        add(Row(f"fig5a-{lp}", ("lp-accuracy",), "Fig. 5", "a",
+                f"{lp} trains as well as BN or better (training accuracy, last 10% of the steps)", _LP_PERFORMANCE,
+                _S33, "train-acc-final", lp, "bn", "not-below", ACCURACY, "vgg"))
+        add(Row(f"fig5b-{lp}", ("lp-loss",), "Fig. 5", "b",
+                f"{lp} trains the DLN as well as BN or better (training loss, last 10% of the steps)", _LP_PERFORMANCE,
+                _S33, "train-loss-final", lp, "bn", "not-above", RATIO, "dln", also=("Fig. 13(a)",)))
+    add(Row("fig5b-l1-beats-bn", ("lp-loss",), "Fig. 5", "b",
             "on the DLN, l1 trains even better than BN (lower training loss, last 10% of the steps)",
-            "for deep linear networks, l1-normalization performs even better than BatchNorm",
-            _S33,
-            "train-loss-final",
-            "bn",
-            "l1",
-            "greater",
-            RATIO,
-            "dln",
-            also=("Fig. 13(a)",),
-        )
-    )
+            "for deep linear networks, l1-normalization performs even better than BatchNorm", _S33,
+            "train-loss-final", "bn", "l1", "greater", RATIO, "dln", also=("Fig. 13(a)",)))
     # Fig. 6: the l_p normalizations' layer inputs shift more than the unnormalized network's.
     for lp in LP:
         for moment in ("mean", "var"):
-            add(
-                Row(
-                    f"fig6-{lp}-{moment}",
-                    ("lp-shift",),
-                    "Fig. 6",
-                    "",
+            add(Row(f"fig6-{lp}-{moment}", ("lp-shift",), "Fig. 6", "",
                     f"{lp}'s layer inputs shift more than the standard network's (|drift of the {moment}| from the "
                     "first measurement, layer #11)",
-                    "larger distributional covariate shift compared to normal networks",
-                    "Fig. 6 caption; §3.3",
-                    f"dist-drift-{moment}",
-                    lp,
-                    "none",
-                    "greater",
-                    RATIO,
-                    "vgg",
-                    layers=(11,),
-                )
-            )
+                    "larger distributional covariate shift compared to normal networks", "Fig. 6 caption; §3.3",
+                    f"dist-drift-{moment}", lp, "none", "greater", RATIO, "vgg", layers=(11,)))
     # Fig. 9: the DLN's layer-input scale (our reading; the paper says sigma is "large and uncontrolled").
-    add(
-        Row(
-            "fig9-beyond-depth",
-            ("depth",),
-            "Fig. 9",
-            "",
+    add(Row("fig9-beyond-depth", ("depth",), "Fig. 9", "",
             "in the standard DLN the layer inputs' scale (sigma) grows with depth (#24 against #1)",
             "sigma_j tends to be large and highly uncontrolled in practice",
             "beyond the paper: §4 says sigma is large and uncontrolled; growth with depth is our reading",
-            "sigma-depth",
-            "none",
-            "none",
-            "greater",
-            RATIO,
-            "dln",
-            layers=(1, 24),
-            beyond_paper=True,
-        )
-    )
+            "sigma-depth", "none", "none", "greater", RATIO, "dln", layers=(1, 24), beyond_paper=True))
     # Fig. 12 (VGG) and Fig. 13 (DLN): l_p normalizations and the landscape.
     for fam, fig in (("vgg", "Fig. 12"), ("dln", "Fig. 13")):
         n = fig.split()[-1]
         if fam == "vgg":
             for lp in LP:
-                add(
-                    Row(
-                        f"fig12a-{lp}",
-                        ("lp-training-probe",),
-                        fig,
-                        "a",
+                add(Row(f"fig12a-{lp}", ("lp-training-probe",), fig, "a",
                         f"{lp} trains as well as BN or better (training accuracy, last 10% of the steps)",
-                        _LP_PERFORMANCE,
-                        _S33,
-                        "train-acc-final",
-                        lp,
-                        "bn",
-                        "not-below",
-                        ACCURACY,
-                        fam,
-                    )
-                )
-        for panel, measure, what in (
-            ("b", "band", "loss band"),
-            ("c", "predictiveness", "gradient change"),
-            ("d", "beta", "beta_eff"),
-        ):
+                        _LP_PERFORMANCE, _S33, "train-acc-final", lp, "bn", "not-below", ACCURACY, fam))
+        for panel, measure, what in (("b", "band", "loss band"), ("c", "predictiveness", "gradient change"),
+                                     ("d", "beta", "beta_eff")):
             for lp in LP:
-                add(
-                    Row(
-                        f"fig{n}{panel}-{lp}-vs-none",
-                        ("lp-landscape",),
-                        fig,
-                        panel,
-                        f"{lp} smooths the landscape against the standard network ({what}, none / {lp})",
-                        _LP_SMOOTH,
-                        _S33,
-                        measure,
-                        "none",
-                        lp,
-                        "greater",
-                        RATIO,
-                        fam,
-                    )
-                )
-                add(
-                    Row(
-                        f"fig{n}{panel}-{lp}-like-bn",
-                        ("lp-landscape",),
-                        fig,
-                        panel,
+                add(Row(f"fig{n}{panel}-{lp}-vs-none", ("lp-landscape",), fig, panel,
+                        f"{lp} smooths the landscape against the standard network ({what}, none / {lp})", _LP_SMOOTH,
+                        _S33, measure, "none", lp, "greater", RATIO, fam))
+                add(Row(f"fig{n}{panel}-{lp}-like-bn", ("lp-landscape",), fig, panel,
                         f"{lp} smooths the landscape as BN does or more ({what}, {lp} / bn at most {RATIO})",
-                        "a similar (and, sometime, even stronger) effect",
-                        "§1; §3.3",
-                        measure,
-                        lp,
-                        "bn",
-                        "not-above",
-                        RATIO,
-                        fam,
-                    )
-                )
+                        "a similar (and, sometime, even stronger) effect", "§1; §3.3", measure, lp, "bn",
+                        "not-above", RATIO, fam))
     # The seed review's runs (VGG-11 50 epochs, ResNet-50 20 epochs at lr 0.01): not the paper's experiments.
-    add(
-        Row(
-            "seed-review-test",
-            ("seed-review",),
-            "seed review",
-            "",
-            "BN raises the test accuracy (final test accuracy, bn - none)",
-            "",
-            "beyond the paper: the seed review's runs, not the paper's protocol",
-            "test-acc",
-            "bn",
-            "none",
-            "greater",
-            ACCURACY,
-            "any",
-            beyond_paper=True,
-        )
-    )
+    add(Row("seed-review-test", ("seed-review",), "seed review", "",
+            "BN raises the test accuracy (final test accuracy, bn - none)", "",
+            "beyond the paper: the seed review's runs, not the paper's protocol", "test-acc", "bn", "none", "greater",
+            ACCURACY, "any", beyond_paper=True))
     return rows
+# fmt: on
 
 
 CATALOGUE: tuple[Row, ...] = tuple(_rows())

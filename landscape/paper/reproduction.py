@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.paper.catalogue import ACCURACY, CORRELATED, COSINE, MIN_POINTS, RATIO, UNCORRELATED
-from landscape.paper.claims import estimate_text, scale_label
+from landscape.report.verdicts import estimate_text, scale_label
 
 
 def _minutes(seconds: float | None) -> str:

@@ -21,9 +21,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from landscape.report import data
+from landscape.report import arrays, data
 from landscape.report.data import RunRecord
-from landscape.report.plots import _figure, template_text, text
+from landscape.report.plots import new_figure, template_text, text
 from landscape.runs import DENSITY_JSON, SPECTRUM_DIR
 
 FLOOR = 1e-8  # relative to the figure's highest density: the log axis spans 8 decades at most
@@ -102,7 +102,7 @@ def plot_density(labelled: Sequence[tuple[str, str, Record]]) -> go.Figure:
     Returns:
         The figure; without runs, an empty one.
     """
-    fig = _figure("Hessian eigenvalue density (last measured checkpoint)", height=460)
+    fig = new_figure("Hessian eigenvalue density (last measured checkpoint)", height=460)
     if not labelled:
         return fig
     last = [record["densities"][-1] for _, _, record in labelled]
@@ -120,7 +120,7 @@ def plot_density_over_training(label: str, record: Record) -> go.Figure:
         The figure; with fewer than two checkpoints, an empty one.
     """
     entries = record["densities"]
-    fig = _figure(f"Hessian eigenvalue density over training — {text(label)}", height=460)
+    fig = new_figure(f"Hessian eigenvalue density over training — {text(label)}", height=460)
     if len(entries) < 2:
         return fig
     steps = [int(e["step"]) for e in entries]
@@ -153,7 +153,7 @@ def plot_run_densities(runs: Sequence[RunRecord]) -> list[go.Figure]:
     """The runs that have ``spectrum/density.json``: the comparison at the last measured
     checkpoints, then each run measured at several checkpoints on its own (a single run
     measured at several is shown by its own figure alone)."""
-    colors = data.run_colors([r.norm for r in runs])
+    colors = arrays.run_colors([r.norm for r in runs])
     labelled = [
         (run.label, color, record) for run, color in zip(runs, colors) if (record := load_density(run.path)) is not None
     ]

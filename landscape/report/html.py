@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from landscape import __version__
-from landscape.report import data, density_plots, plots, surface_plots
+from landscape.report import arrays, data, density_plots, ics_plots, plots, probe_plots, surface_plots, training_plots
 from landscape.report.data import RunRecord
 from landscape.report.verdicts import estimate_text, scale_label
 from landscape.runs import write_atomic
@@ -71,7 +71,7 @@ SECTIONS = (
         "Training",
         "Training loss (every logged step) and test loss on a log axis; accuracy in [0, 1]. "
         "Several seeds of a variant: line = mean, band = min–max over seeds (at the steps all seeds recorded).",
-        lambda runs: [plots.plot_training(runs)],
+        lambda runs: [training_plots.plot_training(runs)],
         lambda run: ["train/loss"],
     ),
     Section(
@@ -80,7 +80,7 @@ SECTIONS = (
         "At each probe step t the band spans min and max over the probe step sizes η of "
         "L(w<sub>t</sub> − η∇L(w<sub>t</sub>)) (paper Fig. 4a). A narrow band is a smooth landscape. "
         "Several seeds: dark band = mean over seeds of that min and max, light band = min–max pooled over seeds.",
-        lambda runs: [plots.plot_loss_landscape(runs)],
+        lambda runs: [probe_plots.plot_loss_landscape(runs)],
         data.expected_probe_series,
     ),
     Section(
@@ -89,7 +89,7 @@ SECTIONS = (
         "Band over η of ‖∇L(w<sub>t</sub>) − ∇L(w<sub>t</sub> − η∇L(w<sub>t</sub>))‖ (paper Fig. 4b): "
         "how much the gradient changes along its own direction; below it, the cosine between the two gradients. "
         "Several seeds: dark band = mean over seeds of the min and max over η, light band = min–max pooled over seeds.",
-        lambda runs: [plots.plot_gradient_predictiveness(runs), plots.plot_gradient_cosine(runs)],
+        lambda runs: [probe_plots.plot_gradient_predictiveness(runs), probe_plots.plot_gradient_cosine(runs)],
         data.expected_probe_series,
     ),
     Section(
@@ -101,7 +101,7 @@ SECTIONS = (
         "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds. "
         "Dash-dot, for runs that tracked the Hessian: its largest eigenvalue λ<sub>max</sub> on the training batch; "
         "above 2/η gradient descent is unstable along its eigenvector (the edge of stability).",
-        lambda runs: [plots.plot_beta_smoothness(runs)],
+        lambda runs: [probe_plots.plot_beta_smoothness(runs)],
         lambda run: data.expected_probe_series(run) + (["hessian/lambda_max"] if run.config.get("hessian") else []),
     ),
     Section(
@@ -109,7 +109,7 @@ SECTIONS = (
         "Gradient change against step size",
         "Gradient change as a function of the step size at selected training steps, coloured by step (paper Fig. 11). "
         "Several seeds: the lowest seed only.",
-        lambda runs: [plots.plot_gradient_vs_step_size(runs)],
+        lambda runs: [probe_plots.plot_gradient_vs_step_size(runs)],
     ),
     Section(
         "ics",
@@ -117,7 +117,7 @@ SECTIONS = (
         "Difference between a layer's gradient before and after the previous layers' update "
         "(paper Fig. 3): l2 distance on a log axis and cosine similarity. Pick the layer in the menu. "
         "Several seeds: line = mean, band = min–max over seeds.",
-        lambda runs: [plots.plot_ics(runs)],
+        lambda runs: [ics_plots.plot_ics(runs)],
         lambda run: ["ics/l2/"] if run.config.get("ics") else [],
     ),
     Section(
@@ -126,7 +126,7 @@ SECTIONS = (
         "Histogram of each layer's inputs over steps (paper Fig. 2), and per-channel moment statistics "
         "(paper Fig. 8): band = min–max over channels, line = channel mean. Pick the layer in the menu. "
         "Several seeds: the lowest seed only.",
-        lambda runs: [plots.plot_histograms(runs), plots.plot_moments(runs)],
+        lambda runs: [ics_plots.plot_histograms(runs), ics_plots.plot_moments(runs)],
         lambda run: ["dist/hist/", "dist/mean/"] if run.config.get("distributions") else [],
     ),
     Section(
@@ -182,7 +182,7 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
 
 def runs_table(runs: Sequence[RunRecord]) -> str:
     """Run configurations side by side, one column per run; every cell escaped."""
-    colors = data.run_colors([r.norm for r in runs])
+    colors = arrays.run_colors([r.norm for r in runs])
     head = "".join(
         f'<th scope="col"><span class="swatch" style="background:{c}"></span>{html.escape(r.label)}</th>'
         for r, c in zip(runs, colors)

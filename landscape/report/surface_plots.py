@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from landscape.report.data import RunRecord, load_checked_json
-from landscape.report.plots import _figure, text
+from landscape.report.plots import new_figure, text
 from landscape.runs import SURFACE_DIR, SURFACE_JSON
 
 COLORSCALE = "Viridis"
@@ -81,7 +81,7 @@ def axis_titles(record: Record) -> list[str]:
 
 def plot_surface_contour(record: Record) -> go.Figure:
     """Contours of a 2-D surface with the checkpoint's weights marked at the centre."""
-    fig = _figure(f"Loss contours — {_name(record)}", height=560)
+    fig = new_figure(f"Loss contours — {_name(record)}", height=560)
     if len(record["coords"]) != 2:
         return fig
     fig.add_trace(_contour(record))
@@ -91,10 +91,10 @@ def plot_surface_contour(record: Record) -> go.Figure:
 
 def plot_surface_3d(record: Record) -> go.Figure:
     """A 2-D surface in 3-D (drag to turn)."""
-    fig = _figure(f"Loss surface — {_name(record)}", height=640)
+    fig = new_figure(f"Loss surface — {_name(record)}", height=640)
     if len(record["coords"]) != 2:
         return fig
-    a, b, z = _grid(record)
+    a, b, z = grid(record)
     fig.add_trace(
         go.Surface(
             x=a,
@@ -112,7 +112,7 @@ def plot_surface_3d(record: Record) -> go.Figure:
 
 def plot_surface_1d(record: Record) -> go.Figure:
     """The loss along one direction, with the checkpoint's weights marked at 0."""
-    fig = _figure(f"Loss along a direction — {_name(record)}")
+    fig = new_figure(f"Loss along a direction — {_name(record)}")
     if len(record["coords"]) != 1:
         return fig
     a = np.asarray(record["coords"][0], dtype=float)
@@ -138,7 +138,7 @@ def plot_surface_1d(record: Record) -> go.Figure:
 def plot_trajectory(record: Record) -> go.Figure:
     """Li et al.'s trajectory plot: contours over the two PCA directions of the kept
     checkpoints and the training path projected onto them (the final weights at 0)."""
-    fig = _figure(f"Training path over the loss contours — {_name(record)}", height=560)
+    fig = new_figure(f"Training path over the loss contours — {_name(record)}", height=560)
     trajectory = record.get("trajectory")
     if not trajectory or len(record["coords"]) != 2:
         return fig
@@ -182,7 +182,7 @@ def _name(record: Record) -> str:
     return f"{text(record.get('label', ''))}, step {record['checkpoint']['step']}"
 
 
-def _grid(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b = (np.asarray(c, dtype=float) for c in record["coords"])
     return a, b, np.asarray(record["losses"], dtype=float)  # losses[i, j] at (a[i], b[j])
 
@@ -192,7 +192,7 @@ def _base(record: Record) -> float:
 
 
 def _contour(record: Record) -> go.Contour:
-    a, b, z = _grid(record)
+    a, b, z = grid(record)
     return go.Contour(
         x=a,
         y=b,
