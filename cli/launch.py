@@ -30,11 +30,12 @@ def join_if_launched(ctx: click.Context) -> None:
     """Under torchrun: join the process group (left when the command ends) and
     silence stdout on every rank but 0, so only rank 0 prints."""
     from landscape import distributed
+    from landscape.training import processes
 
-    if not distributed.launched():
+    if not processes.launched():
         return
-    distributed.setup()
-    ctx.call_on_close(distributed.teardown)
+    processes.setup()
+    ctx.call_on_close(processes.teardown)
     # When one rank dies, torchrun SIGTERMs the others, sometimes before their next
     # collective notices: say so in the same one line instead of dying silently.
     signal.signal(signal.SIGTERM, _stopped_by_launcher)
@@ -53,9 +54,9 @@ def relaunch(nproc: int | None) -> None:
     this process, and exit with the job's code. The ranks print their own one-line
     errors, so the launcher's failure report is replaced by one line, and only for
     a rank that died without one (killed by a signal)."""
-    from landscape import distributed
+    from landscape.training import processes
 
-    if nproc is None or distributed.launched():
+    if nproc is None or processes.launched():
         return
     if nproc < 1:
         raise InputError("--nproc must be at least 1")

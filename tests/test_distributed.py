@@ -78,6 +78,7 @@ RTOL = 1e-6
 
 
 INJECT = os.path.join(os.path.dirname(__file__), "inject")  # sitecustomize.py: the kill switch
+KILLED = "landscape test: rank 1 killed after step 3"  # what the kill switch writes when it fires
 
 
 def env(**extra):
@@ -141,6 +142,7 @@ def test_dead_rank_fails_the_job_and_resume_completes_it(tmp_path, cnn_two):
     start = time.monotonic()
     done = torchrun(*CNN, "--run-dir", str(exp), LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
     assert done.returncode != 0 and time.monotonic() - start < 60
+    assert KILLED in done.stderr
     assert "another process of the job failed" in done.stderr
     with RunStore(exp / "bn", readonly=True) as store:
         assert store.status == "interrupted"
@@ -181,6 +183,7 @@ import weakref
 import torch
 import torch.distributed as dist
 from landscape import distributed
+from landscape.training import processes
 
 gc.disable()
 
@@ -193,15 +196,15 @@ def ddp_step():
     return model
 
 before = threads()
-distributed.setup()
+processes.setup()
 ddp_step()
 group = weakref.ref(dist.group.WORLD)
 during = threads()
-distributed.teardown()
+processes.teardown()
 print(before, during, threads(), group() is None)
-distributed.setup()
+processes.setup()
 held = ddp_step()
-distributed.teardown()  # warns: the model holds the group
+processes.teardown()  # warns: the model holds the group
 del held
 gc.collect()  # the group's last holder: its threads end here, not during the exit
 print(threads())
@@ -364,7 +367,7 @@ def test_spread_layout_gives_each_process_its_own_runs(tmp_path, spread_single):
 def test_spread_layout_survives_a_dead_rank(tmp_path, spread_single):
     exp = tmp_path / "exp"
     done = torchrun(*SPREAD, "--run-dir", str(exp), LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
-    assert done.returncode != 0
+    assert done.returncode != 0 and KILLED in done.stderr
     with RunStore(exp / "bn", readonly=True) as store:  # run 1, on rank 1
         assert store.status == "interrupted"
     resumed = torchrun("--resume", str(exp), "--no-progress", "--no-report")
@@ -471,7 +474,7 @@ def test_noisy_bn_ranks_draw_independent_noise_and_resume_keeps_each_ranks(tmp_p
     # Killed at step 3 and resumed: every rank continues its own stream (the result equals
     # the uninterrupted run's).
     killed = torchrun(*args, "--run-dir", str(tmp_path / "cut"), command="train", LANDSCAPE_TEST_KILL_RANK1_AT_STEP="3")
-    assert killed.returncode != 0
+    assert killed.returncode != 0 and KILLED in killed.stderr
     resumed = torchrun("--resume", str(tmp_path / "cut"), "--no-progress", command="train")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)

@@ -75,3 +75,44 @@ def test_the_command_line_starts_without_torch():
     code = "import sys, landscape_cli.main; print('torch' in sys.modules, 'plotly' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+# The deep paths README showed before the packages by concern (issue #22): kept for one
+# minor release as re-exports that warn, each with the names users imported from it.
+OLD_PATHS = {
+    "landscape.hooks": ("ProbeHook", "ICSHook", "HessianHook", "Event", "Context", "every", "dense_early"),
+    "landscape.probes": ("probe_gradient", "ProbeResult", "training_grads"),
+    "landscape.hessian": ("hessian_eigs", "hessian_trace", "hessian_density", "EigResult"),
+}
+WARNS = """
+import importlib, sys, warnings
+name, wanted = sys.argv[1], sys.argv[2:]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    module = importlib.import_module(name)
+moved = [w for w in caught if issubclass(w.category, DeprecationWarning) and name in str(w.message)]
+print(len(moved), [n for n in wanted if not hasattr(module, n)])
+"""
+
+
+def test_the_old_deep_paths_still_import_and_warn():
+    from landscape.curvature.hessian import hessian_eigs
+    from landscape.runner.adapters import ProbeHook
+
+    for name, wanted in OLD_PATHS.items():
+        out = subprocess.run([sys.executable, "-c", WARNS, name, *wanted], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip() == "1 []", (name, out.stdout)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import landscape.hessian
+        import landscape.hooks
+
+    assert landscape.hooks.ProbeHook is ProbeHook and landscape.hessian.hessian_eigs is hessian_eigs
+
+
+def test_every_export_of_landscape_resolves():
+    for name in landscape.__all__:
+        assert getattr(landscape, name) is not None, name

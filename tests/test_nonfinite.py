@@ -159,7 +159,7 @@ def test_the_hook_records_nan_where_the_library_raises_on_a_nan_product(monkeypa
     def raising(*args, **kwargs):
         raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
 
-    monkeypatch.setattr("landscape.training.hooks.hessian_eigs", raising)
+    monkeypatch.setattr("landscape.runner.adapters.hessian_eigs", raising)
     model = nn.Linear(4, 3)
     ctx = Context(
         Event.AFTER_BACKWARD,

@@ -25,7 +25,7 @@ class Captured(Exception):
 def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
     """The first RunConfig ``landscape KIND --model MODEL`` would run (nothing is trained)."""
     import landscape.runner.experiments  # noqa: F401 (imported now, it keeps the real train when that is patched)
-    import landscape.training.loop
+    import landscape.runner.train
     from landscape_cli import experiment
 
     monkeypatch.delenv("LANDSCAPE_DATA", raising=False)
@@ -36,7 +36,7 @@ def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
     def capture_experiment(kind, build, **_):
         raise Captured(build()[0])
 
-    monkeypatch.setattr(landscape.training.loop, "train", capture)
+    monkeypatch.setattr(landscape.runner.train, "train", capture)
     monkeypatch.setattr(experiment, "execute", capture_experiment)
     result = CliRunner().invoke(cli, [kind, "--model", model])
     assert isinstance(result.exception, Captured), result.output

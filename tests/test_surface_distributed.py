@@ -49,8 +49,9 @@ def worker(out: Path) -> None:
     with its own."""
     from landscape import distributed
     from landscape.curvature.surface import Shard, loss_surface
+    from landscape.training import processes
 
-    distributed.setup()
+    processes.setup()
     torch.set_num_threads(1)
     rank = distributed.rank()
     shard = Shard(rank=rank, world=distributed.world_size(), sum=distributed.all_reduce_sum)
@@ -79,7 +80,7 @@ def worker(out: Path) -> None:
             own=own.losses,
         )
     torch.save(results, out / f"rank{rank}.pt")
-    distributed.teardown()
+    processes.teardown()
 
 
 @pytest.fixture(scope="module")

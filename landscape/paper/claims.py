@@ -154,12 +154,12 @@ def _variant(groups: Mapping[str, Mapping[int | None, RunRecord]], name: str, lr
 
 def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]:
     config = record.config
-    model = str(data._get(config, "model", "name", default="") or "")
+    model = str(data.nested_get(config, "model", "name", default="") or "")
     fam = catalogue.family(model)
-    steps = config.get("total_steps", data._get(config, "train", "steps"))
+    steps = config.get("total_steps", data.nested_get(config, "train", "steps"))
     paper_steps = (paper or {}).get("steps")
     paper_model = (paper or {}).get("model", catalogue.PAPER_MODEL.get(fam, model))
-    width = data._get(config, "model", "width_mult", default=1.0)
+    width = data.nested_get(config, "model", "width_mult", default=1.0)
     scale = {
         "model": model,
         "width_mult": width,
@@ -174,7 +174,7 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
         and width == 1
         and paper_steps
         and steps == paper_steps
-        and not data._get(config, "data", "subset")
+        and not data.nested_get(config, "data", "subset")
         and scale["test_images"] == full_test
     )
     return scale
@@ -196,7 +196,7 @@ def judge(
     if not seeds:
         return None
     first = groups[va][seeds[0]]
-    model = str(data._get(first.config, "model", "name", default="") or "")
+    model = str(data.nested_get(first.config, "model", "name", default="") or "")
     if row.family != "any" and catalogue.family(model) != row.family:
         return None
     per_seed: dict[str, dict[str, Any]] = {}

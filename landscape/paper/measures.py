@@ -83,8 +83,8 @@ def grad_change(record: RunRecord, multiple: float) -> tuple[np.ndarray, np.ndar
 
 
 def _layer(record: RunRecord, paper_layer: int) -> int:
-    model = data._get(record.config, "model", "name", default="") or ""
-    depth = data._get(record.config, "model", "depth")
+    model = data.nested_get(record.config, "model", "name", default="") or ""
+    depth = data.nested_get(record.config, "model", "depth")
     return catalogue.map_layer(paper_layer, str(model), depth if isinstance(depth, int) else None)
 
 
@@ -282,18 +282,18 @@ def _sigma_depth(a: RunRecord, b: RunRecord, row: Row) -> Paired:
 
 def test_images(config: Mapping[str, Any]) -> int | None:
     """How many test examples a run's test accuracy rests on (None: no test set)."""
-    name = data._get(config, "data", "name")
-    full = DATASET_SIZES[name][1] if name in DATASET_SIZES else data._get(config, "data", "synthetic_test")
+    name = data.nested_get(config, "data", "name")
+    full = DATASET_SIZES[name][1] if name in DATASET_SIZES else data.nested_get(config, "data", "synthetic_test")
     if name == "gaussian-linear" or not isinstance(full, int):
         return None
-    n = data._get(config, "train", "eval_samples")
+    n = data.nested_get(config, "train", "eval_samples")
     return min(n, full) if isinstance(n, int) else full
 
 
 def train_images(config: Mapping[str, Any]) -> int | None:
-    name = data._get(config, "data", "name")
-    full = DATASET_SIZES[name][0] if name in DATASET_SIZES else data._get(config, "data", "synthetic_train")
-    subset = data._get(config, "data", "subset")
+    name = data.nested_get(config, "data", "name")
+    full = DATASET_SIZES[name][0] if name in DATASET_SIZES else data.nested_get(config, "data", "synthetic_train")
+    subset = data.nested_get(config, "data", "subset")
     return min(subset, full) if isinstance(subset, int) and isinstance(full, int) else full
 
 

@@ -19,6 +19,7 @@ from landscape.data import load_data
 from landscape.integrations.tensorboard import TensorBoardMirror, summary_writer_class
 from landscape.runner.assembly import build_optimizer, build_run_model, config_hooks, default_run_dir, environment
 from landscape.runs import RunStore
+from landscape.training import processes
 from landscape.training.checkpoint import load_checkpoint
 from landscape.training.hooks import Hook
 from landscape.training.loop import Progress, TrainResult, _Loop
@@ -101,7 +102,7 @@ def train(
             if ddp:
                 meta["distributed"] = {
                     "world_size": distributed.world_size(),
-                    "backend": distributed.backend_of(device),
+                    "backend": processes.backend_of(device),
                     "sync_bn": config.train.sync_bn,
                 }
             RunStore.create(path, meta).close()

@@ -3,8 +3,10 @@ because the tests put this folder first on PYTHONPATH of the processes they laun
 
 With ``LANDSCAPE_TEST_KILL_RANK1_AT_STEP=N``, the process of rank 1 (torchrun's RANK,
 so also when an experiment's runs are spread) exits abruptly (``os._exit``, as a
-crash or the OOM killer would end it) when its training loop has completed step N.
-Nothing in the library knows about it.
+crash or the OOM killer would end it) when its training loop has completed step N,
+after writing ``KILLED`` to stderr: the tests assert that line, so a patch that no
+longer finds its target (an error in sitecustomize is only printed, and the run would
+then fail or pass for another reason) fails them. Nothing in the library knows about it.
 """
 
 import os
@@ -18,6 +20,7 @@ if _STEP and os.environ.get("RANK") == "1":
 
     def _dying_after_step(self, *args, **kwargs):
         if self.step == int(_STEP):
+            os.write(2, f"landscape test: rank 1 killed after step {_STEP}\n".encode())
             os._exit(1)
         return _after_step(self, *args, **kwargs)
 
