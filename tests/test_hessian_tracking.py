@@ -20,7 +20,7 @@ from landscape.config import ConfigError, HessianConfig, RunConfig, ScheduleConf
 from landscape.curvature.hessian import hessian_eigs
 from landscape.data import batches, load_data, objective
 from landscape.report.data import load_runs
-from landscape.report.plots import plot_beta_smoothness
+from landscape.report.probe_plots import plot_beta_smoothness
 from landscape.runner.assembly import build_run_model
 from landscape.runner.train import train
 from landscape.runs import RunStore
