@@ -22,7 +22,7 @@ from landscape.runs import RunStore
 from landscape.training import processes
 from landscape.training.checkpoint import load_checkpoint
 from landscape.training.hooks import Hook
-from landscape.training.loop import Progress, TrainResult, _Loop
+from landscape.training.loop import Loop, Progress, TrainResult
 from landscape.training.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def train(
         if main:
             log.warning(warning)
     optimizer = build_optimizer(model, config)
-    loop = _Loop(
+    loop = Loop(
         config, model, optimizer, data, device, [*config_hooks(config, model), *hooks], progress if main else None
     )
     if resume:

@@ -147,7 +147,7 @@ class _Interrupt:
         self.requested = True
 
 
-class _Loop:
+class Loop:
     """One run's training loop: its position, its data order and augmentation
     generators, and the hooks by event. ``progress`` is None on ranks other than 0."""
 

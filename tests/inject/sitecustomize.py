@@ -16,7 +16,7 @@ _STEP = os.environ.get("LANDSCAPE_TEST_KILL_RANK1_AT_STEP")
 if _STEP and os.environ.get("RANK") == "1":
     import landscape.training.loop as _train
 
-    _after_step = _train._Loop.after_step
+    _after_step = _train.Loop.after_step
 
     def _dying_after_step(self, *args, **kwargs):
         if self.step == int(_STEP):
@@ -24,4 +24,4 @@ if _STEP and os.environ.get("RANK") == "1":
             os._exit(1)
         return _after_step(self, *args, **kwargs)
 
-    _train._Loop.after_step = _dying_after_step
+    _train.Loop.after_step = _dying_after_step
