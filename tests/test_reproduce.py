@@ -230,3 +230,42 @@ def test_figure_folders_written_before_intervals_still_render(tmp_path):
     text = markdown([tmp_path])
     assert "no interval (made before intervals)" in text and "| 1 | 0 | 0 |" in text
     assert "no interval (made before intervals)" in claims_table(old)
+
+
+def test_a_figure_whose_runs_follow_the_papers_protocol_says_so_in_its_rows(tmp_path):
+    claim = {
+        "id": "fig10a",
+        "figure": "Fig. 10",
+        "panel": "a",
+        "claim": "c",
+        "statistic": "s",
+        "verdict": "contradicts",
+        "estimate": 0.5,
+        "interval": [0.4, 0.6],
+        "ratio": True,
+        "seeds": [0, 1],
+        "scale": {"model": "dln", "steps": 10_000, "paper_steps": 10_000, "protocol": True},
+    }
+    for name, protocol in (("fig10", True), ("fig4", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        scale = dict(claim["scale"], protocol=protocol)
+        (folder / "claims.json").write_text(json.dumps([dict(claim, scale=scale)]))
+        (folder / "figure.json").write_text(
+            json.dumps(
+                {
+                    "figure": name,
+                    "label": name,
+                    "title": "t",
+                    "scale": "cpu",
+                    "seeds": [0, 1],
+                    "command": "c",
+                    "experiments": [],
+                }
+            )
+        )
+    text = markdown([tmp_path])
+    assert (
+        "| [fig10](#fig10-cpu-2seeds) t | paper protocol | 2 |" in text and "## fig10: t (paper protocol scale" in text
+    )
+    assert "| [fig4](#fig4-cpu-2seeds) t | cpu | 2 |" in text and "## fig4: t (cpu scale, 2 seeds)" in text

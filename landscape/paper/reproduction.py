@@ -28,6 +28,16 @@ def _seeds(figure: dict[str, Any]) -> str:
     return f"{n} seed{'s' if n > 1 else ''}"
 
 
+def _scale_text(figure: dict[str, Any]) -> str:
+    """The figure's scale as its rows read: ``paper protocol`` when every claim's runs
+    followed it (the DLN's CPU scale is its protocol), else the command's scale
+    (``cpu``: the reduction)."""
+    scales = [c.get("scale") for c in figure.get("claims", [])]
+    if scales and all(isinstance(x, dict) and x.get("protocol") for x in scales):
+        return "paper protocol"
+    return str(figure.get("scale"))
+
+
 def _anchor(figure: dict[str, Any]) -> str:
     network = f"-{figure['network']}" if figure.get("network") else ""
     return f"{figure.get('figure')}{network}-{figure.get('scale')}-{len(figure.get('seeds', [0]))}seeds"
@@ -180,7 +190,7 @@ def markdown(
                 counts[c["verdict"]] += 1
         lines.append(
             f"| [{f.get('label')}](#{_anchor(f)}) {_cell(f.get('title', ''))} | "
-            f"{f.get('scale')} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
+            f"{_scale_text(f)} | {len(f.get('seeds', [0]))} | {_cell(f.get('where', '?'))} | "
             f"{counts['supports']} | {counts['contradicts']} | {counts['inconclusive']} |"
         )
     if notes is not None:
@@ -190,7 +200,7 @@ def markdown(
         lines += [
             "",
             f'<a id="{_anchor(f)}"></a>',
-            f"## {f.get('label')}: {f.get('title')} ({f.get('scale')} scale, {_seeds(f)})",
+            f"## {f.get('label')}: {f.get('title')} ({_scale_text(f)} scale, {_seeds(f)})",
             "",
             f"- Command: `{f.get('command')}`",
             f"- Seeds: {', '.join(map(str, f.get('seeds', [0])))}; machine: {f.get('where', '?')}",
