@@ -11,7 +11,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf")
+# none, BatchNorm, noisy BN and its noise alone (the paper's Algorithm 1), the l_p norms
+# (Sec. 3.3), and today's per-sample layer, group and RMS norms (landscape.models.norms).
+NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf", "layer", "group", "rms")
+# Norms of conv feature maps only: group norm groups channels, and the deep linear
+# network's activations are vectors of features (it takes bn, the l_p norms, layer, rms).
+CONV_ONLY_NORMS = ("group",)
+FULLY_CONNECTED_MODELS = ("dln",)
 INITS = ("glorot", "glorot-normal", "torch")  # weights: Xavier-uniform (the paper's), Xavier-normal, PyTorch's
 BN_MODES = ("train", "eval")
 DTYPES = ("float32", "float64")
@@ -56,6 +62,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name is empty")
         _require(self.norm in NORMS, f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}")
+        _require(
+            not (self.name in FULLY_CONNECTED_MODELS and self.norm in CONV_ONLY_NORMS),
+            f"--norm {self.norm} normalizes groups of conv channels; --model {self.name} is fully connected: "
+            f"choose from {', '.join(n for n in NORMS if n not in CONV_ONLY_NORMS)}",
+        )
         _require(self.init in INITS, f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         _require(self.init_gain > 0 and math.isfinite(self.init_gain), "--init-gain must be a positive number")
         _require(self.stem in ("cifar", "imagenet"), f"unknown stem {self.stem!r}; choose cifar or imagenet")

@@ -174,3 +174,25 @@ def test_the_init_and_its_gain_reach_the_runs_config(tmp_path):
         invoke("train", "--model", "dln", "--init-gain", -1, "--run-dir", tmp_path / "bad"),
         "--init-gain must be a positive number",
     )
+
+
+@pytest.mark.parametrize("norm", ["layer", "group", "rms"])
+def test_train_with_the_layer_group_and_rms_norms(tmp_path, norm):
+    import math
+
+    args = ["--model", "vgg_tiny", "--dataset", "synthetic", "--norm", norm, "--steps", "20", "--batch-size", "16"]
+    result = run("train", *args, "--eval-every", "10", "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    with RunStore(tmp_path, readonly=True) as store:
+        assert store.status == "finished" and store.config["model"]["norm"] == norm
+        steps, losses = store.series("train/loss")
+        assert steps[-1] == 19 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("command, norm", [("train", "group"), ("probe", "none,group")])
+def test_group_norm_on_the_dln_is_one_line_before_anything_runs(tmp_path, command, norm):
+    result = run(
+        command, "--model", "dln", "--norm", norm, "--steps", "2", "--no-progress", "--run-dir", str(tmp_path / "e")
+    )
+    assert_one_line_error(result, "--norm group", "--model dln is fully connected")
+    assert not (tmp_path / "e").exists()

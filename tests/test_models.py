@@ -278,3 +278,69 @@ def test_an_unknown_init_or_a_bad_gain_is_refused():
         ModelConfig(init="he")
     with pytest.raises(ConfigError, match="init-gain"):
         ModelConfig(init_gain=0)
+
+
+def _expected_norm(family: str, norm: str, channels: int) -> tuple[type[nn.Module], int | None]:
+    """The layer type each per-sample norm becomes, and its number of groups (GroupNorm)."""
+    from landscape.models.norms import ChannelRMSNorm
+
+    if family == "dln":
+        return {"layer": nn.LayerNorm, "rms": nn.RMSNorm}[norm], None
+    if norm == "rms":
+        return ChannelRMSNorm, None
+    # group: the largest divisor of C up to 32, written out for the channel counts these models have
+    groups = {8: 8, 16: 16, 64: 32, 128: 32, 256: 32, 512: 32}[channels] if norm == "group" else 1
+    return nn.GroupNorm, groups
+
+
+@pytest.mark.parametrize(
+    ("name", "norm"), [(n, m) for n in ("vgg_tiny", "resnet18") for m in ("layer", "group", "rms")]
+)
+def test_layer_group_and_rms_norms_take_bn_places(name, norm):
+    torch.manual_seed(0)
+    model, bn = build_model(name, norm=norm), build_model(name, norm="bn")
+    placed = [(n, m) for n, m in model.named_modules() if is_norm_layer(m)]
+    bn_placed = [(n, m) for n, m in bn.named_modules() if is_norm_layer(m)]
+    assert [n for n, _ in placed] == [n for n, _ in bn_placed]  # every BN site, and only those
+    for (where, layer), (_, reference) in zip(placed, bn_placed):
+        kind, groups = _expected_norm(model_family(name), norm, reference.num_features)
+        assert type(layer) is kind, where
+        assert layer.weight.shape == (reference.num_features,) and torch.all(layer.weight == 1), where
+        assert layer.bias is None if norm == "rms" else torch.all(layer.bias == 0), where
+        if groups is not None:
+            assert layer.num_groups == groups, where
+    # A conv before a shift-free norm (rms) keeps its bias, as before no norm at all.
+    head = model.fc if model_family(name) == "resnet" else model.classifier
+    convs = [m for m in _weighted(model) if m is not head]
+    if model_family(name) == "vgg":
+        assert all((m.bias is not None) == (norm == "rms") for m in convs)
+    else:  # torchvision's convs stay bias-free; the CIFAR stem is ours
+        assert (model.conv1.bias is not None) == (norm == "rms")
+    model.zero_grad(set_to_none=True)
+    out = model(_batch(name))
+    nn.functional.cross_entropy(out, torch.tensor([1, 3])).backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_the_dln_takes_layer_and_rms_over_its_features(norm):
+    torch.manual_seed(0)
+    model = build_model("dln", norm=norm, depth=4, width=10)
+    layers = list(model.layers)
+    kind, _ = _expected_norm("dln", norm, 10)
+    assert [type(m) for m in layers] == [nn.Linear, kind] * 3 + [nn.Linear]
+    assert all(m.normalized_shape == (10,) and torch.all(m.weight == 1) for m in layers[1::2])
+    out = model(torch.randn(5, 10))
+    out.square().sum().backward()
+    assert out.shape == (5, 10) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_group_norm_on_the_dln_is_refused_before_building():
+    from landscape.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fully connected") as info:
+        ModelConfig(name="dln", norm="group")
+    assert "\n" not in str(info.value) and "layer" in str(info.value) and "rms" in str(info.value)
+    with pytest.raises(ValueError, match="--model dln is fully connected"):
+        build_model("dln", norm="group")

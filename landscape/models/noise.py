@@ -47,8 +47,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from landscape.config import NoiseConfig
-from landscape.models.norms import LP_NORMS, LpNorm
+from landscape.config import CONV_ONLY_NORMS, NoiseConfig
+from landscape.models.norms import LP_NORMS, PER_SAMPLE_NORM_TYPES, ChannelRMSNorm, LpNorm, group_norm, layer_norm
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -147,9 +147,16 @@ class NoisyBatchNorm(_BatchNorm):
 
 
 # Every normalization layer the toolkit ships, by what its training flag switches:
-# batch or running statistics (torch's BatchNorm family, noisy BN, the l_p norms)
-# and noise or none (Noise). Eval mode means running statistics and no noise.
-NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (_NormBase, LpNorm, Noise)
+# batch or running statistics (torch's BatchNorm family, noisy BN, the l_p norms),
+# noise or none (Noise), and nothing (the per-sample layer, group and RMS norms, which
+# have neither). Eval mode means running statistics and no noise.
+NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (_NormBase, LpNorm, Noise, *PER_SAMPLE_NORM_TYPES)
+
+
+def switches_with_mode(module: nn.Module) -> bool:
+    """A norm layer whose output depends on its training flag (running statistics or
+    noise), so that a probe's ``bn_mode="eval"`` computes another function."""
+    return isinstance(module, NORM_LAYER_TYPES) and not isinstance(module, PER_SAMPLE_NORM_TYPES)
 
 
 def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) -> NormFactory | None:
@@ -162,13 +169,19 @@ def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) 
     Args:
         norm: one of ``landscape.config.NORMS``: ``none``, ``bn``, ``noisy_bn``
             (BN then noise), ``noise`` (the noise alone, no BN: the paper's
-            control), ``l1``, ``l2``, ``linf`` (see ``landscape.models.norms``).
+            control), ``l1``, ``l2``, ``linf``, and the per-sample ``layer``,
+            ``group`` (conv feature maps only) and ``rms`` (see
+            ``landscape.models.norms``; on vectors ``layer`` and ``rms`` are
+            ``nn.LayerNorm`` and ``nn.RMSNorm`` over the features).
         dims: 1 or 2.
         noise_cfg: constants and seed of the noise; ``NoiseConfig()`` when None.
 
     Returns:
         The factory, or None for ``norm="none"``: builders then put no layer at
         all (and keep the bias of the preceding conv/linear).
+
+    Raises:
+        ValueError: an unknown norm, or ``group`` on vectors (``dims=1``).
     """
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, got {dims}")
@@ -178,6 +191,14 @@ def make_norm_layer(norm: str, dims: int, noise_cfg: NoiseConfig | None = None) 
         return nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
     if norm in LP_NORMS:
         return functools.partial(LpNorm, p=LP_NORMS[norm], dims=dims)
+    if norm in CONV_ONLY_NORMS and dims == 1:
+        raise ValueError(f"norm {norm!r} groups the channels of conv feature maps; vectors have none")
+    if norm == "layer":
+        return layer_norm if dims == 2 else nn.LayerNorm
+    if norm == "group":
+        return group_norm
+    if norm == "rms":
+        return ChannelRMSNorm if dims == 2 else nn.RMSNorm
     if norm in ("noisy_bn", "noise"):
         cfg = NoiseConfig() if noise_cfg is None else noise_cfg
         generator = noise_generator(cfg)
