@@ -73,7 +73,8 @@ def _size(count: int) -> str:
     type=click.Choice(["train", "eval"]),
     default="train",
     show_default=True,
-    help="BatchNorm statistics: batch (train; what SGD optimises) or running (eval).",
+    help="BatchNorm statistics: batch (train; what SGD optimises) or running (eval); "
+    "no-op for layer, group and rms, which keep none.",
 )
 @click.option(
     "--batches",

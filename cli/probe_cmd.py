@@ -45,7 +45,8 @@ from landscape_cli.options import (
     type=click.Choice(["train", "eval"]),
     default="train",
     show_default=True,
-    help="BatchNorm statistics inside a probe: batch (train; what SGD optimises) or running (eval).",
+    help="BatchNorm statistics inside a probe: batch (train; what SGD optimises) or running (eval); "
+    "no-op for layer, group and rms, which keep none.",
 )
 @click.option(
     "--probe-every",

@@ -40,7 +40,8 @@ _D = SurfaceConfig()  # the defaults live in landscape.config
     "--bn-mode",
     type=click.Choice(BN_MODES),
     default=_D.bn_mode,
-    help="Normalization layers on batch statistics (train, the paper's objective) or running ones (eval).",
+    help="Normalization layers on batch statistics (train, the paper's objective) or running ones (eval); "
+    "no-op for layer, group and rms, which keep none.",
 )
 @click.option(
     "--include-bias-and-bn", is_flag=True, help="Move biases and BN scales/shifts too (Li et al. leave them out)."

@@ -44,12 +44,29 @@ def test_activation_sites():
     assert activation_sites(tiny_net()) == ["1", "4", "6"]
     assert activation_sites(tiny_net("noisy_bn")) == ["1", "4", "6"]  # noisy BN is one site, not its child
     assert activation_sites(tiny_net("noise")) == ["1", "4", "6"]
+    for norm in ("layer", "group", "rms"):  # the per-sample norms are sites as BN is
+        assert activation_sites(tiny_net(norm)) == ["1", "4", "6"], norm
     plain = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
     assert activation_sites(plain) == ["0", "2"]
     nested = nn.Sequential()
     nested.add_module("features", nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh()))
     nested.add_module("classifier", nn.Linear(3, 2))
     assert activation_sites(nested) == ["features.1"]
+
+
+@pytest.mark.parametrize(("name", "norms"), [("vgg16", ("layer", "group", "rms")), ("dln", ("layer", "rms"))])
+def test_the_paper_layer_numbers_are_the_same_with_layer_group_and_rms_norms(name, norms):
+    from landscape.models import build_model
+    from landscape.models.noise import NORM_LAYER_TYPES
+
+    bn = activation_sites(build_model(name, norm="bn"))
+    assert len(bn) == (13 if name == "vgg16" else 24)  # the 13 convs; 24 of the 25 linears (not the last)
+    for norm in norms:
+        model = build_model(name, norm=norm)
+        sites = activation_sites(model)
+        assert sites == bn, norm  # #2, #9, #13 name the same modules as with BN, and they are norm layers
+        modules = dict(model.named_modules())
+        assert all(isinstance(modules[s], NORM_LAYER_TYPES) for s in sites), norm
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -4,6 +4,7 @@ computations and finite differences, plus state preservation."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -390,7 +391,7 @@ def eval_reference(model: nn.Module, loss_fn, x, y, step_sizes):
     return float(loss.detach()), losses, diffs
 
 
-@pytest.mark.parametrize("norm", ["bn", "noisy_bn", "noise", "l1", "l2", "linf"])
+@pytest.mark.parametrize("norm", ["bn", "noisy_bn", "noise", "l1", "l2", "linf", "layer", "group", "rms"])
 def test_bn_mode_eval_is_an_eval_mode_copy_for_every_normalization(norm):
     model = normed_net(norm, 8).train()
     x, y = torch.randn(6, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
@@ -403,9 +404,19 @@ def test_bn_mode_eval_is_an_eval_mode_copy_for_every_normalization(norm):
     assert evals.base_loss == pytest.approx(base, rel=1e-10)
     assert evals.losses == pytest.approx(losses, rel=1e-10)
     assert evals.grad_diffs == pytest.approx(diffs, rel=1e-8)
-    # Train mode (batch statistics, noise) is another landscape: the comparison is not vacuous.
     train = probe_gradient(model, loss_fn, x, y, sizes, bn_mode="train")
-    assert all(abs(a - b) > 1e-6 for a, b in zip(train.losses, evals.losses))
+    if norm not in ("layer", "group", "rms"):
+        # Train mode (batch statistics, noise) is another landscape: the comparison is not vacuous.
+        assert all(abs(a - b) > 1e-6 for a, b in zip(train.losses, evals.losses))
+        return
+    # No running statistics: bn_mode is a no-op, bit for bit, also when the training gradient is reused.
+    assert dataclasses.replace(evals, bn_mode="train") == train
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    grad = training_grads(model)
+    reused = [probe_gradient(model, loss_fn, x, y, sizes, grad=grad, bn_mode=mode) for mode in ("eval", "train")]
+    assert dataclasses.replace(reused[0], bn_mode="train") == reused[1]
+    assert reused[1].losses == pytest.approx(train.losses, rel=1e-12)  # g from the training pass: its last bits
 
 
 def test_filter_direction():

@@ -1,7 +1,7 @@
 """Measurements leave the model as they found it (parameters, buffers such as BN running
 statistics and num_batches_tracked, .grad, training flags, optimizer state, every RNG)
-on registry models with conv BN, noisy BN and the l_p layers, and on the SyncBatchNorm
-of multi-process runs."""
+on registry models with conv BN, noisy BN, the l_p layers and the layer, group and RMS
+norms, and on the SyncBatchNorm of multi-process runs."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def trained_model(name: str, norm: str, x, y):
     return model, opt
 
 
-@pytest.mark.parametrize("norm", ["bn", "noisy_bn", "l1", "l2", "linf"])
+@pytest.mark.parametrize("norm", ["bn", "noisy_bn", "l1", "l2", "linf", "layer", "group", "rms"])
 @pytest.mark.parametrize("name", ["vgg_tiny", "resnet18"])
 def test_measurements_leave_registry_models_untouched(name, norm):
     g = torch.Generator().manual_seed(1)

@@ -5,9 +5,9 @@ H = nabla^2_w L(w; B) for the trainable parameters w (or a block of them) and a
 mini-batch B; over several batches, the mean of the per-batch Hessians. In
 ``bn_mode="train"`` the norm layers use batch statistics (the objective SGD
 optimises, whose smoothness Santurkar et al. 2018 study), in ``"eval"`` their
-running statistics. H is never formed: it is applied by double
-backward (Pearlmutter 1994), H v = grad_w (grad_w L . v), on a gradient graph
-built once per batch.
+running statistics (the layer, group and RMS norms keep none: the same H in both).
+H is never formed: it is applied by double backward (Pearlmutter 1994),
+H v = grad_w (grad_w L . v), on a gradient graph built once per batch.
 
 Over several processes, each holding one equal shard B_r of a global batch B (and a
 mean loss, or one scaled by :func:`landscape.data.objective`'s ``shards``), the

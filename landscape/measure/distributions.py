@@ -34,16 +34,16 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.instancenorm import _InstanceNorm
 
 from landscape.measure.points import Reduce
 from landscape.models.init import WEIGHT_TYPES, is_weight_layer
-from landscape.models.noise import Noise
-from landscape.models.norms import LpNorm
+from landscape.models.noise import NORM_LAYER_TYPES
 from landscape.state import cloned_buffers, detached_params, fork_rng, tie_weights
 
-NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, LpNorm, Noise)
+# A norm layer right after a conv/linear is where the input to the non-linearity is
+# taken: the models' one list (BN and InstanceNorm, noisy BN and its noise, l_p, layer,
+# group and RMS norms).
+NORM_LAYERS = NORM_LAYER_TYPES
 
 PAPER_LAYERS = (2, 9, 13)  # the layers Fig. 2, 5 and 7 show for VGG16
 

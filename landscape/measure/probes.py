@@ -40,7 +40,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from landscape.config import BN_MODES, DIRECTIONS
 from landscape.measure.points import LossFn, PointEvaluator, Reduce
-from landscape.models.noise import NORM_LAYER_TYPES
+from landscape.models.noise import NORM_LAYER_TYPES, switches_with_mode
 from landscape.state import (
     RngSources,
     Workspace,
@@ -102,9 +102,11 @@ class ProbeResult:
 @contextlib.contextmanager
 def norm_layers_mode(model: nn.Module, bn_mode: str, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """Put every normalization layer (:data:`landscape.models.noise.NORM_LAYER_TYPES`: the
-    BatchNorm family, noisy BN and its noise, the l_p norms) in ``bn_mode``; on exit
-    give each of them back its exact training flag (no recursive ``train()``, no
-    other module touched)."""
+    BatchNorm family, noisy BN and its noise, the l_p norms, the layer, group and RMS
+    norms) in ``bn_mode``; on exit give each of them back its exact training flag (no
+    recursive ``train()``, no other module touched). The layer, group and RMS norms
+    keep no running statistics, so their flag changes nothing: ``bn_mode`` is a no-op
+    for them."""
     modules = list(model.modules()) if modules is None else modules
     flags = [(m, m.training) for m in modules if isinstance(m, NORM_LAYER_TYPES)]  # the only flags it sets
     try:
@@ -202,8 +204,8 @@ def probe_gradient(
     K+1 otherwise; ``curvature=True`` adds one forward and a double backward
     (about 2-3 passes), so turn it off for the cheapest probe. ``grad`` is
     recomputed anyway (K+1) when it cannot be g of this probe: for
-    ``bn_mode="eval"`` on a model with norm layers (the training gradient used
-    batch statistics) and for models with active dropout or noisy layers (the
+    ``bn_mode="eval"`` on a model with norm layers that keep running statistics
+    (the training gradient used batch statistics) and for models with active dropout or noisy layers (the
     training forward used another random draw).
 
     Every evaluation point sees the same random draw (dropout masks, BN noise)
@@ -225,7 +227,8 @@ def probe_gradient(
             ||g||) or ``"filter"`` (Li et al. 2018 filter-normalized Gaussian;
             1-D parameters zeroed; not rescaled).
         bn_mode: ``"train"`` (batch statistics, what SGD optimises; the paper's)
-            or ``"eval"`` (running statistics, as Li et al. and PyHessian).
+            or ``"eval"`` (running statistics, as Li et al. and PyHessian). A no-op
+            for the layer, group and RMS norms, which have no running statistics.
         generator: Source of random directions; None draws from the global RNG
             inside a fork, so training's RNG stream is untouched either way.
         method: ``"loop"`` (one forward+backward per step size, in place; the
@@ -344,9 +347,10 @@ def choose_method(method: str, model: nn.Module) -> str:
 
 def _can_reuse(bn_mode: str, modules: list[nn.Module], sources: RngSources) -> bool:
     """Whether the caller's gradient is g of this probe: not for ``bn_mode="eval"`` on a
-    model with norm layers (training used batch statistics), nor when a forward draws
+    model with norm layers that switch with the mode (training used batch statistics;
+    the per-sample layer, group and RMS norms do not switch), nor when a forward draws
     random numbers (training used another draw)."""
-    if bn_mode == "eval" and any(isinstance(m, NORM_LAYER_TYPES) for m in modules):
+    if bn_mode == "eval" and any(switches_with_mode(m) for m in modules):
         logger.debug("bn_mode='eval': recomputing g and L(w) in eval mode instead of reusing grad")
         return False
     if _is_stochastic(modules, sources):
