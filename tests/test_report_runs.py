@@ -140,3 +140,12 @@ def test_every_experiment_writes_its_claims_and_the_report_shows_them_first(expe
     page = (experiments[kind] / "report.html").read_text(encoding="utf-8")
     assert page.index('<section id="claims">') < page.index('<section id="runs">')
     assert html.escape(CLAIMED[kind]) in page
+
+
+def test_every_normalization_has_its_own_colour_and_label():
+    from landscape.config import NORMS
+    from landscape.report import arrays
+
+    assert set(data.NORM_COLORS) == set(NORMS) == set(data.NORM_LABELS)
+    assert len(set(data.NORM_COLORS.values()) - {arrays.UNKNOWN_COLOR}) == len(NORMS)  # grey: a norm not listed
+    assert len(set(data.NORM_LABELS.values())) == len(NORMS)

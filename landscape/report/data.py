@@ -44,6 +44,9 @@ NORM_COLORS: dict[str, str] = {
     "l2": "#ff7f0e",
     "linf": "#8c564b",
     "noise": "#e377c2",
+    "layer": "#17becf",
+    "group": "#bcbd22",
+    "rms": "#393b79",
 }
 NORM_LABELS: dict[str, str] = {
     "none": "standard",
@@ -53,6 +56,9 @@ NORM_LABELS: dict[str, str] = {
     "l2": "l2",
     "linf": "linf",
     "noise": "noise",
+    "layer": "layer norm",
+    "group": "group norm",
+    "rms": "rms norm",
 }
 _SEED = re.compile(r"^(?P<variant>.+)/seed(?P<seed>-?\d+)$")
 
