@@ -166,8 +166,10 @@ def test_factory_choices():
     for name, p in (("l1", 1.0), ("l2", 2.0), ("linf", math.inf)):
         layer = make_norm_layer(name, 2)(3)
         assert isinstance(layer, LpNorm) and layer.p == p and layer.dims == 2
-    with pytest.raises(ValueError):
-        make_norm_layer("group", 2)
+    with pytest.raises(ValueError):  # "group" was the unknown name here before it became a norm (#23)
+        make_norm_layer("batch_renorm", 2)
+    with pytest.raises(ValueError):  # group norm on fully connected activations
+        make_norm_layer("group", 1)
     with pytest.raises(ValueError):
         make_norm_layer("bn", 3)
     with pytest.raises(ValueError):
