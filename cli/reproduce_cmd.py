@@ -21,17 +21,15 @@ def _default_scale() -> str:
 
 
 def _listing(scale: str, seeds: int, network: str | None = None) -> str:
-    from landscape.paper.reproduce import FIGURES, SCHEMATIC, figure_seconds
+    from landscape.paper.reproduce import SCHEMATIC, figure_seconds, figures
 
     rows = [("figure", "command", "estimate", "what")]
     owner: dict[str, str] = {}  # experiment -> the first figure that runs it
     total = 0.0
     flag = f" --network {network}" if network else ""
-    for name, whole in FIGURES.items():
-        fig = whole.only(network) if network else whole
-        if fig is None:
-            continue
-        seconds = figure_seconds(name, scale, seeds, set(owner), network)
+    for fig in figures(network):
+        name = fig.name
+        seconds = figure_seconds(fig, scale, seeds, set(owner))
         total += seconds
         shared = sorted({owner[k] for k in fig.all_experiments if k in owner})
         note = f" + runs of {', '.join(shared)}" if shared else ""
@@ -300,7 +298,7 @@ def reproduce(
     run once; a second call continues where an interrupted one stopped. Runs already
     in OUT are reused only when made with the same settings (else it stops before
     anything is written; see --rerun)."""
-    from landscape.paper.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, paper_protocol
+    from landscape.paper.reproduce import EXPERIMENTS, FIGURES, SCHEMATIC, experiment_configs, figures, paper_protocol
     from landscape.paper.reproduce import figure as pick
 
     scale = scale or _default_scale()
@@ -315,7 +313,7 @@ def reproduce(
     if figure != "all" and figure not in FIGURES:
         raise InputError(f"unknown figure {figure!r}; choose from {', '.join(FIGURES)} or all (see --list)")
     if figure == "all":
-        figs = [f for f in (w.only(network) if network else w for w in FIGURES.values()) if f is not None]
+        figs = figures(network)
     else:
         try:
             figs = [pick(figure, network)]

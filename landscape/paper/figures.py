@@ -62,8 +62,8 @@ class Figure:
 
     @property
     def networks(self) -> tuple[str, ...]:
-        """The networks of the figure's experiments (:func:`network_of`), in order."""
-        return tuple(dict.fromkeys(network_of(EXPERIMENTS[k].model) for k in self.all_experiments))
+        """The networks of the figure's experiments (:func:`landscape.paper.catalogue.family`), in order."""
+        return tuple(dict.fromkeys(catalogue.family(EXPERIMENTS[k].model) for k in self.all_experiments))
 
     def only(self, network: str) -> Figure | None:
         """The figure restricted to ``network``'s panels (Fig. 3, 5 and 11 show the VGG
@@ -71,7 +71,7 @@ class Figure:
         when none is."""
 
         def mine(keys: tuple[str, ...]) -> bool:
-            return all(network_of(EXPERIMENTS[k].model) == network for k in keys)
+            return all(catalogue.family(EXPERIMENTS[k].model) == network for k in keys)
 
         checks = tuple(c for c in self.checks if mine(c.experiments))
         if len(checks) == len(self.checks) and mine(self.experiments):
@@ -87,12 +87,7 @@ class Figure:
         )
 
 
-NETWORKS = ("vgg", "dln", "resnet")
-
-
-def network_of(model: str) -> str:
-    """The network family of a model name: ``vgg16``/``vgg11`` -> vgg, ``resnet50`` -> resnet, ``dln``."""
-    return next((n for n in NETWORKS if model.startswith(n)), model)
+NETWORKS = ("vgg", "dln", "resnet")  # the model families (catalogue.family) of the experiments
 
 
 LP = catalogue.LP
@@ -287,3 +282,11 @@ def figure(name: str, network: str | None = None) -> Figure:
     if kept is None:
         raise ValueError(f"{name} has no {network} panel (its networks: {', '.join(fig.networks)})")
     return kept
+
+
+def figures(network: str | None = None) -> list[Figure]:
+    """Every figure in the paper's order; with ``network``, each restricted to that
+    network's panels (:meth:`Figure.only`), the figures without one left out."""
+    if network is None:
+        return list(FIGURES.values())
+    return [f for f in (whole.only(network) for whole in FIGURES.values()) if f is not None]

@@ -48,7 +48,7 @@ from landscape.paper.figures import (  # re-exported: the figures a scale runs
     Experiment,
     Figure,
     figure,
-    network_of,
+    figures,
 )
 from landscape.runner.experiments import estimate_passes, lr_variants, variants, with_seeds
 
@@ -181,14 +181,10 @@ def estimate_seconds(key: str, scale: str, seeds: int = 1) -> float:
     return seeds * per_pass * sum(estimate_passes(c, total_steps(c))["total"] for c in configs)
 
 
-def figure_seconds(
-    name: str, scale: str, seeds: int = 1, done: set[str] | None = None, network: str | None = None
-) -> float:
-    """Time of ``name``'s experiments (``network``'s alone when given), leaving out
-    those in ``done`` (run for an earlier figure)."""
-    return sum(
-        estimate_seconds(k, scale, seeds) for k in figure(name, network).all_experiments if k not in (done or set())
-    )
+def figure_seconds(fig: Figure, scale: str, seeds: int = 1, done: set[str] | None = None) -> float:
+    """Time of the figure's experiments, leaving out those in ``done`` (run for an
+    earlier figure)."""
+    return sum(estimate_seconds(k, scale, seeds) for k in fig.all_experiments if k not in (done or set()))
 
 
 __all__ = [
@@ -203,7 +199,7 @@ __all__ = [
     "Figure",
     "experiment_configs",
     "figure",
-    "network_of",
+    "figures",
     "paper_protocol",
     "paper_steps",
 ]
