@@ -5,6 +5,8 @@ Side by side, in one run with interleaved repeats (median reported):
   (``model(x)`` + ``loss.backward()``), the least any K-point probe can cost;
 - probe: :func:`landscape.measure.probes.probe_gradient` reusing the training gradient,
   with curvature off and on, by the loop and by vmap;
+- update: the probe along Adam's update (``direction="update"``: a dry run of an
+  Adam optimizer with state on copies of it), against K+1 passes (``floor+1``);
 - naive: what public reproductions do, for each step size deepcopy the model,
   ``w -= eta g`` in place, forward+backward and read the ``.grad`` fields.
 
@@ -84,11 +86,18 @@ def run_case(name: str, k: int, device: torch.device, repeats: int, methods: lis
     base_loss = loss.item()
     grads = training_grads(model)
     saved = {n: g.clone() for n, g in grads.items()}
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+    adam.state.update(
+        {p: {"step": torch.tensor(10.0), "exp_avg": g.clone(), "exp_avg_sq": g.square()} for p, g in
+         zip(model.parameters(), saved.values())}
+    )  # fmt: skip
 
-    def probe(method: str, curvature: bool) -> Callable[[], object]:
+    def probe(method: str, curvature: bool, direction: str = "gradient") -> Callable[[], object]:
+        optimizer = adam if direction == "update" else None
         return lambda: probe_gradient(
-            model, loss_fn, x, y, etas, grad=grads, base_loss=base_loss, method=method, curvature=curvature
-        )
+            model, loss_fn, x, y, etas, grad=grads, base_loss=base_loss, method=method, curvature=curvature,
+            direction=direction, optimizer=optimizer,
+        )  # fmt: skip
 
     def restore_grads() -> None:  # the probes reuse the training .grad, which the floor overwrote
         for n, p in model.named_parameters():
@@ -96,6 +105,8 @@ def run_case(name: str, k: int, device: torch.device, repeats: int, methods: lis
 
     candidates = {
         "floor": lambda: floor(model, loss_fn, x, y, k),
+        "floor+1": lambda: floor(model, loss_fn, x, y, k + 1),
+        "update": probe("loop", False, "update"),
         "probe": probe("loop", False),
         "probe+curv": probe("loop", True),
         "vmap": probe("vmap", False),
@@ -113,7 +124,7 @@ def run_case(name: str, k: int, device: torch.device, repeats: int, methods: lis
             fn()
             sync(device)
             times[m].append(1000 * (time.perf_counter() - start))
-            if m == "floor":
+            if m.startswith("floor"):
                 restore_grads()  # not timed
     return {m: statistics.median(t) for m, t in times.items()}
 
@@ -129,15 +140,17 @@ def main() -> None:
     methods = args.methods.split(",")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     columns = ["floor", *[m for m in methods]]
-    print("| case | K | device | " + " | ".join(f"{c} ms" for c in columns) + " | probe/floor | naive/probe |")
-    print("|" + "---|" * (len(columns) + 5))
+    head = " | ".join(f"{c} ms" for c in columns)
+    print(f"| case | K | device | {head} | probe/floor | naive/probe | update/floor+1 |")
+    print("|" + "---|" * (len(columns) + 6))
     for case in args.cases.split(","):
         name, k = case.split(":")
         med = run_case(name, int(k), device, args.repeats, methods)
         ratio = f"{med['probe'] / med['floor']:.2f}" if "probe" in med else "-"
         naive_ratio = f"{med['naive'] / med['probe']:.2f}" if "probe" in med and "naive" in med else "-"
+        update = f"{med['update'] / med['floor+1']:.2f}" if "update" in med and "floor+1" in med else "-"
         cells = " | ".join(f"{med[c]:.1f}" if c in med else "-" for c in columns)
-        print(f"| {name} | {k} | {device.type} | {cells} | {ratio} | {naive_ratio} |", flush=True)
+        print(f"| {name} | {k} | {device.type} | {cells} | {ratio} | {naive_ratio} | {update} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from landscape.config import HESSIAN_STARTS, NORMS, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
+from landscape.config import HESSIAN_STARTS, NORMS, ConfigError, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -108,10 +108,25 @@ def train_options() -> Callable:
             help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc.",
         ),
         click.option(
-            "--lr", type=float, default=None, help="Constant SGD step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."
+            "--lr", type=float, default=None, help="Constant step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."
+        ),
+        click.option(
+            "--optimizer",
+            default=None,
+            help="sgd, adam or adamw (torch.optim's) [default: the model's protocol: plain sgd, the paper's].",
         ),
         click.option("--momentum", type=float, default=0.0, show_default=True, help="SGD momentum (paper: 0)."),
-        click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Weight decay (paper: 0)."),
+        click.option("--dampening", type=float, default=0.0, show_default=True, help="SGD momentum dampening."),
+        click.option("--nesterov/--no-nesterov", default=False, show_default=True, help="SGD: Nesterov momentum."),
+        click.option("--betas", default=None, help="Adam/AdamW: B1,B2 [default: 0.9,0.999]."),
+        click.option("--eps", type=float, default=None, help="Adam/AdamW: epsilon [default: 1e-8]."),
+        click.option(
+            "--weight-decay",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Weight decay (paper: 0): coupled for sgd and adam, decoupled for adamw.",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order, noise."),
         click.option(
             "--noise-seed", type=int, default=None, help="Seed of the noisy-BN noise (Algorithm 1) [default: --seed]."
@@ -202,16 +217,32 @@ def hessian_options() -> Callable:
             help="Lanczos's start: the batch's gradient (plus noise), random, or warm (the previous "
             "measurement's top eigenvector).",
         ),
+        click.option(
+            "--hessian-preconditioned/--no-hessian-preconditioned",
+            default=None,
+            help="Also track Adam's preconditioned sharpness lambda_max(P^-1 H) (hessian/lambda_max_precond), "
+            "P from the optimizer's state [default: on with adam and adamw].",
+        ),
     )
 
 
-def with_hessian(config: RunConfig, every: int | None, k: int = 1, start: str = "gradient") -> RunConfig:
+def with_hessian(
+    config: RunConfig, every: int | None, k: int = 1, start: str = "gradient", preconditioned: bool | None = None
+) -> RunConfig:
     """``config`` tracking the top ``k`` Hessian eigenvalues every ``every`` steps from
-    ``start`` (unchanged when ``every`` is 0 or None)."""
+    ``start`` (unchanged when ``every`` is 0 or None), and Adam's preconditioned
+    sharpness where ``preconditioned`` (None: with adam and adamw)."""
     if not every:
+        if preconditioned:
+            raise ConfigError("--hessian-preconditioned needs --hessian-every N")
         return config
+    if preconditioned is None:
+        preconditioned = config.train.optimizer in ("adam", "adamw")
+    elif preconditioned and config.train.optimizer not in ("adam", "adamw"):
+        raise ConfigError("--hessian-preconditioned reads Adam's state: it needs --optimizer adam or adamw")
     schedule = ScheduleConfig(every=every, dense_until=0)
-    return dataclasses.replace(config, hessian=HessianConfig(schedule=schedule, k=k, start=start))
+    hessian = HessianConfig(schedule=schedule, k=k, start=start, preconditioned=preconditioned)
+    return dataclasses.replace(config, hessian=hessian)
 
 
 def tensorboard_option() -> Callable:
@@ -299,8 +330,7 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
         steps=steps,
         epochs=epochs,
         batch_size=o["batch_size"],
-        momentum=o["momentum"],
-        weight_decay=o["weight_decay"],
+        **optimizer_fields(o, config.train.optimizer),
         seed=o["seed"],
         device=o["device"],
         bf16=o["bf16"],
@@ -316,7 +346,30 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)
     if o["eval_every"] is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
-    return with_hessian(config, o.get("hessian_every"), o.get("hessian_k", 1), o.get("hessian_start", "gradient"))
+    return with_hessian(
+        config,
+        o.get("hessian_every"),
+        o.get("hessian_k", 1),
+        o.get("hessian_start", "gradient"),
+        o.get("hessian_preconditioned"),
+    )
+
+
+def optimizer_fields(o: dict, default: str = "sgd") -> dict:
+    """TrainConfig's optimizer fields from the options, ``default`` the protocol's
+    optimizer (validated by TrainConfig: one line each)."""
+    fields = {k: o[k] for k in ("momentum", "dampening", "nesterov", "weight_decay") if k in o}
+    fields["optimizer"] = (o.get("optimizer") or default).strip().lower()
+    if o.get("betas") is not None:
+        try:
+            fields["betas"] = tuple(float(b) for b in o["betas"].split(","))
+        except ValueError:
+            raise ConfigError(f"--betas takes two numbers B1,B2, got {o['betas']!r}") from None
+    if o.get("eps") is not None:
+        fields["eps"] = o["eps"]
+    if fields["optimizer"] == "sgd" and ("betas" in fields or "eps" in fields):
+        raise ConfigError("--betas and --eps are Adam's; add --optimizer adam or adamw")
+    return fields
 
 
 def parse_seeds(text: str | None, first: int) -> tuple[int, ...] | None:

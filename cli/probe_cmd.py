@@ -35,10 +35,11 @@ from landscape_cli.options import (
 )
 @click.option(
     "--direction",
-    type=click.Choice(["gradient", "random", "filter"]),
+    type=click.Choice(["gradient", "random", "filter", "update"]),
     default="gradient",
     show_default=True,
-    help="Step along the gradient, a Gaussian direction scaled to ||g||, or a filter-normalized one (Li et al. 2018).",
+    help="Step along the gradient, a Gaussian direction scaled to ||g||, a filter-normalized one (Li et al. 2018), "
+    "or the optimizer's update u = (w_t - w_{t+1}) / lr (at eta = lr: the step taken).",
 )
 @click.option(
     "--bn-mode",

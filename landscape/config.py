@@ -29,7 +29,12 @@ LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
 # Training and test examples of the fixed-size data sets (the synthetic set's are
 # DataConfig fields): read by the data loaders and by the torch-free report.
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "gaussian-linear": (1000, 1000)}
-DIRECTIONS = ("gradient", "random", "filter")
+# A probe's direction: the gradient, a random or filter-normalized Gaussian, or the
+# optimizer's update u = (w_t - w_{t+1}) / lr from a dry run of its step.
+DIRECTIONS = ("gradient", "random", "filter", "update")
+# torch.optim.SGD (with --momentum, --dampening, --nesterov), Adam (weight decay coupled:
+# added to the gradient) and AdamW (decoupled: w <- w (1 - lr wd) before the step).
+OPTIMIZERS = ("sgd", "adam", "adamw")
 PROBE_METHODS = ("loop", "vmap", "auto")
 # A run's loss surface: Li et al.'s filter-normalized or plain Gaussian directions, or
 # the top Hessian eigenvectors.
@@ -125,8 +130,13 @@ class TrainConfig:
     epochs: int | None = None  # when set, overrides steps
     batch_size: int = 128
     lr: float = 0.1  # the training step size (torch's and the command line's name); a probe's are step_sizes
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    optimizer: str = "sgd"  # see OPTIMIZERS; the paper's: plain SGD
+    momentum: float = 0.0  # SGD's heavy-ball momentum
+    dampening: float = 0.0  # SGD's momentum dampening
+    nesterov: bool = False  # SGD: PyTorch's Nesterov momentum (needs momentum > 0, dampening 0)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
+    eps: float = 1e-8  # Adam/AdamW
+    weight_decay: float = 0.0  # coupled for SGD and Adam, decoupled for AdamW (torch's)
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     bf16: bool = False  # autocast the training step only
@@ -147,6 +157,7 @@ class TrainConfig:
         _require(self.batch_size > 0, "--batch-size must be positive")
         _require(math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive finite number")
         _require(self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be non-negative")
+        self._check_optimizer()
         _require(self.eval_every > 0 and self.log_every > 0, "--eval-every and --log-every must be positive")
         _require(self.checkpoint_every > 0, "--checkpoint-every must be positive")
         _require(self.eval_samples is None or self.eval_samples > 0, "--eval-samples must be positive")
@@ -161,6 +172,26 @@ class TrainConfig:
         _require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"unknown device {self.device!r}; choose auto, cpu or cuda",
+        )
+
+    def _check_optimizer(self) -> None:
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}",
+        )
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # a list from config.json
+        _require(len(self.betas) == 2, f"--betas takes two numbers B1,B2, got {len(self.betas)}")
+        _require(all(0 <= b < 1 for b in self.betas), f"--betas must lie in [0, 1), got {self.betas}")
+        _require(math.isfinite(self.eps) and self.eps > 0, "--eps must be a positive finite number")
+        _require(self.momentum < 1 and 0 <= self.dampening <= 1, "--momentum must be below 1, --dampening in [0, 1]")
+        if self.optimizer != "sgd":
+            _require(
+                self.momentum == 0 and self.dampening == 0 and not self.nesterov,
+                f"--momentum, --dampening and --nesterov are SGD's; {self.optimizer} takes --betas",
+            )
+        _require(
+            not self.nesterov or (self.momentum > 0 and self.dampening == 0),
+            "--nesterov needs --momentum > 0 and --dampening 0 (as torch.optim.SGD)",
         )
 
 
@@ -310,6 +341,9 @@ class HessianConfig:
     tol: float = 1e-3
     max_hvps: int = 20
     start: str = "gradient"
+    # Also lambda_max(P^-1 H) with Adam's P (landscape.measure.preconditioner), from the
+    # gradient start: hessian/lambda_max_precond; needs an Adam or AdamW run.
+    preconditioned: bool = False
 
     def __post_init__(self) -> None:
         _require(self.k >= 1, "--hessian-k must be at least 1")

@@ -420,9 +420,9 @@ def test_beta_reference_line_per_distinct_step_size(experiment: Path) -> None:
     fig = probe_plots.plot_beta_smoothness(data.load_runs([experiment]))
     refs = sorted(s.y0 for s in fig.layout.shapes if s.y0 == s.y1)
     assert refs == pytest.approx([4.0, 20.0])  # lr 0.5 and 0.1 (two runs share 0.1)
-    labels = sorted((a.y, a.text) for a in fig.layout.annotations if a.text.startswith("2/η"))
+    labels = sorted((a.y, a.text) for a in fig.layout.annotations if a.text.startswith("full-batch limit"))
     assert labels[0][0] == pytest.approx(math.log10(4.0)) and labels[1][0] == pytest.approx(math.log10(20.0))
-    assert labels[1][1] == "2/η = 20 (η = 0.1)"
+    assert labels[1][1] == "full-batch limit 2/η = 20 (SGD, η = 0.1)"
 
 
 def test_gradient_vs_step_size_uses_absolute_step_sizes(experiment: Path) -> None:

@@ -107,6 +107,9 @@ RESUMABLE = {
     "noisy_bn": {"norm": "noisy_bn"},  # the noise generator's state
     "augment": {"augment": True},  # the augmentation generator's state
     "bf16": {"bf16": True},  # autocast and the probe's recomputed gradient
+    # The optimizer's state (Adam's moments, the momentum buffer) and probes along the update.
+    "adamw": {"train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01}, "direction": "update"},
+    "nesterov": {"train": {"momentum": 0.9, "nesterov": True}, "direction": "update"},
 }
 
 
@@ -115,12 +118,16 @@ def test_ctrl_c_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, tiny, va
     from landscape.config import ProbeConfig
 
     change = RESUMABLE[variant]
-    config = replace_train(tiny, steps=14, checkpoint_every=100, bf16=change.get("bf16", False))
+    config = replace_train(
+        tiny, steps=14, checkpoint_every=100, bf16=change.get("bf16", False), **change.get("train", {})
+    )
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, norm=change.get("norm", "bn")),
         data=dataclasses.replace(config.data, augment=change.get("augment", False)),
-        probe=ProbeConfig(step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=4)),
+        probe=ProbeConfig(
+            step_sizes=(0.5, 1.0), schedule=ScheduleConfig(every=4), direction=change.get("direction", "gradient")
+        ),
     )
     full = train(config, run_dir=tmp_path / "full")
 

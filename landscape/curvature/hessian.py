@@ -31,6 +31,7 @@ from torch import nn
 from landscape.config import LANCZOS_STARTS, DensityConfig
 from landscape.curvature.hvp import Batch, Block, HessianOperator, hessian_operator, problem
 from landscape.curvature.lanczos import BLOCK, BOUNDS, basis_bytes, lanczos, ritz
+from landscape.curvature.preconditioned import PreconditionedOperator, Preconditioner, inverse_sqrt
 from landscape.curvature.trace import TRACE_METHODS, TraceResult, hessian_trace
 from landscape.measure.points import LossFn, Reduce
 from landscape.state import flatten
@@ -120,6 +121,7 @@ def hessian_eigs(
     max_batches: int | None = None,
     generator: torch.Generator | None = None,
     reduce: Reduce | None = None,
+    preconditioner: Preconditioner | None = None,
 ) -> EigResult:
     """The k extreme eigenvalues of H by Lanczos with full reorthogonalization.
 
@@ -186,6 +188,15 @@ def hessian_eigs(
             tensors over the ranks (:func:`landscape.distributed.all_reduce_mean`),
             applied to every Hessian-vector product, so H is the global batch's.
             Needs ``generator``, seeded alike on every rank.
+        preconditioner: A diagonal P: the eigenvalues are then those of P^{-1} H, by
+            Lanczos on the symmetric P^{-1/2} H P^{-1/2} (same eigenvalues, one product
+            with H each; :mod:`landscape.curvature.preconditioned`). The gradient start
+            becomes P^{-1/2} g; the eigenvectors returned (and a vector start) are the
+            symmetric operator's, u, P^{-1/2} u being one of P^{-1} H; the residuals
+            and ``tol`` are its too. A ``torch.optim.Adam``/``AdamW`` is read as its state stands
+            (never changed): P = (1 - beta1^t) diag(sqrt(v_t / (1 - beta2^t)) + eps), the
+            preconditioner of its last step (Cohen et al. 2022's, who show lambda_max(P^{-1} H)
+            equilibrates at (2 + 2 beta1) / ((1 - beta1) eta)); or diag(P) by parameter name.
 
     Returns:
         The :class:`EigResult`: NaN values and ``converged`` False where a
@@ -194,7 +205,10 @@ def hessian_eigs(
     Raises:
         ValueError: Unknown ``which``/``bound``/``bn_mode``/block, no trainable (selected)
             parameters, k outside [1, n), ``max_hvps < k``, ``tol <= 0``, bad batches,
-            or ``reduce`` without ``generator``.
+            or ``reduce`` without ``generator``; a preconditioner that is not an
+            Adam/AdamW or a dict, an optimizer with no state yet (before its first
+            step) or none for a parameter, or an entry missing, misshapen, not
+            positive or not finite.
     """
     if which not in WHICH:
         raise ValueError(f"unknown which {which!r}; choose from {', '.join(WHICH)}")
@@ -205,6 +219,7 @@ def hessian_eigs(
     if not tol > 0:
         raise ValueError("tol must be positive")
     spec = problem(model, inputs, targets, bn_mode, block, batches, max_batches, reduce, generator)
+    scales = None if preconditioner is None else inverse_sqrt(preconditioner, spec)
     if not 1 <= k < spec.n:
         raise ValueError(f"k must be at least 1 and smaller than the number of parameters ({spec.n}), got {k}")
     if max_hvps < k:
@@ -214,6 +229,7 @@ def hessian_eigs(
         return len(krylov.alphas) >= k and ritz(krylov, k, which, tol, bound).converged
 
     with hessian_operator(model, loss_fn, spec) as op:
+        op = op if scales is None else PreconditionedOperator(op, scales)
         krylov = lanczos(
             op,
             _start_vector(op, start, generator),

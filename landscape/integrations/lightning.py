@@ -175,7 +175,9 @@ class LandscapeCallback(pl.Callback):
         self._step: int | None = None  # the step whose optimizer step is under way
         self._owed: set[str] = set()  # measurements due at a skipped step, run at the next one
         self._scaler: torch.amp.GradScaler | None = None
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, training loss) not yet written
+        self._pending: list[tuple[int, torch.Tensor, float]] = []  # (step, training loss, lr) not yet written
+        self._step_lr = math.nan  # the lr in force at this step (read before the optimizer steps)
+        self._logged_lr: float | None = None  # train/lr is written where it changes
         self._store: RunStore | None = None
         self._reduce: Callable | None = None
         self._reuse = True
@@ -239,10 +241,14 @@ class LandscapeCallback(pl.Callback):
         lr for 2/eta, the probe's step sizes) and the environment."""
         device = next(pl_module.parameters()).device
         optimizer = trainer.optimizers[0]
+        group = optimizer.param_groups[0]
         train: dict[str, Any] = {
             "lr": self._lr0,
-            "optimizer": type(optimizer).__name__,
-            "momentum": optimizer.param_groups[0].get("momentum"),
+            # sgd, adam, adamw as in landscape's own runs (the report draws their stability limits)
+            "optimizer": type(optimizer).__name__.lower(),
+            **{
+                k: group[k] for k in ("momentum", "dampening", "nesterov", "betas", "eps", "weight_decay") if k in group
+            },
         }
         if trainer.max_steps and trainer.max_steps > 0:
             train["steps"] = trainer.max_steps
@@ -310,6 +316,7 @@ class LandscapeCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         step = self._step = trainer.global_step
+        self._step_lr = float(optimizer.param_groups[0]["lr"])
         # The GradScaler has unscaled .grad by now and skips the step iff a gradient is not finite.
         skipped = self._scaler is not None and not finite_grads(optimizer)
         with torch.enable_grad():
@@ -332,7 +339,7 @@ class LandscapeCallback(pl.Callback):
         if step is None:
             return
         if isinstance(loss, torch.Tensor):
-            self._pending.append((step, loss.detach()))
+            self._pending.append((step, loss.detach(), self._step_lr))
         if step % FLUSH_EVERY == 0:
             self.flush()
 
@@ -377,13 +384,20 @@ class LandscapeCallback(pl.Callback):
         collective, on every rank at the same steps)."""
         if not self._pending:
             return
-        steps = [s for s, _ in self._pending]
-        losses = torch.stack([loss.float().reshape(()) for _, loss in self._pending])
+        steps = [s for s, _, _ in self._pending]
+        lrs = [lr for _, _, lr in self._pending]
+        losses = torch.stack([loss.float().reshape(()) for _, loss, _ in self._pending])
         if reduce and self._reduce is not None:
             losses = self._reduce([losses])[0]
         self._pending.clear()
         if self._store is not None:
-            self._store.log_many([(s, {"train/loss": v}) for s, v in zip(steps, losses.tolist())])
+            rows = []
+            for s, v, lr in zip(steps, losses.tolist(), lrs):
+                row = {"train/loss": v}
+                if lr != self._logged_lr and math.isfinite(lr):  # the lr of every step, where it changes
+                    row["train/lr"] = self._logged_lr = lr
+                rows.append((s, row))
+            self._store.log_many(rows)
 
     # -- the end ------------------------------------------------------------------
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

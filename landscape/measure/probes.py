@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from landscape.config import BN_MODES, DIRECTIONS
+from landscape.measure.directions import gaussian_draw, inverse_sqrt, make_direction, update_direction
 from landscape.measure.points import LossFn, PointEvaluator, Reduce
 from landscape.models.noise import NORM_LAYER_TYPES, switches_with_mode
 from landscape.state import (
@@ -46,7 +47,6 @@ from landscape.state import (
     Workspace,
     flatten,
     fork_rng,
-    has_filters,
     replay_rng,
     rng_sources,
     trainable_params,
@@ -78,6 +78,9 @@ class ProbeResult:
     curvature: float | None  # g^T H g / ||g||^2, None when not computed
     bn_mode: str
     direction: str
+    # With a diagonal preconditioner P (Adam's): max over eta > 0 of
+    # ||P^{-1/2} (grad L(w - eta d; B) - g)|| / ||P^{1/2} eta d||; None without one.
+    beta_precond: float | None = None
 
     def metrics(self, prefix: str = "probe/") -> dict[str, float | list[float]]:
         """Slash-namespaced metrics for the run store (step sizes belong in the config)."""
@@ -96,6 +99,8 @@ class ProbeResult:
         }
         if self.curvature is not None:
             out[f"{prefix}curvature"] = self.curvature
+        if self.beta_precond is not None:
+            out[f"{prefix}beta_precond"] = self.beta_precond
         return out
 
 
@@ -126,10 +131,6 @@ def _is_stochastic(modules: list[nn.Module], sources: RngSources) -> bool:
     return dropout or bool(sources.generators)
 
 
-def _norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-
-
 def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """The given gradient aligned with ``params``; a missing entry (unused parameter) is zero."""
     if isinstance(grad, Mapping):
@@ -149,38 +150,6 @@ def _grad_list(grad: Grads, params: dict[str, torch.Tensor]) -> list[torch.Tenso
     return out
 
 
-def gaussian_draw(params: dict[str, torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
-    def draw(p: torch.Tensor) -> torch.Tensor:
-        device = p.device if generator is None else generator.device
-        return torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype).to(p.device)
-
-    return [draw(p) for p in params.values()]
-
-
-def make_direction(
-    kind: str, params: dict[str, torch.Tensor], g: list[torch.Tensor], draw: list[torch.Tensor] | None
-) -> list[torch.Tensor]:
-    """d from g and a Gaussian ``draw`` (one tensor per parameter)."""
-    if kind == "gradient" or draw is None:
-        return g
-    if kind == "random":
-        scale = _norm(g) / _norm(draw)  # same length as g, so a step size means the same as along g
-        return torch._foreach_mul(draw, scale)
-    # "filter" (Li et al. 2018): each filter (slice along dim 0) of d gets the norm of the
-    # matching filter of w; 1-D parameters (biases, BN affine) are zeroed, as Li et al. do
-    # by default. Not rescaled to ||g||: direction_norm reports its length.
-    out = []
-    for w, z in zip(params.values(), draw):
-        if not has_filters(w):
-            out.append(torch.zeros_like(w))
-            continue
-        dims = tuple(range(1, w.dim()))
-        w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
-        z_norm = torch.linalg.vector_norm(z, dim=dims, keepdim=True)
-        out.append(z * (w_norm / z_norm.clamp_min(torch.finfo(z.dtype).tiny)))
-    return out
-
-
 def probe_gradient(
     model: nn.Module,
     loss_fn: LossFn,
@@ -197,6 +166,8 @@ def probe_gradient(
     chunk_size: int | None = None,
     curvature: bool = True,
     reduce: Reduce | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    preconditioner: Mapping[str, torch.Tensor] | None = None,
 ) -> ProbeResult:
     """Loss, gradient predictiveness and effective beta-smoothness along a direction.
 
@@ -224,8 +195,11 @@ def probe_gradient(
         base_loss: L(w; B) matching ``grad`` (the training loss); computed
             (one forward) when ``grad`` is reused and this is None.
         direction: ``"gradient"`` (d = g), ``"random"`` (Gaussian, scaled to
-            ||g||) or ``"filter"`` (Li et al. 2018 filter-normalized Gaussian;
-            1-D parameters zeroed; not rescaled).
+            ||g||), ``"filter"`` (Li et al. 2018 filter-normalized Gaussian;
+            1-D parameters zeroed; not rescaled) or ``"update"`` (d = u = (w - w') / lr,
+            w' the step ``optimizer`` takes with ``grad``, or with the probe's g where
+            no ``grad`` is given: :func:`landscape.measure.directions.update_direction`;
+            at eta = lr the point is exactly the step taken, and for plain SGD u = g).
         bn_mode: ``"train"`` (batch statistics, what SGD optimises; the paper's)
             or ``"eval"`` (running statistics, as Li et al. and PyHessian). A no-op
             for the layer, group and RMS norms, which have no running statistics.
@@ -241,6 +215,11 @@ def probe_gradient(
         chunk_size: For ``"vmap"``: evaluation points per vmapped call (bounds
             memory); None: all at once.
         curvature: Also compute g^T H g / ||g||^2 (one Hessian-vector product).
+        optimizer: The training optimizer, for ``direction="update"`` (a dry run on
+            copies of its state: it stays untouched).
+        preconditioner: The diagonal of a preconditioner P by parameter name (positive;
+            Adam's: :func:`landscape.measure.preconditioner.adam_preconditioner`): also
+            record ``beta_precond``, beta measured in P's geometry.
         reduce: For one shard of a global batch per process: averages
             ``[loss, *grads]`` over the processes (e.g.
             :func:`landscape.distributed.all_reduce_mean`, one collective per
@@ -257,11 +236,15 @@ def probe_gradient(
     """
     step_sizes = tuple(float(s) for s in step_sizes)
     _check_arguments(step_sizes, direction, bn_mode, method, chunk_size)
+    if direction == "update" and optimizer is None:
+        raise ValueError("direction 'update' needs the optimizer (its dry run gives the update)")
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module  # DDP's forward would wait for a backward into the real .grad
     method = choose_method(method, model)
     modules, real = trainable_params(model)
     names = list(real)
+    held = dict(model.named_parameters()) if direction == "update" else {}  # before the workspace swaps them
+    scale = inverse_sqrt(preconditioner, real) if preconditioner is not None else None
     workspace = Workspace(modules, list(real.values()))
     named = dict(zip(names, workspace.params))  # detached: they share storage with the real ones
     sources = rng_sources(model, modules, devices={t.device for t in [*workspace.params, *workspace.buffers]})
@@ -270,14 +253,18 @@ def probe_gradient(
         g = _grad_list(grad, named) if reuse else None
         # A random direction is drawn before the replay state is taken, so the evaluations'
         # draws (dropout masks) do not reuse the direction's random numbers.
-        draw = None if direction == "gradient" else gaussian_draw(named, generator)
+        draw = gaussian_draw(named, generator) if direction in ("random", "filter") else None
+        step_g = _grad_list(grad, named) if direction == "update" and grad is not None else None
         if reduce is not None and base_loss is not None:
             local = base_loss if isinstance(base_loss, torch.Tensor) else torch.tensor(float(base_loss))
             base_loss = reduce([local.detach().reshape(1)])[0]
         with replay_rng(sources) as rewind:
             evaluator = PointEvaluator(model, loss_fn, inputs, targets, workspace, names, rewind, reduce)
             base = _at_w(evaluator, g, reuse=reuse, base_loss=base_loss, curvature=curvature)
-            d = make_direction(direction, named, base.g, draw)
+            if direction == "update":
+                d = update_direction(held, optimizer, dict(zip(names, step_g or base.g)), names)
+            else:
+                d = make_direction(direction, named, base.g, draw)
             g_flat = flatten(base.g)  # one flat vector: a few reductions per point instead of a few per tensor
             d_flat = g_flat if d is base.g else flatten(d)
             evaluator.set_direction(d, d_flat)
@@ -285,8 +272,10 @@ def probe_gradient(
                 points = evaluator.points_by_vmap(step_sizes, chunk_size or len(step_sizes))
             else:
                 points = evaluator.points_by_loop(step_sizes)
-            measured = _compare_to_g(points, g_flat)
+            measured = _compare_to_g(points, g_flat, scale)
             g_norm, d_norm = torch._foreach_norm([g_flat, d_flat])
+            if scale is not None:
+                measured["d_norm_precond"] = torch.linalg.vector_norm(d_flat / scale).reshape(1)
 
     # One transfer for every scalar (a single device sync on GPUs).
     host = _to_host(
@@ -303,6 +292,15 @@ def probe_gradient(
         if step_size > 0
     ]
     beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
+    beta_precond = None
+    if scale is not None:
+        (d_norm_p,) = host["d_norm_precond"]
+        ratios_p = [
+            diff / (step_size * d_norm_p) if d_norm_p > 0 else math.nan
+            for diff, step_size in zip(host["grad_diff_precond"], step_sizes)
+            if step_size > 0
+        ]
+        beta_precond = max(ratios_p) if ratios_p and not any(math.isnan(r) for r in ratios_p) else math.nan
     return ProbeResult(
         step_sizes=step_sizes,
         base_loss=host["base_loss"][0],
@@ -315,6 +313,7 @@ def probe_gradient(
         curvature=host["curvature"][0] if "curvature" in host else None,
         bn_mode=bn_mode,
         direction=direction,
+        beta_precond=beta_precond,
     )
 
 
@@ -394,16 +393,21 @@ def _at_w(
 
 
 def _compare_to_g(
-    points: Iterator[tuple[torch.Tensor, list[torch.Tensor]]], g_flat: torch.Tensor
+    points: Iterator[tuple[torch.Tensor, list[torch.Tensor]]], g_flat: torch.Tensor, scale: torch.Tensor | None
 ) -> dict[str, torch.Tensor]:
-    """Per point (L, G): the loss, ||G - g||, ||G|| and G.g, stacked over the points."""
+    """Per point (L, G): the loss, ||G - g||, ||G|| and G.g, stacked over the points;
+    with ``scale`` = P^{-1/2} (flat) also ||P^{-1/2} (G - g)||."""
     out: dict[str, list[torch.Tensor]] = {"loss": [], "grad_diff": [], "point_grad_norm": [], "dot": []}
+    if scale is not None:
+        out["grad_diff_precond"] = []
     for loss, grads in points:
         flat = flatten(grads)  # the point's own gradient: overwritten below, no temporary
         out["loss"].append(loss)
         out["point_grad_norm"].append(torch.linalg.vector_norm(flat))
         out["dot"].append(torch.dot(flat, g_flat))
         out["grad_diff"].append(torch.linalg.vector_norm(flat.sub_(g_flat)))
+        if scale is not None:
+            out["grad_diff_precond"].append(torch.linalg.vector_norm(flat.mul_(scale)))
     return {k: torch.stack(v) for k, v in out.items()}
 
 

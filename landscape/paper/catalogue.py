@@ -234,8 +234,8 @@ def _rows() -> list[Row]:
                     _S31 if fam == "vgg" else "§3.1 (the DLN: Fig. 10, App. B)", measure, "none", "bn", "greater",
                     RATIO, fam))
         add(Row(f"fig{n}-beyond-limit", ("stability",), fig, "c",
-                "with BN, beta_eff stays below the stability limit 2/eta (median of beta_eff x eta / 2 over the "
-                "probes)",
+                "with BN, beta_eff stays below the stability limit 2/eta (median of beta_eff / the run's "
+                "full-batch limit over the probes: beta_eff x eta / 2 for the paper's plain SGD)",
                 "", "beyond the paper: the edge of stability (Cohen et al. 2021)", "beta-limit", "bn", "bn", "less",
                 RATIO, fam, beyond_paper=True))
     # Fig. 11: the gradient change against the step size.

@@ -169,8 +169,12 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
         "test_images": test_images(config),
     }
     full_test = test_images({**config, "train": {**(config.get("train") or {}), "eval_samples": None}})
+    optimizer = _optimizer_text(config.get("train") or {})
+    if optimizer:
+        scale["optimizer"] = optimizer
     scale["protocol"] = bool(
-        model == paper_model
+        not optimizer
+        and model == paper_model
         and width == 1
         and paper_steps
         and steps == paper_steps
@@ -178,6 +182,18 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
         and scale["test_images"] == full_test
     )
     return scale
+
+
+def _optimizer_text(train: Mapping[str, Any]) -> str:
+    """The empty string for the paper's plain SGD, else the optimizer as the scale names it
+    (``adamw``, ``sgd, momentum 0.9``, ``sgd, weight decay 0.0005``)."""
+    optimizer = str(train.get("optimizer") or "sgd").lower()
+    parts = [optimizer]
+    if train.get("momentum"):
+        parts.append(f"{'nesterov ' if train.get('nesterov') else ''}momentum {train['momentum']:g}")
+    if train.get("weight_decay"):
+        parts.append(f"weight decay {train['weight_decay']:g}")
+    return "" if parts == ["sgd"] else ", ".join(parts)
 
 
 def judge(

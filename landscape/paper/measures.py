@@ -24,7 +24,7 @@ import numpy as np
 from landscape.config import DATASET_SIZES
 from landscape.paper import catalogue
 from landscape.paper.catalogue import CORRELATED, FINAL_FRACTION, MIN_POINTS, UNCORRELATED, Row
-from landscape.report import data
+from landscape.report import data, limits
 from landscape.report.data import RunRecord
 
 LOG_CLIP = 50.0  # |log ratio| beyond this (an overflowed probe: inf) counts as this
@@ -266,12 +266,30 @@ def _moments(kind: str):
     return measure
 
 
+def beta_over_limit(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """beta_eff over the run's full-batch stability limit at each probe step
+    (:func:`limits.stability_limit`: 2/eta for plain SGD, 2(1+beta)/eta with momentum,
+    ...; an Adam run's beta_eff^P over (2+2 beta1)/((1-beta1) eta)), at the lr of that
+    step where ``train/lr`` varies. 1: at the limit."""
+    try:
+        limit = limits.stability_limit(data.nested_get(record.config, "train"))
+    except ValueError as e:
+        raise NoVerdict(f"{record.label}: {e}") from None
+    if limit is None:
+        raise NoVerdict(f"{record.label}: no full-batch stability limit (an lr and SGD, Adam or AdamW)")
+    metric = "probe/beta_precond" if "probe/beta_precond" in limit.series else "probe/beta"
+    steps, values = _rows(record, metric, lambda v: np.nanmax(v, axis=1))
+    schedule = limits.lr_schedule(record.series)
+    bound = limit.at(limits.lr_at(steps, schedule, limit.lr) if schedule is not None else limit.lr)
+    if np.any(bound <= 0):
+        raise NoVerdict(f"{record.label}: its limit {limit.formula} is not positive (weight decay above 2/eta)")
+    return steps, values / bound
+
+
 def _beta_limit(a: RunRecord, b: RunRecord, row: Row) -> Paired:
-    steps, values = beta(a)
-    if a.lr is None:
-        raise NoVerdict(f"{a.label}: no learning rate")
-    x = np.stack([values * a.lr / 2, np.ones_like(values)], axis=1)
-    return _log_ratio(x, (f"{row.a} beta_eff x eta/2", "1"), "beta_eff values")
+    _, values = beta_over_limit(a)
+    x = np.stack([values, np.ones_like(values)], axis=1)
+    return _log_ratio(x, (f"{row.a} beta_eff / full-batch limit", "1"), "beta_eff values")
 
 
 def _sigma_depth(a: RunRecord, b: RunRecord, row: Row) -> Paired:
@@ -362,7 +380,7 @@ STATISTIC_TEXT = {
     "dist-change-var": "|change of a layer input's per-channel variance| between successive measurements",
     "dist-drift-mean": "|per-channel mean - its first measurement|",
     "dist-drift-var": "|per-channel variance - its first measurement|",
-    "beta-limit": "beta_eff x eta / 2 (1: at the stability limit 2/eta)",
+    "beta-limit": "beta_eff / the run's full-batch stability limit (2/eta for plain SGD; 1: at the limit)",
     "sigma-depth": "the layer input's standard deviation, deepest / shallowest layer",
 }
 
@@ -383,6 +401,7 @@ __all__ = [
     "STATISTICS",
     "band_width",
     "beta",
+    "beta_over_limit",
     "grad_change",
     "ics",
     "moments",

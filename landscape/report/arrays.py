@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.report import limits
 from landscape.report.data import NORM_COLORS, RunRecord, nested_get
 
 UNKNOWN_COLOR = "#7f7f7f"
@@ -153,14 +154,17 @@ def spans_decades(arrays: Iterable[np.ndarray], decades: float = 2.0) -> bool:
 
 
 def beta_reference(lr: float) -> float:
-    """2/eta: gradient descent with step size eta is stable on a beta-smooth loss iff beta < 2/eta.
+    """2/eta: gradient descent with step size eta is stable on a beta-smooth loss iff beta < 2/eta
+    (plain SGD's full-batch limit; other optimizers': :func:`limits.stability_limit`).
 
     Raises:
         ValueError: ``lr`` is not a positive finite number.
     """
-    if not (math.isfinite(lr) and lr > 0):
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"step size must be positive and finite, got {lr}")
-    return 2.0 / lr
+    limit = limits.stability_limit({"optimizer": "sgd", "lr": lr})
+    assert limit is not None
+    return limit.value
 
 
 def select_steps(count_available: int, count: int = 8) -> np.ndarray:

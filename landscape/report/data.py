@@ -6,8 +6,8 @@ The quantities are those of Santurkar et al. (2018), Sec. 3.1 and App. D:
   over the probe step sizes eta (Fig. 4a);
 - *gradient predictiveness* is the band of ||g(w_t) - g(w_t - eta g_t)|| over eta (Fig. 4b);
 - *effective beta-smoothness* is max_eta ||g(w_t) - g(w_t - eta g_t)|| / ||eta g_t|| (Fig. 4c),
-  drawn against the stability limit 2/eta of gradient descent on a beta-smooth function
-  (:func:`beta_reference`).
+  drawn against the full-batch stability limit of the run's optimizer (2/eta for plain
+  gradient descent on a beta-smooth function; :mod:`landscape.report.limits`).
 
 Display arrays are decimated (:func:`downsample`, :func:`downsample_band`) so a page
 stays small; the run store keeps every record.
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.report import limits
 from landscape.runs import CLAIMS, RunStore, StoreError, find_runs
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class RunRecord:
     @property
     def lr(self) -> float | None:
         lr = nested_get(self.config, "train", "lr")
-        return float(lr) if isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0 else None
+        ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+        return float(lr) if ok else None
 
     @property
     def diverged_step(self) -> int | None:
@@ -291,6 +293,22 @@ def expected_probe_series(record: RunRecord) -> list[str]:
     return names + (["probe/curvature"] if probe.get("curvature", True) else [])
 
 
+def expected_smoothness_series(record: RunRecord) -> list[str]:
+    """The probe's series and the Hessian's λ_max that a run's configuration asks for;
+    an Adam or AdamW run's also in its preconditioner's geometry where it asks for them
+    (``probe/beta_precond`` along the update, ``hessian/lambda_max_precond`` with
+    ``hessian.preconditioned``), the sharpness its stability limit bounds
+    (:mod:`landscape.report.limits`)."""
+    adam = str(nested_get(record.config, "train", "optimizer") or "sgd").lower() in ("adam", "adamw")
+    names = expected_probe_series(record)
+    along_update = nested_get(record.config, "probe", "direction") == "update"
+    names += ["probe/beta_precond"] if names and adam and along_update else []
+    if record.config.get("hessian"):
+        preconditioned = bool(nested_get(record.config, "hessian", "preconditioned"))
+        names += ["hessian/lambda_max"] + (["hessian/lambda_max_precond"] if adam and preconditioned else [])
+    return names
+
+
 def missing_series(records: Sequence[RunRecord], expects: Callable[[RunRecord], list[str]]) -> list[str]:
     """One line per run that lacks a series (a metric name or a name prefix) that
     ``expects(run)`` says its configuration asks for, so a report says so instead of
@@ -375,6 +393,13 @@ def config_rows(records: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         given = _fmt(list(nested_get(r.config, "probe", "step_sizes")))
         return _fmt([float(s) for s in sizes]) + (f" (= {given} × lr)" if relative else "")
 
+    def limit_text(r: RunRecord) -> str:
+        try:
+            limit = limits.stability_limit(nested_get(r.config, "train"))
+        except ValueError as e:
+            return f"— ({e})"
+        return "—" if limit is None else limit.label.removeprefix("full-batch limit ")
+
     return [
         row("run", lambda r: r.label),
         row("status", status_text),
@@ -382,7 +407,12 @@ def config_rows(records: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         row("norm", lambda r: NORM_LABELS.get(r.norm, r.norm) or None),
         row("data", lambda r: nested_get(r.config, "data", "name")),
         row("lr", lambda r: nested_get(r.config, "train", "lr")),
+        row("optimizer", lambda r: nested_get(r.config, "train", "optimizer", default="sgd")),
         row("momentum", lambda r: nested_get(r.config, "train", "momentum")),
+        row("nesterov", lambda r: nested_get(r.config, "train", "nesterov")),
+        row("betas", lambda r: nested_get(r.config, "train", "betas")),
+        row("weight decay", lambda r: nested_get(r.config, "train", "weight_decay")),
+        row("full-batch limit", limit_text),
         row(
             "batch size",
             lambda r: (

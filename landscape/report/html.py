@@ -95,14 +95,9 @@ SECTIONS = (
     Section(
         "smoothness",
         "Effective β-smoothness",
-        "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
-        "Dotted: the curvature along the gradient, gᵀHg/‖g‖² (positive values; the log axis cannot show the rest). "
-        "Dashed: 2/η for each training step size η, the stability limit of gradient descent. "
-        "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds. "
-        "Dash-dot, for runs that tracked the Hessian: its largest eigenvalue λ<sub>max</sub> on the training batch; "
-        "above 2/η gradient descent is unstable along its eigenvector (the edge of stability).",
-        lambda runs: [probe_plots.plot_beta_smoothness(runs)],
-        lambda run: data.expected_probe_series(run) + (["hessian/lambda_max"] if run.config.get("hessian") else []),
+        probe_plots.SMOOTHNESS_NOTE,
+        lambda runs: [probe_plots.plot_beta_smoothness(runs), probe_plots.plot_preconditioned_sharpness(runs)],
+        data.expected_smoothness_series,
     ),
     Section(
         "step-size",

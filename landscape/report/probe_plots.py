@@ -1,16 +1,19 @@
 """The probe figures (Fig. 4, 10, 11, 12, 13): the loss band along the gradient, the
-gradient's predictiveness and cosine, the effective beta-smoothness, and the gradient
-change against the step size."""
+gradient's predictiveness and cosine, the effective beta-smoothness under each run's
+full-batch stability limit (and Adam's preconditioned sharpness under its own), and
+the gradient change against the step size."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from landscape.report import arrays, data
+from landscape.report import arrays, data, limits
 from landscape.report.data import RunRecord
 from landscape.report.plots import (
     SEED_ALPHA,
@@ -26,7 +29,31 @@ from landscape.report.plots import (
     variant_groups,
 )
 
+log = logging.getLogger(__name__)
+
+# The report section's note (HTML) for plot_beta_smoothness and plot_preconditioned_sharpness.
+SMOOTHNESS_NOTE = (
+    "Largest gradient change per unit of movement along the gradient (paper Fig. 4c). "
+    "Dotted: the curvature along the gradient, gᵀHg/‖g‖² (positive values; the log axis cannot show the rest). "
+    "Dash-dot, for runs that tracked the Hessian: its largest eigenvalue λ<sub>max</sub> on the training batch. "
+    "Several seeds: β line = mean, band = min–max over seeds; curvature = mean over seeds. "
+    "Dashed: each run's <em>full-batch</em> stability limit, the sharpness above which its optimizer's update on "
+    "the whole training set diverges along an eigenvector of a quadratic, labelled with its formula (a step line "
+    "over the steps where the lr is scheduled): 2/η − wd for SGD (wd: weight decay, added to the gradient), "
+    "2(1+β)/((1−d)η) − wd with momentum β and dampening d, (2+2β)/((1+2β)η) − wd with PyTorch's Nesterov. "
+    "Full-batch gradient descent drives λ<sub>max</sub> up to it and hovers there (the edge of stability; "
+    "Cohen et al. 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability). "
+    "Adam and AdamW runs get no limit over their raw β or λ<sub>max</sub>: theirs, (2+2β₁)/((1−β₁)η) "
+    "(38/η at β₁ = 0.9, weight decay not in it), bounds the preconditioned sharpness λ<sub>max</sub>(P⁻¹H) and "
+    "β<sup>P</sup>, drawn in the second figure (Cohen et al. 2022, Adaptive Gradient Methods at the Edge of "
+    "Stability). On mini-batches smaller than the training set another sharpness equilibrates: the batch "
+    "sharpness (the mini-batch Hessians' curvature along their own gradients) settles at 2/η under SGD, and "
+    "λ<sub>max</sub> typically stays below the full-batch limit (Andreyev &amp; Beneventano 2024, Edge of "
+    "Stochastic Stability: Revisiting the Edge of Stability for SGD)."
+)
+
 FIG11_STEPS = 8  # training steps drawn in the gradient-change-vs-step-size plot
+LIMIT_COLOR = "#444"  # the stability limits' lines and labels
 
 
 def _plot_bands(runs: Sequence[RunRecord], metric: str, title: str, quantity: str, log_y: bool | None) -> go.Figure:
@@ -123,62 +150,143 @@ def _positive_mean_line(
     return series_line(steps, positive, name=name, color=color, quantity=quantity, dash=dash, width=1.5)
 
 
-def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
-    """Fig. 4c: effective beta-smoothness per run, with the 2/eta line of each training
-    lr, (dotted) the curvature along the gradient g^T H g / ||g||^2 where the probe
-    recorded it, and (dash-dot) the Hessian's largest eigenvalue lambda_max where the
-    run tracked it: gradient descent at step size eta is unstable along g once the
-    curvature exceeds 2/eta, and somewhere once lambda_max does (the edge of
-    stability). The log axis leaves out values <= 0.
+@dataclass(frozen=True)
+class _Curve:
+    """A per-step series of the sharpness figures: its metric, legend suffix, hover quantity, dash."""
 
-    A seed group draws beta's mean over seeds over its min-max band over seeds, and the
-    curvature's and lambda_max's means over seeds only (a second band would hide beta's)."""
-    groups, colors = variant_groups(runs)
-    tracked = any("hessian/lambda_max" in run.series for run in runs)
-    fig = new_figure(
-        "Effective β-smoothness and curvature along the gradient",
-        xaxis_title="step",
-        yaxis_title="β, gᵀHg / ‖g‖²" + (", λ_max" if tracked else ""),
-        yaxis_type="log",
-    )
-    lrs = set()
-    for group, color in zip(groups, colors):
-        with_beta = [run for run in group.records if "probe/beta" in run.series]
-        if with_beta:
-            name = f"{group.label} — β"
-            if group.seeded:
-                fig.add_traces(seed_traces(group, "probe/beta", name=name, color=color, quantity="β"))
-            else:
-                fig.add_trace(series_line(*with_beta[0].series["probe/beta"], name=name, color=color, quantity="β"))
-            lrs.update(run.lr for run in with_beta if run.lr is not None)
-        curvature = _positive_mean_line(
-            group, "probe/curvature", f"{group.label} — curvature", color, "gᵀHg / ‖g‖²", "dot"
+    metric: str
+    suffix: str
+    quantity: str
+    dash: str | None = None
+
+
+def run_limit(run: RunRecord) -> limits.Limit | None:
+    """The run's full-batch stability limit (:func:`limits.stability_limit`); None, with a
+    warning, where its configuration makes no sense (the rest of the figure still shows)."""
+    try:
+        return limits.stability_limit(data.nested_get(run.config, "train"))
+    except ValueError as e:
+        log.warning("%s: no stability limit drawn (%s)", run.label, e)
+        return None
+
+
+def _draw_limits(fig: go.Figure, limited: Sequence[tuple[str, str, RunRecord, limits.Limit]]) -> None:
+    """Each (group label, colour, run, limit): one dashed horizontal line per distinct
+    value, labelled with the formula and settings of every limit at it; a run whose
+    ``train/lr`` varies draws its limit at each step's lr instead, a dashed step line in
+    its group's colour (one per group)."""
+    at: dict[float, list[str]] = {}
+    scheduled: set[str] = set()
+    for label, color, run, limit in limited:
+        schedule = limits.lr_schedule(run.series)
+        if schedule is None:
+            if limit.value > 0:  # a log axis
+                labels = at.setdefault(float(f"{limit.value:.12g}"), [])
+                labels.extend([limit.label] if limit.label not in labels else [])
+            continue
+        if label in scheduled:
+            continue
+        scheduled.add(label)
+        steps, lrs = schedule
+        end = data.last_step(run)
+        if end is not None and end > steps[-1]:  # the last lr holds to the run's last step
+            steps, lrs = np.append(steps, end), np.append(lrs, lrs[-1])
+        values = limit.at(lrs)
+        fig.add_trace(
+            series_line(
+                steps,
+                np.where(values > 0, values, np.nan),
+                name=f"{label} — {limit.schedule_label}",
+                color=color,
+                quantity=f"limit {limit.formula}",
+                dash="dash",
+                width=1,
+                line_shape="hv",
+            )
         )
-        lambda_max = _positive_mean_line(
-            group, "hessian/lambda_max", f"{group.label} — λ_max", color, "λ_max", "dashdot"
-        )
-        fig.add_traces([t for t in (curvature, lambda_max) if t is not None])
-        if lambda_max is not None:
-            lrs.update(run.lr for run in group.records if "hessian/lambda_max" in run.series and run.lr is not None)
-    if not fig.data:
-        return go.Figure()
-    for lr in sorted(lrs):
-        ref = arrays.beta_reference(lr)
-        fig.add_hline(y=ref, line=dict(color="#444", dash="dash", width=1))
+    for value, labels in sorted(at.items()):
+        fig.add_hline(y=value, line=dict(color=LIMIT_COLOR, dash="dash", width=1))
         # Annotations on a log axis take log10 positions (shapes take data values).
         fig.add_annotation(
             x=1,
             xref="paper",
             xanchor="right",
-            y=float(np.log10(ref)),
+            y=float(np.log10(value)),
             yref="y",
             yanchor="bottom",
-            text=f"2/η = {ref:.6g} (η = {lr:.6g})",
+            text="<br>".join(text(label) for label in labels),
             showarrow=False,
-            font=dict(size=11, color="#444"),
+            font=dict(size=11, color=LIMIT_COLOR),
         )
+
+
+def _sharpness_figure(runs: Sequence[RunRecord], title: str, beta: _Curve, lines: Sequence[_Curve]) -> go.Figure:
+    """``beta`` per group (mean line over the min-max band over seeds), each of ``lines``
+    as its mean over seeds (values <= 0 left out: a log axis), and each run's full-batch
+    limit where it bounds one of the series the run has drawn here."""
+    groups, colors = variant_groups(runs)
+    curves = (beta, *lines)
+    shown = [beta] + [c for c in lines if any(c.metric in run.series for run in runs)]
+    fig = new_figure(title, xaxis_title="step", yaxis_title=", ".join(c.quantity for c in shown), yaxis_type="log")
+    limited = []
+    for group, color in zip(groups, colors):
+        with_beta = [run for run in group.records if beta.metric in run.series]
+        name = f"{group.label} — {beta.suffix}"
+        if with_beta and group.seeded:
+            fig.add_traces(seed_traces(group, beta.metric, name=name, color=color, quantity=beta.quantity))
+        elif with_beta:
+            fig.add_trace(
+                series_line(*with_beta[0].series[beta.metric], name=name, color=color, quantity=beta.quantity)
+            )
+        for c in lines:
+            line = _positive_mean_line(group, c.metric, f"{group.label} — {c.suffix}", color, c.quantity, c.dash)
+            fig.add_traces([line] if line is not None else [])
+        for run in group.records:
+            limit = run_limit(run)
+            if limit is not None and any(c.metric in limit.series and c.metric in run.series for c in curves):
+                limited.append((group.label, color, run, limit))
+    if not fig.data:
+        return go.Figure()
+    _draw_limits(fig, limited)
     mark_divergence(fig, *group_members(groups, colors))
     return fig
+
+
+def plot_beta_smoothness(runs: Sequence[RunRecord]) -> go.Figure:
+    """Fig. 4c: effective beta-smoothness per run, (dotted) the curvature along the
+    gradient g^T H g / ||g||^2 where the probe recorded it, and (dash-dot) the Hessian's
+    largest eigenvalue lambda_max where the run tracked it, under the full-batch
+    stability limit of each SGD run's optimizer (:mod:`landscape.report.limits`: 2/eta
+    for plain SGD, 2(1+beta)/((1-d)eta) - wd with momentum, ...): its full-batch update
+    is unstable along g once the curvature exceeds it, and somewhere once lambda_max
+    does (the edge of stability). An Adam run's beta and lambda_max are drawn without a
+    limit (its limit bounds the preconditioned sharpness:
+    :func:`plot_preconditioned_sharpness`). The log axis leaves out values <= 0.
+
+    A seed group draws beta's mean over seeds over its min-max band over seeds, and the
+    curvature's and lambda_max's means over seeds only (a second band would hide beta's)."""
+    return _sharpness_figure(
+        runs,
+        "Effective β-smoothness and curvature along the gradient",
+        _Curve("probe/beta", "β", "β"),
+        [
+            _Curve("probe/curvature", "curvature", "gᵀHg / ‖g‖²", "dot"),
+            _Curve("hessian/lambda_max", "λ_max", "λ_max", "dashdot"),
+        ],
+    )
+
+
+def plot_preconditioned_sharpness(runs: Sequence[RunRecord]) -> go.Figure:
+    """Adam's and AdamW's preconditioned sharpness (Cohen et al. 2022): beta_eff^P =
+    ||P^-1/2 (grad L(w - eta u) - g)|| / ||P^1/2 eta u|| per run and (dash-dot)
+    lambda_max(P^-1 H) where tracked, under each Adam run's full-batch limit
+    (2 + 2 beta1) / ((1 - beta1) eta). Empty where no run recorded them."""
+    return _sharpness_figure(
+        runs,
+        "Preconditioned sharpness (Adam, AdamW)",
+        _Curve("probe/beta_precond", "β^P", "β^P"),
+        [_Curve("hessian/lambda_max_precond", "λ_max(P⁻¹H)", "λ_max(P⁻¹H)", "dashdot")],
+    )
 
 
 def _step_size_curves(run: RunRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:

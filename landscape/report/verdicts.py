@@ -26,6 +26,8 @@ def scale_label(scale: Mapping[str, Any] | None) -> str:
         parts.append(f"{scale['train_images']:,} training images")
     if isinstance(scale.get("test_images"), int):
         parts.append(f"{scale['test_images']:,} test images")
+    if scale.get("optimizer"):
+        parts.append(f"{scale['optimizer']} (the paper's: plain SGD)")
     return ("paper protocol: " if scale.get("protocol") else "reduced: ") + ", ".join(parts)
 
 

@@ -27,6 +27,7 @@ from landscape.curvature.hessian import EigResult, TraceResult, hessian_eigs, he
 from landscape.measure.distributions import PAPER_LAYERS, DistributionRecorder
 from landscape.measure.ics import measure_ics
 from landscape.measure.points import Reduce
+from landscape.measure.preconditioner import ADAMS, adam_preconditioner, unwrap
 from landscape.measure.probes import probe_gradient, training_grads
 from landscape.training.hooks import Context, Event, Metrics
 
@@ -34,10 +35,14 @@ from landscape.training.hooks import Context, Event, Metrics
 @dataclass(frozen=True)
 class ProbeHook:
     """Runs :func:`probe_gradient` at ``AFTER_BACKWARD`` on the training batch, reusing
-    the training gradient (``.grad``) and loss, so a probe costs K passes.
+    the training gradient (``.grad``) and loss, so a probe costs K passes. Along
+    Adam's or AdamW's update it also records ``probe/beta_precond`` (beta in the
+    geometry of the optimizer's P, from its state as it stands; from the second step on).
 
     Schedule it with ``landscape.training.hooks.every(100, ProbeHook(...))`` and friends.
-    Random directions come from a generator seeded with ``seed + step``. With
+    Random directions come from a generator seeded with ``seed + step``;
+    ``direction="update"`` probes along the step the optimizer is about to take (a dry
+    run of ``ctx.optimizer`` on copies of its state, from the training gradient). With
     ``bn_mode="eval"`` (on a model with norm layers) or active dropout/noisy layers
     the training gradient is not g of the probe, so the probe recomputes it (K+1 passes).
     ``reuse_grad=False`` makes it recompute g and L(w) always: for training steps
@@ -62,7 +67,7 @@ class ProbeHook:
             return None
         inputs, targets = ctx.batch
         generator = None
-        if self.direction != "gradient":
+        if self.direction in ("random", "filter"):
             device = next(ctx.model.parameters()).device
             generator = torch.Generator(device=device).manual_seed(self.seed + ctx.step)
         result = probe_gradient(
@@ -80,8 +85,21 @@ class ProbeHook:
             chunk_size=self.chunk_size,
             curvature=self.curvature,
             reduce=self.reduce,
+            optimizer=ctx.optimizer if self.direction == "update" else None,
+            preconditioner=self._preconditioner(ctx) if self.direction == "update" else None,
         )
         return result.metrics()
+
+    @staticmethod
+    def _preconditioner(ctx: Context) -> dict[str, torch.Tensor] | None:
+        """Adam's and AdamW's diag(P) over every trainable parameter, for beta_precond
+        along the update; None for other optimizers and before P covers them all (the
+        first step)."""
+        if not isinstance(ctx.optimizer, ADAMS):
+            return None
+        diagonal = adam_preconditioner(ctx.model, ctx.optimizer)
+        trainable = [n for n, p in unwrap(ctx.model).named_parameters() if p.requires_grad]
+        return diagonal if diagonal is not None and all(n in diagonal for n in trainable) else None
 
 
 @dataclass(frozen=True)
@@ -141,8 +159,13 @@ class HessianHook:
 
     Returns metrics ``hessian/lambda_max``, ``hessian/residual`` (the largest Ritz
     residual: an error bound), ``hessian/hvps``, ``hessian/converged`` (0 or 1),
-    ``hessian/eigs`` (the k values, largest first, when k > 1), and with ``trace``
-    ``hessian/trace`` and ``hessian/trace_stderr``.
+    ``hessian/eigs`` (the k values, largest first, when k > 1), with ``trace``
+    ``hessian/trace`` and ``hessian/trace_stderr``, and with ``preconditioned`` (an
+    Adam or AdamW run) Adam's preconditioned sharpness ``hessian/lambda_max_precond``
+    (lambda_max(P^-1 H), Cohen et al. 2022; with its ``residual_precond``,
+    ``hvps_precond`` and ``converged_precond``), or ``hessian/precond_skipped`` = 1
+    before the optimizer's first step, when it has no P. ``hessian/lambda_max`` keeps
+    its meaning: the largest eigenvalue of H itself.
 
     A Hessian-vector product that is not finite (a diverging run: weights or a loss
     that overflow) records NaN values and ``hessian/converged`` 0, skips the trace,
@@ -202,7 +225,33 @@ class HessianHook:
         trace = (
             hessian_trace(ctx.model, ctx.loss_fn, inputs, targets, max_hvps=c.max_hvps, **common) if c.trace else None
         )
-        return hessian_metrics(eigs, trace)
+        metrics = hessian_metrics(eigs, trace)
+        if c.preconditioned:
+            metrics.update(self._preconditioned(ctx, common))
+        return metrics
+
+    def _preconditioned(self, ctx: Context, common: dict[str, Any]) -> Metrics:
+        """lambda_max(P^-1 H), P from Adam's state as it stands, from the gradient start
+        (P^{-1/2} g); before the optimizer's first step (no state: no P) the measurement
+        is skipped and ``hessian/precond_skipped`` = 1 records why."""
+        c = self.config
+        diagonal = adam_preconditioner(ctx.model, ctx.optimizer)
+        trainable = [n for n, p in unwrap(ctx.model).named_parameters() if p.requires_grad]
+        if diagonal is None or any(n not in diagonal for n in trainable):
+            return {"hessian/precond_skipped": 1.0}
+        try:
+            eigs = hessian_eigs(
+                ctx.model, ctx.loss_fn, *ctx.batch, k=1, tol=c.tol, max_hvps=c.max_hvps, preconditioner=diagonal,
+                **common,
+            )  # fmt: skip
+        except torch.linalg.LinAlgError:
+            return {"hessian/lambda_max_precond": math.nan, "hessian/converged_precond": 0.0}
+        return {
+            "hessian/lambda_max_precond": float(eigs.eigenvalues[0]),
+            "hessian/residual_precond": eigs.error_bound,
+            "hessian/hvps_precond": float(eigs.hvps),
+            "hessian/converged_precond": float(eigs.converged),
+        }
 
 
 def nonfinite_hessian_metrics(k: int, trace: bool, hvps: int = 0) -> dict[str, float | list[float]]:

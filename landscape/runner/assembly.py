@@ -20,7 +20,7 @@ from torch import nn
 
 import landscape
 from landscape import distributed
-from landscape.config import RunConfig, ScheduleConfig
+from landscape.config import ConfigError, RunConfig, ScheduleConfig
 from landscape.curvature.hessian import check_lanczos_memory
 from landscape.data import check_fits_data
 from landscape.measure.distributions import PAPER_LAYERS, activation_sites
@@ -73,8 +73,20 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The run's optimizer (:data:`landscape.config.OPTIMIZERS`): torch.optim.SGD (plain by
+    default, the paper's), Adam (weight decay added to the gradient) or AdamW (decoupled)."""
     t = config.train
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=t.lr,
+            momentum=t.momentum,
+            dampening=t.dampening,
+            nesterov=t.nesterov,
+            weight_decay=t.weight_decay,
+        )
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
+    return kind(model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
 
 
 def _scheduled(schedule: ScheduleConfig, hook: Hook) -> Scheduled:
@@ -146,6 +158,8 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
             distributed.resolve_device(config.train.device),
             option="the run config's hessian.max_hvps",
         )
+        if h.preconditioned and config.train.optimizer not in ("adam", "adamw"):
+            raise ConfigError("the preconditioned sharpness reads Adam's state: it needs optimizer adam or adamw")
         hessian = HessianHook(h, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))
     return hooks

@@ -179,7 +179,8 @@ class Loop:
         self.augment_gen = torch.Generator().manual_seed(t.seed + 1)
         self.step = 0
         self.epoch_start_state = self.order_gen.get_state()
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None, float]] = []
+        self.logged_lr: float | None = None  # train/lr is written where it changes (and once after a resume)
         self.by_event = {e: [h for h in hooks if e in h.events] for e in Event}
 
     # -- checkpoint ---------------------------------------------------------
@@ -220,6 +221,8 @@ class Loop:
                 f"(written by an older landscape?): {first}"
             ) from None
         self.step = int(ckpt["step"])
+        if self.step > 0:  # train/lr was written up to here; its steps go on from the restored lr
+            self.logged_lr = float(self.optimizer.param_groups[0]["lr"])
         self.epoch_start_state = ckpt["epoch_start_state"]
         self.augment_gen.set_state(ckpt["augment_state"])
         torch.set_rng_state(ckpt["cpu_rng"])
@@ -276,14 +279,17 @@ class Loop:
             accs_t = rest[0] if rest else None
         losses = losses_t.tolist()
         accs = accs_t.tolist() if accs_t is not None else None
-        self.pending.clear()
         bad = next((s for s, v in zip(steps, losses) if not math.isfinite(v)), None)
         records = []
         for i, s in enumerate(steps):
             if bad is not None and s > bad:
                 break
             row = {"train/loss": losses[i]} if accs is None else {"train/loss": losses[i], "train/acc": accs[i]}
+            lr = self.pending[i][3]
+            if lr != self.logged_lr:  # the lr of every step: a step function, written where it changes
+                row["train/lr"] = self.logged_lr = lr
             records.append((s, row))
+        self.pending.clear()
         store.log_many(records)
         self.last_loss = losses[-1] if bad is None else float("nan")
         return bad
@@ -324,7 +330,7 @@ class Loop:
                     loss.backward()
                     loss = loss.detach()
                     acc = (out.argmax(1) == y).float().mean().detach() if self.classification else None
-                    self.pending.append((self.step, loss, acc))
+                    self.pending.append((self.step, loss, acc, float(optimizer.param_groups[0]["lr"])))
                     self.call_hooks(store, Event.AFTER_BACKWARD, batch=(x, y), loss=loss, epoch=epoch)
                     optimizer.step()
                     self.step += 1
