@@ -10,6 +10,10 @@
 #        paper's, the images the first 8,000); each figure's claims.json, figure.json and
 #        report.html come back under $OUT/reproduce-paper/, for
 #        `python scripts/reproduction.py runs/reproduce/cpu <fetched>/reproduce-paper`.
+#   CHECK=transformer (~5 min): `landscape reproduce transformer-norms --scale paper --seeds 3`
+#     (issue #24's GPU scale: the GPT's own protocol, 3 seeds of each of its 4 runs), on
+#     .gpu-data/shakespeare/input.txt (cp -r ../shared/data/shakespeare .gpu-data/, 5 MB);
+#     claims.json, figure.json and report.html come back under $OUT/reproduce-paper/.
 #   CHECK=bench (~10 min): the earlier check: probe_bench, the paper-scale ResNet-50 probe
 #     command timed (7,800 steps per variant), bench/paper_projection.py 300.
 # Either mode first times a 7x7 loss surface by the loop against vmapped points
@@ -46,6 +50,17 @@ if [ "$CHECK" = "reproduce" ]; then
         mkdir -p "$OUT/reproduce-paper/$(basename "$dir")"
         cp "$dir"/claims.json "$dir"/figure.json "$dir"/report.html "$OUT/reproduce-paper/$(basename "$dir")/"
     done
+    exit 0
+fi
+
+if [ "$CHECK" = "transformer" ]; then
+    start=$(date +%s)
+    timeout 480 python3 -m landscape_cli reproduce transformer-norms --scale paper --seeds 3 --device cuda \
+        --data-dir .gpu-data --out /tmp/reproduce-paper --no-progress 2>&1 | tee "$OUT/transformer.txt"
+    echo "wall_s $(( $(date +%s) - start ))" | tee -a "$OUT/transformer.txt"
+    dir=/tmp/reproduce-paper/transformer-norms
+    mkdir -p "$OUT/reproduce-paper/transformer-norms"
+    cp "$dir"/claims.json "$dir"/figure.json "$dir"/report.html "$OUT/reproduce-paper/transformer-norms/" 2>/dev/null
     exit 0
 fi
 

@@ -39,10 +39,10 @@ def _layers(text: str | None) -> tuple[str, ...]:
     "--control", is_flag=True, help="Add the control the paper mentions but does not show: the same noise without BN."
 )
 @click.option(
-    "--layers",
+    "--dist-layers",
     default=None,
-    help="Layers whose inputs to record: 1-based positions or module names, comma separated "
-    "[default: the paper's #2, #9, #13 of VGG-16; else second, middle and last].",
+    help="Layers whose inputs to record (was --layers, now the GPT's blocks): 1-based positions or module "
+    "names, comma separated [default: the paper's #2, #9, #13 of VGG-16; else second, middle and last].",
 )
 @click.option("--channels", type=int, default=5, show_default=True, help="Channels per layer, drawn once.")
 @click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
@@ -59,7 +59,7 @@ def ics_noise(
     nproc: int | None,
     norm: str,
     control: bool,
-    layers: str | None,
+    dist_layers: str | None,
     channels: int,
     bins: int,
     dist_every: int | None,
@@ -83,12 +83,12 @@ def ics_noise(
     from landscape.runner.experiments import variants
 
     def build() -> list:
-        norms = split_norms(norm) + (["noise"] if control and "noise" not in norm else [])
+        norms = split_norms(norm, options["model"]) + (["noise"] if control and "noise" not in norm else [])
         base = build_run_config("ics-noise", norm=norms[0], **options)
         dist = dataclasses.replace(
             base.distributions,
             schedule=_schedule(base.distributions.schedule, dist_every),
-            layers=_layers(layers),
+            layers=_layers(dist_layers),
             channels=channels,
             bins=bins,
         )
@@ -152,7 +152,7 @@ def ics(
     from landscape.runner.experiments import lr_variants
 
     def build() -> list:
-        norms = split_norms(norm)
+        norms = split_norms(norm, options["model"])
         base = build_run_config("ics", norm=norms[0], **options)
         try:
             given = [float(x) for x in lrs.split(",")] if lrs else None

@@ -10,8 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from landscape.config import HESSIAN_STARTS, NORMS, ConfigError, HessianConfig, NoiseConfig, RunConfig, ScheduleConfig
+from landscape.config import (
+    HESSIAN_STARTS,
+    NORMS,
+    SEQUENCE_MODELS,
+    SEQUENCE_NORMS,
+    ConfigError,
+    HessianConfig,
+    NoiseConfig,
+    RunConfig,
+    ScheduleConfig,
+    is_text,
+)
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -40,10 +52,10 @@ def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Cal
         click.option(
             "--init",
             type=click.Choice(["glorot", "glorot-normal", "torch"]),
-            default="glorot",
-            show_default=True,
+            default=None,
             help="glorot: Xavier-uniform weights, zero biases (the paper's); "
-            "glorot-normal: Xavier-normal; torch: PyTorch defaults.",
+            "glorot-normal: Xavier-normal; torch: the builder's own (PyTorch's defaults; GPT-2's for the GPT) "
+            "[default: glorot; torch for the GPT].",
         ),
         click.option(
             "--init-gain",
@@ -60,7 +72,20 @@ def model_options(default_norm: str = "bn", multiple_norms: bool = False) -> Cal
             help="ResNet stem: cifar (3x3 conv, no max-pool) or torchvision's imagenet stem.",
         ),
         click.option("--depth", type=int, default=25, show_default=True, help="Deep linear network: layers."),
-        click.option("--width", type=int, default=10, show_default=True, help="Deep linear network: width."),
+        click.option(
+            "--width", type=int, default=None, help="Deep linear network or GPT: width [default: 10 DLN, 64 GPT]."
+        ),
+        click.option("--layers", type=int, default=None, help="GPT: transformer blocks [default: 2]."),
+        click.option("--heads", type=int, default=None, help="GPT: attention heads [default: 2]."),
+        click.option("--block-size", type=int, default=None, help="GPT: context in characters [default: 64]."),
+        click.option(
+            "--norm-placement",
+            type=click.Choice(["pre", "post"]),
+            default=None,
+            help="GPT: the norm before each residual branch (pre-LN) or after the residual sum (post-LN) "
+            "[default: pre].",
+        ),
+        click.option("--dropout", type=float, default=None, help="GPT: dropout probability [default: 0]."),
         click.option(
             "--width-mult",
             type=float,
@@ -75,16 +100,17 @@ def data_options() -> Callable:
     return _options(
         click.option(
             "--dataset",
-            type=click.Choice(["cifar10", "synthetic", "gaussian-linear"]),
             default=None,
-            help="Data set [default: cifar10; gaussian-linear for dln].",
+            help="cifar10, synthetic, gaussian-linear, shakespeare (DATA_DIR/shakespeare/input.txt) or "
+            "text:PATH (any UTF-8 file, character level) [default: cifar10; gaussian-linear for dln; "
+            "shakespeare for gpt].",
         ),
         click.option(
             "--data-dir",
             envvar="LANDSCAPE_DATA",
             default=None,
             show_envvar=True,
-            help="Folder holding cifar-10-batches-py [default: ./data].",
+            help="Folder holding cifar-10-batches-py and shakespeare/input.txt [default: ./data].",
         ),
         click.option(
             "--augment/--no-augment",
@@ -103,9 +129,9 @@ def train_options() -> Callable:
         click.option(
             "--batch-size",
             type=int,
-            default=128,
-            show_default=True,
-            help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc.",
+            default=None,
+            help="Mini-batch size: the GLOBAL batch, split evenly over the processes under torchrun/--nproc "
+            "[default: 128; 32 for the GPT].",
         ),
         click.option(
             "--lr", type=float, default=None, help="Constant step size [default: 0.1 VGG, 0.01 ResNet, 1e-6 DLN]."
@@ -123,9 +149,8 @@ def train_options() -> Callable:
         click.option(
             "--weight-decay",
             type=float,
-            default=0.0,
-            show_default=True,
-            help="Weight decay (paper: 0): coupled for sgd and adam, decoupled for adamw.",
+            default=None,
+            help="Weight decay, coupled for sgd and adam, decoupled for adamw [default: 0, the paper's; 0.1 GPT].",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order, noise."),
         click.option(
@@ -159,7 +184,10 @@ def train_options() -> Callable:
             help="Test loss/accuracy every N steps [default: 500; ics-noise: 5 times per run].",
         ),
         click.option(
-            "--eval-samples", type=int, default=None, help="Evaluate on the first N test images [default: all]."
+            "--eval-samples",
+            type=int,
+            default=None,
+            help="Evaluate on the first N test examples [default: all; 640 blocks (20 batches) for the GPT].",
         ),
         click.option(
             "--log-every",
@@ -302,19 +330,16 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     the run's length."""
     from landscape.paper.defaults import paper_config, with_measurements
 
-    model_fields = {
-        "init": o["init"],
-        "init_gain": o.get("init_gain", 1.0),
-        "stem": o["stem"],
-        "depth": o["depth"],
-        "width": o["width"],
-        "width_mult": o.get("width_mult", 1.0),
-    }
-    config = paper_config(o["model"], "train", norm=norm or o["norm"], **model_fields)
+    names = ("init", "init_gain", "stem", "depth", "width", "width_mult", "layers", "heads", "block_size")
+    model_fields = {k: o[k] for k in (*names, "norm_placement", "dropout") if o.get(k) is not None}
+    norm = default_norms(norm or o["norm"], o["model"])  # the train command's --norm arrives as norm
+    config = paper_config(o["model"], "train", norm=norm, **model_fields)
     steps, epochs = o["steps"], o["epochs"]
+    dataset = o["dataset"] or config.data.name
+    if is_text(dataset) and epochs is not None:
+        raise ConfigError("--epochs does not apply to text (its blocks are drawn at random): give --steps")
     if steps is None and epochs is None:
         steps, epochs = config.train.steps, config.train.epochs
-    dataset = o["dataset"] or config.data.name
     data = dataclasses.replace(
         config.data,
         name=dataset,
@@ -322,19 +347,27 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
         augment=o["augment"],
         subset=o["subset"],
         seed=o["seed"],
-        dim=o["width"],
+        dim=config.model.width,
+        block_size=config.model.block_size,
     )
+    if is_text(dataset):  # the model's vocabulary is the file's characters
+        from landscape.data import data_root
+        from landscape.text import vocabulary
+
+        size = len(vocabulary(data, data_root(data)))
+        data = dataclasses.replace(data, num_classes=size)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=size))
     given = {k: o[k] for k in ("lr", "dtype", "loss_reduction") if o[k] is not None}
     train = dataclasses.replace(
         config.train,
         steps=steps,
         epochs=epochs,
-        batch_size=o["batch_size"],
+        batch_size=config.train.batch_size if o["batch_size"] is None else o["batch_size"],
         **optimizer_fields(o, config.train.optimizer),
         seed=o["seed"],
         device=o["device"],
         bf16=o["bf16"],
-        eval_samples=o["eval_samples"],
+        eval_samples=config.train.eval_samples if o["eval_samples"] is None else o["eval_samples"],
         log_every=o["log_every"],
         checkpoint_every=o["checkpoint_every"],
         sync_bn=o.get("sync_bn", False),
@@ -358,7 +391,7 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
 def optimizer_fields(o: dict, default: str = "sgd") -> dict:
     """TrainConfig's optimizer fields from the options, ``default`` the protocol's
     optimizer (validated by TrainConfig: one line each)."""
-    fields = {k: o[k] for k in ("momentum", "dampening", "nesterov", "weight_decay") if k in o}
+    fields = {k: o[k] for k in ("momentum", "dampening", "nesterov", "weight_decay") if o.get(k) is not None}
     fields["optimizer"] = (o.get("optimizer") or default).strip().lower()
     if o.get("betas") is not None:
         try:
@@ -391,7 +424,20 @@ def parse_seeds(text: str | None, first: int) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def split_norms(text: str) -> list[str]:
+def default_norms(text: str, model: str) -> str:
+    """``--norm`` as given, or its default for ``model``: the GPT's (a sequence model)
+    takes LayerNorm where the paper's networks take BatchNorm (``none,bn`` becomes
+    ``none,layer``; norms it has no use for are left out)."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx is None or ctx.get_parameter_source("norm") is not ParameterSource.DEFAULT
+    if given or model not in SEQUENCE_MODELS:
+        return text
+    norms = ["layer" if n.strip() == "bn" else n.strip() for n in text.split(",")]
+    return ",".join(dict.fromkeys(n for n in norms if n in SEQUENCE_NORMS))
+
+
+def split_norms(text: str, model: str | None = None) -> list[str]:
+    text = default_norms(text, model) if model is not None else text
     norms = [n.strip() for n in text.split(",") if n.strip()]
     if not norms:
         raise click.BadParameter("give at least one normalization", param_hint="--norm")

@@ -122,7 +122,7 @@ def probe(
     from landscape.runner.experiments import variants
 
     def build() -> list:
-        norms = split_norms(norm)
+        norms = split_norms(norm, options["model"])
         base = build_run_config("train", norm=norms[0], **options)
         sizes, relative = None, True
         if step_sizes is not None:

@@ -18,6 +18,10 @@ NORMS = ("none", "bn", "noisy_bn", "noise", "l1", "l2", "linf", "layer", "group"
 # network's activations are vectors of features (it takes bn, the l_p norms, layer, rms).
 CONV_ONLY_NORMS = ("group",)
 FULLY_CONNECTED_MODELS = ("dln",)
+# The transformer on text (landscape.models.gpt): its norms, and where they sit.
+SEQUENCE_MODELS = ("gpt",)
+SEQUENCE_NORMS = ("layer", "rms", "none")
+NORM_PLACEMENTS = ("pre", "post")
 INITS = ("glorot", "glorot-normal", "torch")  # weights: Xavier-uniform (the paper's), Xavier-normal, PyTorch's
 BN_MODES = ("train", "eval")
 DTYPES = ("float32", "float64")
@@ -29,6 +33,17 @@ LOSS_REDUCTIONS = ("mean", "sum", "sample-sum")
 # Training and test examples of the fixed-size data sets (the synthetic set's are
 # DataConfig fields): read by the data loaders and by the torch-free report.
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "gaussian-linear": (1000, 1000)}
+# Image and vector sets, and the character-level text sets: "shakespeare"
+# (DATA_DIR/shakespeare/input.txt) and "text:PATH" (any UTF-8 file).
+DATASETS = ("cifar10", "synthetic", "gaussian-linear", "shakespeare")
+TEXT_PREFIX = "text:"
+
+
+def is_text(dataset: str) -> bool:
+    """Whether ``dataset`` names a character-level text set."""
+    return dataset == "shakespeare" or dataset.startswith(TEXT_PREFIX)
+
+
 # A probe's direction: the gradient, a random or filter-normalized Gaussian, or the
 # optimizer's update u = (w_t - w_{t+1}) / lr from a dry run of its step.
 DIRECTIONS = ("gradient", "random", "filter", "update")
@@ -63,6 +78,14 @@ class ModelConfig:
     depth: int = 25  # deep linear network: number of layers
     width: int = 10  # deep linear network: width of every layer
     width_mult: float = 1.0  # VGG: channels of every conv times this (the CPU-scale reproductions' reduction)
+    # The GPT (landscape.models.gpt): its width is ``width`` (its protocol sets 64), its
+    # context ``block_size``, and the norm ``norm`` before ("pre") or after ("post") each
+    # residual branch.
+    layers: int = 2
+    heads: int = 2
+    block_size: int = 64
+    norm_placement: str = "pre"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name is empty")
@@ -78,13 +101,25 @@ class ModelConfig:
         _require(self.num_classes > 0, "num_classes must be positive")
         _require(self.depth > 0 and self.width > 0, "depth and width must be positive")
         _require(self.width_mult > 0, "width_mult must be positive")
+        if self.name in SEQUENCE_MODELS:
+            _require(
+                self.norm in SEQUENCE_NORMS,
+                f"--model {self.name} takes --norm {', '.join(SEQUENCE_NORMS)} (LayerNorm, RMSNorm or none), "
+                f"not {self.norm}",
+            )
+            _require(self.layers > 0 and self.heads > 0 and self.block_size > 0, "--layers, --heads and "
+                     "--block-size must be positive")  # fmt: skip
+            _require(self.width % self.heads == 0, f"--width {self.width} must be a multiple of --heads {self.heads}")
+            _require(self.norm_placement in NORM_PLACEMENTS, f"--norm-placement must be pre or post, got "
+                     f"{self.norm_placement!r}")  # fmt: skip
+            _require(0 <= self.dropout < 1, "--dropout must lie in [0, 1)")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which data set and how it is prepared (paper protocol by default)."""
 
-    name: str = "cifar10"  # "cifar10", "synthetic" or "gaussian-linear"
+    name: str = "cifar10"  # "cifar10", "synthetic", "gaussian-linear", "shakespeare" or "text:PATH"
     data_dir: str | None = None  # None: $LANDSCAPE_DATA, then ./data
     augment: bool = False  # paper: no augmentation
     subset: int | None = None  # keep the first N training examples
@@ -94,12 +129,15 @@ class DataConfig:
     image_size: int = 32  # synthetic images are (3, image_size, image_size)
     dim: int = 10  # gaussian-linear: dimension of x and y (the deep linear network's width)
     num_classes: int = 10
+    block_size: int = 64  # text: characters per example (the model's context)
 
     def __post_init__(self) -> None:
         _require(
-            self.name in ("cifar10", "synthetic", "gaussian-linear"),
-            f"unknown dataset {self.name!r}; choose cifar10, synthetic or gaussian-linear",
+            self.name in DATASETS or is_text(self.name),
+            f"unknown dataset {self.name!r}; choose {', '.join(DATASETS)} or text:PATH",
         )
+        _require(not self.name == "text:", "text:PATH needs a path")
+        _require(self.block_size > 0, "--block-size must be positive")
         _require(self.subset is None or self.subset > 0, "--subset must be positive")
         _require(self.synthetic_train > 0 and self.synthetic_test > 0, "synthetic sizes must be positive")
         _require(self.dim > 0, "gaussian-linear dimension must be positive")

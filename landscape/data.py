@@ -7,7 +7,7 @@ channel standardized with the training set's own statistics,
 x' = (x - mean_c) / std_c. The deep-linear-network task is regression on
 y = A x, x ~ N(0, I_10), with a fixed random A (A_ij ~ N(0, 1)) and 1000 training
 samples, trained full-batch on the squared error summed over the samples
-(:class:`Objective`, ``reduction="sample-sum"``).
+(:class:`Objective`, ``reduction="sample-sum"``). Character-level text: :mod:`landscape.text`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.datasets import CIFAR10
 
-from landscape.config import DATASET_SIZES, LOSS_REDUCTIONS, DataConfig, RunConfig
+from landscape.config import DATASET_SIZES, LOSS_REDUCTIONS, DataConfig, RunConfig, is_text
 from landscape.state import fork_rng
+from landscape.text import DataError, load_text, train_blocks, vocabulary  # DataError: re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +42,14 @@ SYNTHETIC_NOISE = 1.0  # std of the per-pixel noise around a class template
 _SEED_BOUND = 2**62
 
 
-class DataError(Exception):
-    """The data cannot be loaded; the message is one line for the user."""
-
-
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A whole data set as single tensors on one device.
 
-    ``train_x``/``test_x``: (N, 3, H, W) float images, or (N, d) vectors.
-    ``train_y``/``test_y``: (N,) int64 labels, or (N, d) float regression targets.
-    ``num_classes``: 0 for regression. ``warnings``: one-line notes for the user.
+    ``train_x``/``test_x``: (N, 3, H, W) float images, (N, d) vectors, or (N, T) int64 tokens.
+    ``train_y``/``test_y``: (N,) int64 labels, (N, d) float regression targets, or (N, T) next tokens.
+    ``num_classes``: 0 for regression; text: ``len(vocab)``, its characters (a token's id is an index).
+    ``warnings``: one-line notes for the user.
     """
 
     train_x: torch.Tensor
@@ -61,6 +59,7 @@ class Dataset:
     num_classes: int
     name: str
     warnings: tuple[str, ...] = ()
+    vocab: str = ""
 
     @property
     def is_regression(self) -> bool:
@@ -86,10 +85,11 @@ class Objective(nn.Module):
     """The training loss: cross-entropy for classification, squared error for
     regression, reduced as ``reduction`` says (:data:`landscape.config.LOSS_REDUCTIONS`).
 
-    An example's loss is its cross-entropy, or its squared error averaged over the
-    outputs ("mean", "sample-sum") or summed over them ("sum"). "mean" averages the
-    examples' losses (for regression: the mean over every entry, ``nn.MSELoss``);
-    "sum" and "sample-sum" add them up. The deep linear network of Santurkar et al.
+    An example's loss is its cross-entropy, or its squared error (text: its T tokens'
+    cross-entropies, from (B, T, V) logits) averaged over the outputs ("mean",
+    "sample-sum") or summed over them ("sum"). "mean" averages the examples' losses
+    (for regression: the mean over every entry, ``nn.MSELoss``); "sum" and
+    "sample-sum" add them up. The deep linear network of Santurkar et al.
     2018 is trained on ``sum_i mean_j (f(x_i) - A x_i)_j^2`` ("sample-sum"): its
     plotted losses (1e3-1e4) and its step size 1e-6 belong to that scale, which
     ``nn.MSELoss`` divides by 10,000.
@@ -116,7 +116,8 @@ class Objective(nn.Module):
     def per_example(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B,) each example's loss, unscaled."""
         if not self.regression:
-            return F.cross_entropy(output, target, reduction="none")
+            ce = F.cross_entropy(_classes_second(output), target, reduction="none")  # (B,) or (B, T)
+            return ce if ce.dim() == 1 else ce.sum(1) if self.reduction == "sum" else ce.mean(1)
         error = (output - target).square().flatten(1)  # (B, entries)
         return error.sum(1) if self.reduction == "sum" else error.mean(1)
 
@@ -124,12 +125,16 @@ class Objective(nn.Module):
         if self.reduction == "mean":
             if self.regression:
                 return F.mse_loss(output, target)
-            return F.cross_entropy(output, target)
+            return F.cross_entropy(_classes_second(output), target)
         return self.per_example(output, target).sum() * self.shards
 
     def whole(self, total: float, count: int) -> float:
         """The loss of ``count`` examples whose :meth:`per_example` losses add up to ``total``."""
         return total / count if self.reduction == "mean" else total
+
+
+def _classes_second(logits: torch.Tensor) -> torch.Tensor:
+    return logits.transpose(1, 2) if logits.dim() == 3 else logits  # text: (B, T, V) -> (B, V, T)
 
 
 def objective(dataset: Dataset, reduction: str = "mean", shards: int = 1) -> Objective:
@@ -283,6 +288,12 @@ _LOADERS: dict[str, Callable[[DataConfig, torch.device | str], Dataset]] = {
 }
 
 
+def _text(cfg: DataConfig, device: torch.device | str) -> Dataset:
+    t = load_text(cfg, data_root(cfg), device)
+    splits = (t.train_x, t.train_y, t.test_x, t.test_y)
+    return Dataset(*splits, num_classes=len(t.vocab), name=cfg.name, warnings=t.warnings, vocab=t.vocab)
+
+
 def load_data(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     """Load ``cfg.name`` whole onto ``device``.
 
@@ -295,9 +306,10 @@ def load_data(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
         CIFAR-10 whose checksums differ from the official files).
 
     Raises:
-        DataError: CIFAR-10 is neither on disk nor downloadable, or unreadable.
+        DataError: CIFAR-10 is neither on disk nor downloadable, or unreadable; a text
+            file is missing, empty, not UTF-8 or too short (:func:`landscape.text.load_text`).
     """
-    dataset = _LOADERS[cfg.name](cfg, device)
+    dataset = (_text if is_text(cfg.name) else _LOADERS[cfg.name])(cfg, device)
     logger.info("loaded %s: %d train, %d test on %s", cfg.name, len(dataset.train_x), len(dataset.test_x), device)
     return dataset
 
@@ -372,6 +384,9 @@ def example_batch(
     d = config.data
     g = torch.Generator().manual_seed(0)
     dtype = getattr(torch, config.train.dtype)
+    if is_text(d.name):  # token ids 0 (in every vocabulary), next-token targets
+        x = torch.zeros(n or config.train.batch_size, d.block_size, dtype=torch.int64, device=device)
+        return x, x.clone(), Objective(False, config.train.loss_reduction)
     if d.name == "gaussian-linear":
         n = n or min(d.subset or LINEAR_TRAIN, LINEAR_TRAIN)
         x, y = torch.randn(n, d.dim, generator=g), torch.randn(n, d.dim, generator=g)
@@ -385,20 +400,24 @@ def example_batch(
 
 def check_fits_data(config: RunConfig, model: nn.Module) -> None:
     """A forward (eval mode, no gradient) of two examples shaped like the data set's,
-    whose output must have the targets' shape (regression) or one score per class.
+    whose output must have the targets' shape (regression) or one score per class
+    (text: per token and vocabulary character, which this reads from the file).
 
     Raises:
         ValueError: the model does not take the data's inputs or does not give its outputs.
+        DataError: a text file cannot be read.
     """
     x, y, _ = example_batch(config, "cpu", n=2)
     what = f"--model {config.model.name} does not fit --dataset {config.data.name}"
     want = tuple(y.shape) if y.is_floating_point() else (2, config.data.num_classes)
+    if is_text(config.data.name):  # (2, T, vocabulary)
+        want = (*y.shape, len(vocabulary(config.data, data_root(config.data))))
     like = next(model.parameters(), x)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad(), fork_rng(model):
-            out = model(x.to(like.device, like.dtype))
+            out = model(x.to(like.device, like.dtype if x.is_floating_point() else x.dtype))
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{what}: inputs of shape {tuple(x.shape[1:])} fail ({first})") from None
@@ -411,8 +430,10 @@ def check_fits_data(config: RunConfig, model: nn.Module) -> None:
 
 
 def train_size(data: DataConfig) -> int:
-    """Training examples a run on ``data`` sees (without loading the data)."""
-    n = {"cifar10": CIFAR_TRAIN, "synthetic": data.synthetic_train, "gaussian-linear": LINEAR_TRAIN}[data.name]
+    """Training examples a run on ``data`` sees (without loading the data; text
+    counts its blocks from the file's length, and raises :class:`DataError` as loading would)."""
+    sizes = {"cifar10": CIFAR_TRAIN, "synthetic": data.synthetic_train, "gaussian-linear": LINEAR_TRAIN}
+    n = train_blocks(data, data_root(data)) if is_text(data.name) else sizes[data.name]
     return min(n, data.subset) if data.subset else n
 
 

@@ -110,7 +110,9 @@ def test_not_a_run(tmp_path):
 
 def test_help_shows_defaults():
     result = run("train", "--help")
-    assert result.exit_code == 0 and "[default: 128]" in result.output
+    text = " ".join(result.output.split())  # help wraps its lines
+    assert result.exit_code == 0 and "[default: 128; 32 for the GPT]" in text
+    assert "[default: 1000]" in text and "plain sgd, the paper's" in text
 
 
 def test_corrupt_checkpoint_is_one_line_and_keeps_the_store(tmp_path):

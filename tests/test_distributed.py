@@ -304,7 +304,7 @@ def test_distributions_with_sync_bn_two_processes_equal_one(tmp_path):
         "64",
         "--dist-every",
         "2",
-        "--layers",
+        "--dist-layers",
         "2,3",
         *ICS_COMMON,
     ]

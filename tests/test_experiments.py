@@ -259,23 +259,28 @@ def test_choose_layout():
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_every_registry_variant_starts_as_its_standalone_build_sharing_what_its_init_shares(name):
+def test_every_registry_variant_starts_as_its_standalone_build_sharing_what_its_init_shares(name, tmp_path):
     # What train() builds for each variant at step 0 (run_experiment adds nothing to it) equals
     # the standalone build from the seed, and the variants' conv/linear weights are equal
     # wherever their own init leaves them nonzero.
-    from landscape.config import CONV_ONLY_NORMS, FULLY_CONNECTED_MODELS
+    from landscape.config import CONV_ONLY_NORMS, FULLY_CONNECTED_MODELS, SEQUENCE_MODELS, SEQUENCE_NORMS
     from landscape.paper.defaults import paper_config
     from landscape.runner.assembly import build_run_model
 
     starts = {}
     norms = [n for n in NORMS if not (name in FULLY_CONNECTED_MODELS and n in CONV_ONLY_NORMS)]
-    for config in variants(paper_config(name, "train"), norms):  # no data is loaded
+    norms = list(SEQUENCE_NORMS) if name in SEQUENCE_MODELS else norms
+    base = paper_config(name, "train")
+    if name in SEQUENCE_MODELS:  # a text of 10 characters: the model's 10 classes
+        (tmp_path / "t.txt").write_text("abcdefghij" * 50)
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, name=f"text:{tmp_path / 't.txt'}"))
+    for config in variants(base, norms):  # no data is loaded
         model = build_run_model(config)
         torch.manual_seed(config.train.seed)
         alone = build_model(config.model, noise=config.noise)
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), alone.state_dict().values()))
         starts[config.name] = {k: v for k, v in model.state_dict().items() if k.endswith("weight") and v.dim() > 1}
-    reference = starts["bn"]
+    reference = starts["layer" if name in SEQUENCE_MODELS else "bn"]
     for norm, weights in starts.items():
         assert len(weights) == len(reference), norm  # the same weight layers
         for (key, w), r in zip(weights.items(), reference.values()):

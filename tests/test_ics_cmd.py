@@ -107,7 +107,7 @@ def test_distribution_hook_state_survives_resume(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["ics-noise", "--layers", "99"], "layer #99"),
+        (["ics-noise", "--dist-layers", "99"], "layer #99"),
         (["ics-noise", "--norm", "bn,zzz"], "zzz"),
         (["ics", "--lrs", "0.1,abc"], "--lrs"),
         (["ics", "--lrs", "-1"], "--lr"),

@@ -286,7 +286,7 @@ def test_the_preconditioned_sharpness_is_adams_by_default_and_refused_for_sgd(tm
 
 
 def test_verdicts_on_other_optimizers_say_they_are_not_the_papers_protocol():
-    from landscape.paper.claims import _optimizer_text
+    from landscape.paper.measures import optimizer_text as _optimizer_text
     from landscape.report.verdicts import scale_label
 
     assert _optimizer_text({}) == "" and _optimizer_text({"optimizer": "sgd", "momentum": 0.0}) == ""
@@ -294,3 +294,5 @@ def test_verdicts_on_other_optimizers_say_they_are_not_the_papers_protocol():
     assert _optimizer_text({"momentum": 0.9, "nesterov": True}) == "sgd, nesterov momentum 0.9"
     label = scale_label({"model": "dln", "steps": 10_000, "paper_steps": 10_000, "optimizer": "adam"})
     assert label == "reduced: dln, 10,000 steps, adam (the paper's: plain SGD)"
+    label = scale_label({"model": "gpt", "optimizer": "plain sgd", "protocol_optimizer": "adamw, weight decay 0.1"})
+    assert label == "reduced: gpt, plain sgd (the protocol's: adamw, weight decay 0.1)"

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from landscape.config import RunConfig
+from landscape.config import SEQUENCE_MODELS, RunConfig
 from landscape.data import total_steps
 from landscape.models import MODEL_NAMES
 from landscape.paper.defaults import paper_config, paper_schedule, protocol, scaled_probe_schedule
@@ -22,7 +22,7 @@ class Captured(Exception):
     pass
 
 
-def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
+def cli_config(monkeypatch, kind: str, model: str, *args: str) -> RunConfig:
     """The first RunConfig ``landscape KIND --model MODEL`` would run (nothing is trained)."""
     import landscape.runner.experiments  # noqa: F401 (imported now, it keeps the real train when that is patched)
     import landscape.runner.train
@@ -38,17 +38,36 @@ def cli_config(monkeypatch, kind: str, model: str) -> RunConfig:
 
     monkeypatch.setattr(landscape.runner.train, "train", capture)
     monkeypatch.setattr(experiment, "execute", capture_experiment)
-    result = CliRunner().invoke(cli, [kind, "--model", model])
+    result = CliRunner().invoke(cli, [kind, "--model", model, *args])
     assert isinstance(result.exception, Captured), result.output
     return result.exception.args[0]
 
 
 @pytest.mark.parametrize("kind", ["train", "probe", "ics", "ics-noise"])
-@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("model", [m for m in MODEL_NAMES if m not in SEQUENCE_MODELS])
 def test_the_commands_run_paper_config(monkeypatch, kind, model):
     expected = paper_config(model, kind, norm=FIRST_NORM[kind])
     actual = cli_config(monkeypatch, kind, model)
     assert dataclasses.replace(actual, name=expected.name) == expected
+
+
+@pytest.mark.parametrize("kind", ["train", "probe", "ics", "ics-noise"])
+def test_the_commands_run_the_gpts_own_protocol(monkeypatch, tmp_path, kind):
+    """The GPT's protocol (AdamW, batch 32, 2,000 steps, 640 test blocks), its LayerNorm
+    where the paper's networks take BN, and the vocabulary of the text it reads."""
+    (tmp_path / "shakespeare").mkdir()
+    (tmp_path / "shakespeare" / "input.txt").write_text("to be, or not to be: that is the question. " * 40)
+    first = {"train": "layer", "probe": "none", "ics": "none", "ics-noise": "none"}[kind]
+    expected = paper_config("gpt", kind, norm=first)
+    vocab = len(set("to be, or not to be: that is the question. "))
+    expected = dataclasses.replace(
+        expected,
+        model=dataclasses.replace(expected.model, num_classes=vocab),
+        data=dataclasses.replace(expected.data, num_classes=vocab, data_dir=str(tmp_path)),
+    )
+    actual = cli_config(monkeypatch, kind, "gpt", "--data-dir", str(tmp_path))
+    assert dataclasses.replace(actual, name=expected.name) == expected
+    assert (actual.train.optimizer, actual.train.batch_size, actual.train.eval_samples) == ("adamw", 32, 640)
 
 
 def test_paper_config_is_the_paper_protocol():

@@ -68,7 +68,8 @@ def activation_sites(model: nn.Module) -> list[str]:
     the loss), the site is the norm layer registered right after it if there is
     one, else the conv/linear itself. In residual networks the shortcut
     projections count too although their outputs are added before the
-    non-linearity.
+    non-linearity. A model with an ``activation_sites()`` method names its own (the
+    GPT: the outputs of its normalization sites, the inputs of attention, MLP and head).
 
     Args:
         model: the network.
@@ -77,6 +78,9 @@ def activation_sites(model: nn.Module) -> list[str]:
         Module names as in ``model.named_modules()``; the paper's layer #k is
         ``activation_sites(model)[k - 1]``.
     """
+    own = getattr(model, "activation_sites", None)
+    if callable(own):  # a model that names its own sites (the GPT: its normalization sites)
+        return list(own())
     units = list(_layer_modules(model))
     weights = [i for i, (_, m) in enumerate(units) if is_weight_layer(m)]
     sites = []

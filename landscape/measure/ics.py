@@ -10,16 +10,24 @@ at step t is ``||G_{t,i} - G'_{t,i}||_2`` with::
 the gradient of layer i before and after every layer before it took this step's
 update, on the same batch. Fig. 3 also plots the cosine of the two gradients.
 
-Here a "layer" is a conv or linear module, and G covers its weight and bias as
-one vector. The layers "before layer i" are those whose outputs its input
-depends on: the trainable parameters (weights, biases, BatchNorm gamma and beta)
-found by walking the autograd graph back from the input of layer i. In a chain
-that is every earlier layer; in a residual block the shortcut's downsample conv
-depends on what precedes the block, not on the block's own conv1/conv2, which
-run before it in forward order. Layers are numbered in the order they are first
-called (forward pre-hooks), not ``named_parameters`` order. ``W^{t+1}`` is what
-the optimizer would produce from the full gradient G: ``W - lr * G`` for plain
-SGD, or a dry run of the given optimizer (momentum, weight decay, ...) on copies of its state.
+Here a "layer" is a conv, linear or embedding module
+(:func:`landscape.models.init.is_ics_layer`), and G covers its weight and bias as
+one vector. A model may fold other modules' parameters into a layer: a module with
+an ``ics_fold`` mapping {module name: layer name}, both relative to it, makes the
+first's parameters part of the second's G, and the first no layer of its own (the
+GPT's ``{"wpe": "wte"}``: the position embedding is the token embedding's bias). A
+weight used twice (a head tied to the token embedding) is one parameter of the
+layer that owns it: its G sums both uses, and W^{t+1} replaces it in both.
+The layers "before layer i" are those whose outputs its input depends on: the
+trainable parameters (weights, biases, BatchNorm gamma and beta) found by walking
+the autograd graph back from the input of layer i. In a chain that is every
+earlier layer; in a residual block the shortcut's downsample conv depends on what
+precedes the block, not on the block's own conv1/conv2, which run before it in
+forward order; an embedding's input (token ids) depends on nothing. Layers are
+numbered in the order they are first called (forward pre-hooks), not
+``named_parameters`` order. ``W^{t+1}`` is what the optimizer would produce from
+the full gradient G: ``W - lr * G`` for plain SGD, or a dry run of the given
+optimizer (momentum, weight decay, ...) on copies of its state.
 
 The measurement changes nothing it measures: it runs ``functional_call`` with
 detached parameters and freshly cloned buffers (so train-mode BatchNorm
@@ -44,7 +52,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from landscape.models.init import is_weight_layer
+from landscape.models.init import is_ics_layer
 from landscape.state import cloned_buffers, detached_params, fork_rng, replay_rng, tie_weights
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -182,6 +190,17 @@ def _owner(param_name: str) -> str:
     return param_name.rpartition(".")[0]
 
 
+def folded_modules(model: nn.Module) -> dict[str, str]:
+    """{module name: the layer its parameters count in}, from the ``ics_fold`` of
+    ``model`` and of its submodules (names relative to the declaring module, here
+    made full: e.g. ``"module.wpe" -> "module.wte"`` under a wrapper)."""
+    fold = {}
+    for prefix, module in model.named_modules():
+        base = f"{prefix}." if prefix else ""
+        fold.update({base + part: base + layer for part, layer in getattr(module, "ics_fold", {}).items()})
+    return fold
+
+
 def measure_ics(
     model: nn.Module,
     loss_fn: LossFn,
@@ -191,7 +210,7 @@ def measure_ics(
     optimizer: torch.optim.Optimizer | None = None,
     reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """ICS of every conv/linear layer of ``model`` on one batch (Definition 2.1).
+    """ICS of every conv/linear/embedding layer of ``model`` on one batch (Definition 2.1).
 
     Give exactly one of ``lr`` (plain SGD update) and ``optimizer`` (dry run of
     its update, state included).
@@ -243,13 +262,14 @@ def measure_ics(
             stepped = {n: stepped[n] for n in params}
         changed = dict(zip(params, torch.stack([(stepped[n] != params[n]).any() for n in params]).tolist()))
 
-        layers = [n for n in order if is_weight_layer(model.get_submodule(n))]
+        fold = folded_modules(model)
+        layers = [n for n in order if is_ics_layer(model.get_submodule(n)) and n not in fold]
         rewind()
         ancestry = input_ancestry(model, params, cloned_buffers(model), inputs, set(layers), tied)
         rows = []
         measured = []
         for layer in layers:
-            own_names = [n for n in params if _owner(n) == layer]
+            own_names = [n for n in params if fold.get(_owner(n), _owner(n)) == layer]
             if not own_names:
                 continue  # a frozen layer has no gradient
             earlier = ancestry[layer] - set(own_names)

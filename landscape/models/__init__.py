@@ -49,6 +49,14 @@ def _dln(cfg: ModelConfig, noise: NoiseConfig | None) -> nn.Module:
     return DeepLinearNetwork(cfg.depth, cfg.width, make_norm_layer(cfg.norm, 1, noise))
 
 
+def _gpt(cfg: ModelConfig, noise: NoiseConfig | None) -> nn.Module:
+    from landscape.models.gpt import GPT
+
+    # num_classes: the vocabulary (the text set's characters), as for a classifier's classes.
+    return GPT(cfg.num_classes, cfg.block_size, cfg.layers, cfg.heads, cfg.width, cfg.norm, cfg.norm_placement,
+               cfg.dropout)  # fmt: skip
+
+
 REGISTRY: dict[str, Builder] = {
     "vgg11": _vgg("vgg11"),
     "vgg13": _vgg("vgg13"),
@@ -59,6 +67,7 @@ REGISTRY: dict[str, Builder] = {
     "resnet18": _resnet("resnet18"),
     "resnet50": _resnet("resnet50"),
     "dln": _dln,
+    "gpt": _gpt,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -68,7 +77,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
 UNNORMALIZED = ("none", "noise")
 
 _FAMILIES = {"vgg11": "vgg", "vgg13": "vgg", "vgg16": "vgg", "vgg19": "vgg", "vgg_tiny": "vgg", "tiny": "vgg"}
-_FAMILIES |= {"resnet18": "resnet", "resnet50": "resnet", "dln": "dln"}
+_FAMILIES |= {"resnet18": "resnet", "resnet50": "resnet", "dln": "dln", "gpt": "gpt"}
 
 
 def _unknown(name: str) -> ValueError:
@@ -78,7 +87,7 @@ def _unknown(name: str) -> ValueError:
 
 
 def model_family(name: str) -> str:
-    """``"vgg"``, ``"resnet"``, ``"dln"``, or ``"other"`` for ``torchvision:NAME`` and
+    """``"vgg"``, ``"resnet"``, ``"dln"``, ``"gpt"``, or ``"other"`` for ``torchvision:NAME`` and
     import paths (whose architecture the registry does not know).
 
     Raises:
@@ -94,13 +103,16 @@ def model_family(name: str) -> str:
 def input_shape(cfg: ModelConfig) -> tuple[int, ...]:
     """Shape of one input example (no batch dimension).
 
-    ``(width,)`` for the deep linear network; ``(3, 224, 224)`` for torchvision
+    ``(width,)`` for the deep linear network; ``(block_size,)`` token ids for the GPT;
+    ``(3, 224, 224)`` for torchvision
     models and the ImageNet-stem ResNets, which were designed for it;
     ``(3, 32, 32)`` (CIFAR) otherwise, user models included.
     """
     family = model_family(cfg.name)
     if family == "dln":
         return (cfg.width,)
+    if family == "gpt":
+        return (cfg.block_size,)
     if cfg.name.startswith(TORCHVISION_PREFIX) or (family == "resnet" and cfg.stem == "imagenet"):
         return (3, 224, 224)
     return (3, 32, 32)

@@ -27,14 +27,26 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 # The paper's "layers": every convolution (of any dimension, transposed too) and every
-# linear map. The one definition, used by the init, ICS, the layer-input distributions
-# and the experiments' pass estimates.
+# linear map. The one definition, used by the init, the layer-input distributions and
+# the experiments' pass estimates; ICS counts these and embeddings (is_ics_layer).
 WEIGHT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    """A convolution or linear layer: what Glorot initializes and what ICS measures."""
+    """A convolution or linear layer: what Glorot initializes (ICS: :func:`is_ics_layer`)."""
     return isinstance(module, WEIGHT_TYPES)
+
+
+# What ICS (landscape.measure.ics) counts as a layer: the weight layers, and embeddings
+# (a lookup is a linear map of a one-hot input; a transformer's layer 1). A predicate
+# of its own so that the Glorot init and the layer-input distributions, which use
+# is_weight_layer, leave the embeddings of a user's model alone.
+ICS_TYPES: tuple[type[nn.Module], ...] = (*WEIGHT_TYPES, nn.Embedding)
+
+
+def is_ics_layer(module: nn.Module) -> bool:
+    """A convolution, linear layer or embedding: what ICS measures."""
+    return isinstance(module, ICS_TYPES)
 
 
 def is_norm_layer(module: nn.Module) -> bool:

@@ -56,9 +56,9 @@ VGG_CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16, "vgg_tiny": 3, "
 
 
 def family(model: str) -> str:
-    """``vgg``, ``dln``, ``resnet`` or ``other`` from a model name (no registry needed)."""
-    if model == "dln":
-        return "dln"
+    """``vgg``, ``dln``, ``resnet``, ``gpt`` or ``other`` from a model name (no registry needed)."""
+    if model in ("dln", "gpt"):
+        return model
     if model in VGG_CONVS:
         return "vgg"
     return "resnet" if model.startswith("resnet") else "other"
@@ -99,7 +99,7 @@ class Row:
     b: str
     test: str
     threshold: float
-    family: str  # "vgg", "dln" or "any"
+    family: str  # "vgg", "dln", "gpt" or "any"
     layers: tuple[int, ...] = ()  # the paper's layer numbers the measure reads
     step_size: float | None = None  # Fig. 11: the probe step size, a multiple of the lr
     lr: float | None = None  # the learning rate of the paired runs NORM-lrLR (set by :func:`at_lr`)
@@ -141,6 +141,7 @@ LOG_MEASURES = frozenset(
         "dist-drift-mean",
         "dist-drift-var",
         "beta-limit",
+        "precond-limit",
         "sigma-depth",
     }
 )
@@ -289,6 +290,27 @@ def _rows() -> list[Row]:
                         f"{lp} smooths the landscape as BN does or more ({what}, {lp} / bn at most {RATIO})",
                         "a similar (and, sometime, even stronger) effect", "§1; §3.3", measure, lp, "bn",
                         "not-above", RATIO, fam))
+    # Beyond the paper (issue #24): the GPT on Shakespeare under AdamW, pre-LN, post-LN and no
+    # norm, probed along the update; pre-LN under plain SGD for contrast.
+    _TN = "beyond the paper: the transformer-norms study"
+    for measure, what in (("band", "narrows the loss band along the update"),
+                          ("predictiveness", "makes the gradient more predictive along the update")):
+        add(Row(f"tn-{measure}", ("transformer-norms",), "transformer-norms", "", f"pre-LN {what} (none / pre-LN)",
+                "", _TN, measure, "none", "pre-ln", "greater", RATIO, "gpt", beyond_paper=True))
+    for variant in ("pre-ln", "post-ln", "none"):
+        add(Row(f"tn-precond-{variant}", ("transformer-norms",), "transformer-norms", "",
+                f"{variant}: AdamW's preconditioned sharpness sits at its full-batch limit 38/eta (median of "
+                "lambda_max(P^-1 H) / (2+2 beta1)/((1-beta1) eta); Cohen et al. 2022's adaptive edge of stability, "
+                "shown for full batches: at batch 32 it may stay below)", "", _TN, "precond-limit", variant,
+                variant, "within", RATIO, "gpt", beyond_paper=True))
+    for measure, what in (("band", "a wider loss band"), ("predictiveness", "a less predictive gradient")):
+        add(Row(f"tn-post-{measure}", ("transformer-norms",), "transformer-norms", "",
+                f"post-LN has {what} along the update than pre-LN (post-LN / pre-LN; Xiong et al. 2020: "
+                "post-LN's gradients near the output are larger at initialization)", "", _TN, measure, "post-ln",
+                "pre-ln", "greater", RATIO, "gpt", beyond_paper=True))
+    add(Row("tn-sgd-limit", ("transformer-norms",), "transformer-norms", "",
+            "pre-LN under plain SGD: beta_eff stays below 2/eta (median of beta_eff / 2/eta)", "", _TN,
+            "beta-limit", "pre-ln-sgd", "pre-ln-sgd", "less", RATIO, "gpt", beyond_paper=True))
     # The seed review's runs (VGG-11 50 epochs, ResNet-50 20 epochs at lr 0.01): not the paper's experiments.
     add(Row("seed-review-test", ("seed-review",), "seed review", "",
             "BN raises the test accuracy (final test accuracy, bn - none)", "",

@@ -49,6 +49,7 @@ from landscape.paper.measures import (
     NotApplicable,
     NoVerdict,
     _layer,
+    optimizer_text,
     statistic_text,
     test_images,
     train_images,
@@ -169,31 +170,23 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
         "test_images": test_images(config),
     }
     full_test = test_images({**config, "train": {**(config.get("train") or {}), "eval_samples": None}})
-    optimizer = _optimizer_text(config.get("train") or {})
-    if optimizer:
-        scale["optimizer"] = optimizer
+    optimizer = optimizer_text(config.get("train") or {})
+    protocol_optimizer = (paper or {}).get("optimizer", "")  # "" : the paper's plain SGD
+    if optimizer != protocol_optimizer:
+        scale["optimizer"] = optimizer or "plain sgd"
+        if protocol_optimizer:
+            scale["protocol_optimizer"] = protocol_optimizer
+    protocol_test = (paper or {}).get("test_images", full_test)
     scale["protocol"] = bool(
-        not optimizer
+        optimizer == protocol_optimizer
         and model == paper_model
         and width == 1
         and paper_steps
         and steps == paper_steps
         and not data.nested_get(config, "data", "subset")
-        and scale["test_images"] == full_test
+        and scale["test_images"] == protocol_test
     )
     return scale
-
-
-def _optimizer_text(train: Mapping[str, Any]) -> str:
-    """The empty string for the paper's plain SGD, else the optimizer as the scale names it
-    (``adamw``, ``sgd, momentum 0.9``, ``sgd, weight decay 0.0005``)."""
-    optimizer = str(train.get("optimizer") or "sgd").lower()
-    parts = [optimizer]
-    if train.get("momentum"):
-        parts.append(f"{'nesterov ' if train.get('nesterov') else ''}momentum {train['momentum']:g}")
-    if train.get("weight_decay"):
-        parts.append(f"weight decay {train['weight_decay']:g}")
-    return "" if parts == ["sgd"] else ", ".join(parts)
 
 
 def judge(

@@ -16,6 +16,9 @@ Per family (VGG, ResNet, the deep linear network, anything else):
 * DLN: y = Ax, full batch, lr 1e-6, 10k steps, the squared error summed over the
   samples, float64; step sizes {0.01, 0.1, 1, 10, 30} x lr (Fig. 10); ICS at 1e-6
   and 1e-7 with layers #9 and #17 shown first (Fig. 3b).
+* GPT (not the paper's; issue #24): character-level Shakespeare, 2 layers, 2 heads,
+  width 64, context 64, batch 32, AdamW lr 1e-3, betas (0.9, 0.95), weight decay 0.1,
+  2,000 steps, evaluated every 200 steps on 20 batches.
 
 Measurement schedules (probes, ICS, distributions) are the paper's every 100
 steps, every 10 over the first 1,000 of 15,000, shrunk in proportion to shorter runs.
@@ -61,6 +64,11 @@ class Protocol:
     ics_lrs: tuple[float, ...] = ()  # ICS runs at these lrs (empty: the family's lr)
     ics_highlight: tuple[int, ...] = ()  # 1-based layers the ICS report shows first
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # More ModelConfig and TrainConfig fields of the family (the GPT's size, optimizer,
+    # batch and evaluation); the command line's options replace them.
+    model: tuple[tuple[str, object], ...] = ()
+    train: tuple[tuple[str, object], ...] = ()
+    norm: str = "bn"  # the normalization of a single run (paper_config's default)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -79,6 +87,23 @@ PROTOCOLS: dict[str, Protocol] = {
         step_sizes=(0.01, 0.1, 1.0, 10.0, 30.0),
         ics_lrs=(1e-6, 1e-7),
         ics_highlight=(9, 17),
+    ),
+    # Not the paper's: a transformer on Shakespeare's text (issue #24), its own protocol:
+    # nanoGPT's small-model settings at CPU size, evaluated every 200 steps on 20 batches.
+    "gpt": Protocol(
+        lr=1e-3,
+        dataset="shakespeare",
+        steps=2000,
+        norm="layer",
+        model=(("width", 64), ("layers", 2), ("heads", 2), ("block_size", 64), ("init", "torch")),
+        train=(
+            ("optimizer", "adamw"),
+            ("betas", (0.9, 0.95)),
+            ("weight_decay", 0.1),
+            ("batch_size", 32),
+            ("eval_every", 200),
+            ("eval_samples", 20 * 32),
+        ),
     ),
     "other": Protocol(lr=0.1, steps=PAPER_STEPS),
 }
@@ -123,7 +148,9 @@ def probe_config(config: RunConfig, **changes: object) -> ProbeConfig:
     return ProbeConfig(step_sizes=tuple(sizes), schedule=schedule, **changes)
 
 
-def paper_config(model: str = "vgg16", kind: str = "probe", *, norm: str = "bn", **model_fields: object) -> RunConfig:
+def paper_config(
+    model: str = "vgg16", kind: str = "probe", *, norm: str | None = None, **model_fields: object
+) -> RunConfig:
     """The RunConfig that ``landscape KIND --model MODEL`` runs for its ``norm`` variant.
 
     Args:
@@ -131,7 +158,8 @@ def paper_config(model: str = "vgg16", kind: str = "probe", *, norm: str = "bn",
         kind: ``train`` (no measurement), ``probe`` (Fig. 4, 10), ``ics`` (Fig. 3:
             at the family's first ICS lr) or ``ics-noise`` (Fig. 1, 2, 8: layer-input
             distributions, 5 evaluations along the run).
-        norm: the normalization of this variant.
+        norm: the normalization of this variant [default: the family's, ``bn``;
+            ``layer`` for the GPT].
         **model_fields: more :class:`ModelConfig` fields (``depth``, ``width``, ...).
 
     Returns:
@@ -143,11 +171,18 @@ def paper_config(model: str = "vgg16", kind: str = "probe", *, norm: str = "bn",
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     p = protocol(model)
-    model_cfg = ModelConfig(name=model, norm=norm, **model_fields)
-    data = DataConfig(name=p.dataset, dim=model_cfg.width)
+    norm = norm or p.norm
+    model_cfg = ModelConfig(name=model, norm=norm, **{**dict(p.model), **model_fields})
+    data = DataConfig(name=p.dataset, dim=model_cfg.width, block_size=model_cfg.block_size)
     lr = p.ics_lrs[0] if kind == "ics" and p.ics_lrs else p.lr
     train = TrainConfig(
-        steps=p.steps, epochs=p.epochs, lr=lr, full_batch=p.full_batch, loss_reduction=p.loss_reduction, dtype=p.dtype
+        steps=p.steps,
+        epochs=p.epochs,
+        lr=lr,
+        full_batch=p.full_batch,
+        loss_reduction=p.loss_reduction,
+        dtype=p.dtype,
+        **dict(p.train),
     )
     config = RunConfig(model=model_cfg, data=data, train=train, noise=NoiseConfig(), name=norm)
     return with_measurements(config, kind)

@@ -26,6 +26,7 @@ class Experiment:
     layers: tuple[int, ...] = ()  # ics-noise: the paper's layers whose inputs to record (mapped per model)
     epochs: int | None = None  # the paper's length in epochs (the seed review's runs)
     lr: float | None = None  # in place of the protocol's (the seed review: 0.01)
+    hessian_every: int | None = None  # also track lambda_max (and Adam's lambda_max(P^-1 H)) every N steps
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,20 @@ class Figure:
         )
 
 
-NETWORKS = ("vgg", "dln", "resnet")  # the model families (catalogue.family) of the experiments
+NETWORKS = ("vgg", "dln", "resnet", "gpt")  # the model families (catalogue.family) of the experiments
+
+# The transformer-norms study's variants (issue #24): the GPT's fields and its training's,
+# in place of its protocol's (AdamW, lr 1e-3). Plain SGD, for contrast, at lr 0.1 without
+# weight decay (AdamW's lr 1e-3 would barely move SGD), fixed before any run was made.
+GPT_VARIANTS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "pre-ln": ({"norm": "layer", "norm_placement": "pre"}, {}),
+    "post-ln": ({"norm": "layer", "norm_placement": "post"}, {}),
+    "none": ({"norm": "none"}, {}),
+    "pre-ln-sgd": (
+        {"norm": "layer", "norm_placement": "pre"},
+        {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "betas": (0.9, 0.999)},
+    ),
+}
 
 
 LP = catalogue.LP
@@ -109,6 +123,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "dln-lp-probe": Experiment("probe", "dln", LP),
     "vgg11-50ep": Experiment("train", "vgg11", ("none", "bn"), epochs=50, lr=0.01),
     "resnet50-20ep": Experiment("train", "resnet50", ("none", "bn"), epochs=20, lr=0.01),
+    "gpt-norms": Experiment("probe", "gpt", tuple(GPT_VARIANTS), hessian_every=80),
 }
 
 
@@ -246,6 +261,16 @@ FIGURES: dict[str, Figure] = {
             "Not the paper's experiment (the seed review's): BN raises the test accuracy.",
             (Check("seed-review", ("vgg11-50ep",)),),
             _TRAINING,
+        ),
+        Figure(
+            "transformer-norms",
+            "transformer-norms",
+            "Beyond the paper: the paper's question asked of a transformer's LayerNorm",
+            "Not the paper's experiment (issue #24): a GPT on Shakespeare under AdamW with pre-LN, post-LN and no "
+            "normalization, and pre-LN under plain SGD, probed along the optimizer's update, with lambda_max and "
+            "Adam's preconditioned sharpness tracked.",
+            (Check("transformer-norms", ("gpt-norms",)),),
+            ("training", "landscape", "predictiveness", "smoothness"),
         ),
         Figure(
             "seed-resnet50",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from landscape.config import DATASET_SIZES
+from landscape.config import DATASET_SIZES, is_text
 from landscape.paper import catalogue
 from landscape.paper.catalogue import CORRELATED, FINAL_FRACTION, MIN_POINTS, UNCORRELATED, Row
 from landscape.report import data, limits
@@ -292,15 +292,52 @@ def _beta_limit(a: RunRecord, b: RunRecord, row: Row) -> Paired:
     return _log_ratio(x, (f"{row.a} beta_eff / full-batch limit", "1"), "beta_eff values")
 
 
+def precond_over_limit(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Adam's preconditioned sharpness lambda_max(P^-1 H) over its full-batch limit
+    (2 + 2 beta1) / ((1 - beta1) eta) (38/eta at beta1 0.9) at each Hessian measurement.
+    1: at the limit (Cohen et al. 2022's adaptive edge of stability)."""
+    train = data.nested_get(record.config, "train")
+    try:
+        limit = limits.stability_limit(train)
+    except ValueError as e:
+        raise NoVerdict(f"{record.label}: {e}") from None
+    if limit is None or "hessian/lambda_max_precond" not in limit.series:
+        raise NoVerdict(f"{record.label}: not an Adam or AdamW run: no preconditioned sharpness")
+    steps, values = _series(record, "hessian/lambda_max_precond")
+    schedule = limits.lr_schedule(record.series)
+    return steps, values / limit.at(limits.lr_at(steps, schedule, limit.lr) if schedule is not None else limit.lr)
+
+
+def _precond_limit(a: RunRecord, b: RunRecord, row: Row) -> Paired:
+    _, values = precond_over_limit(a)
+    x = np.stack([values, np.ones_like(values)], axis=1)
+    return _log_ratio(x, (f"{row.a} lambda_max(P^-1 H) / full-batch limit", "1"), "preconditioned sharpnesses")
+
+
 def _sigma_depth(a: RunRecord, b: RunRecord, row: Row) -> Paired:
     deep, shallow = row.layers[-1], row.layers[0]
     _, x = _pair(sigma(a, deep), sigma(a, shallow))
     return _log_ratio(x, (f"sigma #{_layer(a, deep)}", f"sigma #{_layer(a, shallow)}"), "sigma values")
 
 
+def optimizer_text(train: Mapping[str, Any]) -> str:
+    """The empty string for the paper's plain SGD, else the optimizer as the scale names it
+    (``adamw``, ``sgd, momentum 0.9``, ``sgd, weight decay 0.0005``)."""
+    optimizer = str(train.get("optimizer") or "sgd").lower()
+    parts = [optimizer]
+    if train.get("momentum"):
+        parts.append(f"{'nesterov ' if train.get('nesterov') else ''}momentum {train['momentum']:g}")
+    if train.get("weight_decay"):
+        parts.append(f"weight decay {train['weight_decay']:g}")
+    return "" if parts == ["sgd"] else ", ".join(parts)
+
+
 def test_images(config: Mapping[str, Any]) -> int | None:
     """How many test examples a run's test accuracy rests on (None: no test set)."""
     name = data.nested_get(config, "data", "name")
+    if isinstance(name, str) and is_text(name):  # blocks of text: those evaluated, where the config says
+        n = data.nested_get(config, "train", "eval_samples")
+        return n if isinstance(n, int) else None
     full = DATASET_SIZES[name][1] if name in DATASET_SIZES else data.nested_get(config, "data", "synthetic_test")
     if name == "gaussian-linear" or not isinstance(full, int):
         return None
@@ -310,6 +347,8 @@ def test_images(config: Mapping[str, Any]) -> int | None:
 
 def train_images(config: Mapping[str, Any]) -> int | None:
     name = data.nested_get(config, "data", "name")
+    if isinstance(name, str) and is_text(name):
+        return None  # the file's, unknown without reading it
     full = DATASET_SIZES[name][0] if name in DATASET_SIZES else data.nested_get(config, "data", "synthetic_train")
     subset = data.nested_get(config, "data", "subset")
     return min(subset, full) if isinstance(subset, int) and isinstance(full, int) else full
@@ -351,6 +390,7 @@ MEASURES: dict[str, Callable[[RunRecord, RunRecord, Row], Paired]] = {
     "dist-drift-mean": _moments("mean_drift"),
     "dist-drift-var": _moments("var_drift"),
     "beta-limit": _beta_limit,
+    "precond-limit": _precond_limit,
     "sigma-depth": _sigma_depth,
 }
 
@@ -382,6 +422,7 @@ STATISTIC_TEXT = {
     "dist-drift-var": "|per-channel variance - its first measurement|",
     "beta-limit": "beta_eff / the run's full-batch stability limit (2/eta for plain SGD; 1: at the limit)",
     "sigma-depth": "the layer input's standard deviation, deepest / shallowest layer",
+    "precond-limit": "Adam's lambda_max(P^-1 H) / its full-batch limit (2+2 beta1)/((1-beta1) eta) (1: at the limit)",
 }
 
 

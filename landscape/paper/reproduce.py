@@ -35,13 +35,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from landscape.config import RunConfig, ScheduleConfig
+from landscape.config import HessianConfig, RunConfig, ScheduleConfig
 from landscape.data import total_steps
 from landscape.paper import catalogue
-from landscape.paper.defaults import paper_config, with_measurements
+from landscape.paper.defaults import paper_config, probe_config, with_measurements
 from landscape.paper.figures import (  # re-exported: the figures a scale runs
     EXPERIMENTS,
     FIGURES,
+    GPT_VARIANTS,
     NETWORKS,
     SCHEMATIC,
     Check,
@@ -50,6 +51,7 @@ from landscape.paper.figures import (  # re-exported: the figures a scale runs
     figure,
     figures,
 )
+from landscape.paper.measures import optimizer_text, test_images
 from landscape.runner.experiments import estimate_passes, lr_variants, variants, with_seeds
 
 SCALES = ("paper", "cpu")
@@ -73,6 +75,8 @@ CPU_SCALE: dict[str, Reduction] = {
     "vgg11": Reduction(width_mult=0.125),
     "dln": Reduction(fraction=1.0, ics_measurements=None),  # the paper's protocol: a 10k-step pair takes ~100 s
     "resnet50": Reduction(subset=512, epochs=2, eval_samples=500),
+    # The GPT's own protocol (2,000 steps of batch 32): 4 runs of the study in about 9 minutes here.
+    "gpt": Reduction(fraction=1.0, eval_samples=640, ics_measurements=None),
 }
 
 # Seconds per forward+backward pass for --list's estimate. CPU: this 2-core machine
@@ -85,10 +89,12 @@ SECONDS_PER_PASS = {
     ("cpu", "vgg11"): 0.035,
     ("cpu", "dln"): 0.006,
     ("cpu", "resnet50"): 20.0,
+    ("cpu", "gpt"): 0.02,
     ("paper", "vgg16"): 0.005,
     ("paper", "vgg11"): 0.004,
     ("paper", "dln"): 0.0015,
     ("paper", "resnet50"): 0.03,
+    ("paper", "gpt"): 0.004,
 }
 
 
@@ -105,13 +111,24 @@ def _paper_base(exp: Experiment, norm: str, kind: str) -> RunConfig:
 def paper_steps(key: str) -> int:
     """The paper's optimizer steps for experiment ``key`` (the scale of its verdicts)."""
     exp = EXPERIMENTS[key]
-    return total_steps(_paper_base(exp, exp.norms[0], "train"))
+    return total_steps(_paper_base(exp, _base_norm(exp), "train"))
 
 
 def paper_protocol(key: str) -> dict[str, object]:
-    """``{"model", "steps"}`` of the paper's protocol for experiment ``key`` (what a
-    verdict's scale is measured against)."""
-    return {"model": EXPERIMENTS[key].model, "steps": paper_steps(key)}
+    """``{"model", "steps", "optimizer", "test_images"}`` of the paper's protocol for
+    experiment ``key`` (what a verdict's scale is measured against; the GPT's: its own)."""
+    exp = EXPERIMENTS[key]
+    base = _paper_base(exp, _base_norm(exp), "train")
+    return {
+        "model": exp.model,
+        "steps": paper_steps(key),
+        "optimizer": optimizer_text(dataclasses.asdict(base.train)),
+        "test_images": test_images(base.to_dict()),
+    }
+
+
+def _base_norm(exp: Experiment) -> str:
+    return "layer" if exp.model == "gpt" else exp.norms[0]
 
 
 def experiment_configs(
@@ -135,7 +152,7 @@ def experiment_configs(
     if key not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {key!r}")
     exp = EXPERIMENTS[key]
-    config = _paper_base(exp, exp.norms[0], "train")
+    config = _paper_base(exp, _base_norm(exp), "train")
     model, data, train = config.model, config.data, config.train
     if scale == "cpu":
         r = CPU_SCALE[exp.model]
@@ -169,8 +186,27 @@ def experiment_configs(
         config = dataclasses.replace(
             config, distributions=dataclasses.replace(config.distributions, layers=tuple(str(i) for i in layers))
         )
-    configs = lr_variants(config, exp.norms, exp.lrs) if kind == "ics" else variants(config, exp.norms)
+    if exp.model == "gpt":
+        configs = [_gpt_variant(config, name, exp.hessian_every) for name in exp.norms]
+    else:
+        configs = lr_variants(config, exp.norms, exp.lrs) if kind == "ics" else variants(config, exp.norms)
     return with_seeds(configs, seeds) if seeds else configs
+
+
+def _gpt_variant(config: RunConfig, name: str, hessian_every: int | None) -> RunConfig:
+    """A transformer-norms run (:data:`GPT_VARIANTS`): probed along the update, with
+    lambda_max (and, under AdamW, lambda_max(P^-1 H)) every ``hessian_every`` steps."""
+    model_fields, train_fields = GPT_VARIANTS[name]
+    train = dataclasses.replace(config.train, **train_fields)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, **model_fields), train=train, name=name
+    )
+    probe = dataclasses.replace(probe_config(config), direction="update")
+    hessian = None
+    if hessian_every:
+        schedule = ScheduleConfig(every=hessian_every, dense_until=0)
+        hessian = HessianConfig(schedule=schedule, preconditioned=train.optimizer in ("adam", "adamw"))
+    return dataclasses.replace(config, probe=probe, hessian=hessian)
 
 
 def estimate_seconds(key: str, scale: str, seeds: int = 1) -> float:

@@ -27,7 +27,9 @@ def scale_label(scale: Mapping[str, Any] | None) -> str:
     if isinstance(scale.get("test_images"), int):
         parts.append(f"{scale['test_images']:,} test images")
     if scale.get("optimizer"):
-        parts.append(f"{scale['optimizer']} (the paper's: plain SGD)")
+        protocol = scale.get("protocol_optimizer")
+        parts.append(f"{scale['optimizer']} (the protocol's: {protocol})" if protocol else
+                     f"{scale['optimizer']} (the paper's: plain SGD)")  # fmt: skip
     return ("paper protocol: " if scale.get("protocol") else "reduced: ") + ", ".join(parts)
 
 

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from landscape import distributed
-from landscape.config import ProbeConfig, RunConfig
-from landscape.data import CIFAR_TEST, LINEAR_TEST, example_batch
+from landscape.config import ProbeConfig, RunConfig, is_text
+from landscape.data import CIFAR_TEST, LINEAR_TEST, example_batch, train_size
 from landscape.models import build_model
 from landscape.models.init import is_weight_layer
 from landscape.runner.train import train
@@ -96,6 +96,8 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
 
 def test_size(config: RunConfig) -> int:
     d = config.data
+    if is_text(d.name):  # an estimate: the test split holds about a ninth of the training blocks
+        return config.train.eval_samples or max(train_size(d) // 9, 1)
     return {"cifar10": CIFAR_TEST, "synthetic": d.synthetic_test, "gaussian-linear": LINEAR_TEST}[d.name]
 
 

@@ -5,6 +5,7 @@ store (mirrored to TensorBoard when asked), and resume from the last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from landscape import distributed
-from landscape.config import RunConfig
+from landscape.config import RunConfig, is_text
 from landscape.data import load_data
 from landscape.integrations.tensorboard import TensorBoardMirror, summary_writer_class
 from landscape.runner.assembly import build_optimizer, build_run_model, config_hooks, default_run_dir, environment
@@ -26,6 +27,12 @@ from landscape.training.loop import Loop, Progress, TrainResult
 from landscape.training.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
+
+
+def with_vocabulary(config: RunConfig, vocabulary: int) -> RunConfig:
+    """``config`` with the text's vocabulary as the model's (and the data's) classes."""
+    model = dataclasses.replace(config.model, num_classes=vocabulary)
+    return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, num_classes=vocabulary))
 
 
 def train(
@@ -72,12 +79,16 @@ def train(
         config = RunConfig.from_dict(saved)
     assert config is not None
     device = distributed.resolve_device(config.train.device)
+    data = None
+    if is_text(config.data.name):  # the vocabulary is the file's: read it before the model is built
+        data = load_data(config.data, device)
+        config = with_vocabulary(config, data.num_classes)
     model = build_run_model(config, device)
     if init is not None and not resume:
         init(model)
     if ddp and config.train.sync_bn:
         model = convert_sync_batchnorm(model)
-    data = load_data(config.data, device).to(getattr(torch, config.train.dtype))
+    data = (data or load_data(config.data, device)).to(getattr(torch, config.train.dtype))
     for warning in data.warnings:
         if main:
             log.warning(warning)

@@ -89,8 +89,8 @@ def evaluate(
                 total_loss += float(loss_fn.per_example(out, yb).sum())
             else:
                 total_loss += float(loss_fn(out, yb)) * len(yb)
-            if not yb.is_floating_point():
-                correct += float((out.argmax(1) == yb).sum())
+            if not yb.is_floating_point():  # per character for text: (B, T) targets, (B, T, V) scores
+                correct += float((out.argmax(-1) == yb).float().reshape(len(yb), -1).mean(1).sum())
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -329,7 +329,7 @@ class Loop:
                         loss = self.loss_fn(out, y)
                     loss.backward()
                     loss = loss.detach()
-                    acc = (out.argmax(1) == y).float().mean().detach() if self.classification else None
+                    acc = (out.argmax(-1) == y).float().mean().detach() if self.classification else None
                     self.pending.append((self.step, loss, acc, float(optimizer.param_groups[0]["lr"])))
                     self.call_hooks(store, Event.AFTER_BACKWARD, batch=(x, y), loss=loss, epoch=epoch)
                     optimizer.step()
