@@ -336,6 +336,8 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     config = paper_config(o["model"], "train", norm=norm, **model_fields)
     steps, epochs = o["steps"], o["epochs"]
     dataset = o["dataset"] or config.data.name
+    if dataset.startswith("text:") and len(dataset) > 5:  # absolute in config.json: resume and surface anywhere
+        dataset = "text:" + str(Path(dataset[5:]).expanduser().resolve())
     if is_text(dataset) and epochs is not None:
         raise ConfigError("--epochs does not apply to text (its blocks are drawn at random): give --steps")
     if steps is None and epochs is None:

@@ -55,7 +55,13 @@ def _noise(n: int, size: float, seed: int) -> np.ndarray:
     return np.stack([half, -half], axis=1).ravel()[:n]
 
 
+# The transformer-norms study's variants (landscape.paper.figures.GPT_VARIANTS) and their norms.
+GPT_NORMS = {"pre-ln": "layer", "post-ln": "layer", "none": "none", "pre-ln-sgd": "layer"}
+
+
 def _model(row: Row) -> ModelConfig:
+    if row.family == "gpt":
+        return ModelConfig(name="gpt", norm="layer")
     return ModelConfig(
         name="dln" if row.family == "dln" else "vgg11", width_mult=1.0 if row.family == "dln" else 0.125, norm="bn"
     )
@@ -70,7 +76,8 @@ def _series_for(row: Row, target: float, noise: float, seed: int, zero: bool) ->
         noise = noise / 10
     e = _noise(n, noise, seed)
     if row.log_scale:
-        one_run = measure in ("beta-limit", "sigma-depth")  # a against a constant, or two layers of one run
+        # a against a constant, or two layers of one run
+        one_run = measure in ("beta-limit", "precond-limit", "sigma-depth")
         b = np.ones(n) if one_run else np.full(n, 2.0) * np.exp(_noise(n, noise, seed + 7))
         a = b * np.exp(target + e)
         if zero:
@@ -110,6 +117,8 @@ def _records(row: Row, values: np.ndarray, role: str, config: dict) -> list[tupl
             r["probe/grad_diff"] = [v / 4, v / 2, v, v / 3] + [v / 5] * (len(sizes) - 4)
         elif measure in ("beta", "beta-limit"):
             r["probe/beta"] = v if measure == "beta" else v * 2 / config["train"]["lr"]
+        elif measure == "precond-limit":  # AdamW at beta1 0.9: the limit is 38 / lr
+            r["hessian/lambda_max_precond"] = v * 38 / config["train"]["lr"]
         elif measure == "grad-change":
             column = sizes.index(row.step_size)
             r["probe/grad_diff"] = [v if j == column else 1.0 for j in range(len(sizes))]
@@ -146,12 +155,14 @@ def write_run(
     test_acc: float | None = None,
     eval_samples: int | None = None,
 ) -> None:
-    lr = row.lr or (1e-6 if row.family == "dln" else 0.1)
+    lr = row.lr or (1e-6 if row.family == "dln" else 1e-3 if row.measure == "precond-limit" else 0.1)
     sizes = VGG_SIZES if row.family != "dln" else DLN_SIZES
     model = _model(row)
+    optimizer = "adamw" if row.measure == "precond-limit" else "sgd"
+    norm = GPT_NORMS.get(norm, norm) if row.family == "gpt" else norm
     config = RunConfig(
         model=ModelConfig(name=model.name, norm=norm, width_mult=model.width_mult),
-        train=TrainConfig(lr=lr, steps=STEPS, seed=seed, eval_samples=eval_samples),
+        train=TrainConfig(lr=lr, steps=STEPS, seed=seed, eval_samples=eval_samples, optimizer=optimizer),
         probe=ProbeConfig(step_sizes=sizes, schedule=ScheduleConfig(every=EVERY)),
         name=name,
     ).to_dict()
@@ -338,7 +349,9 @@ def test_the_catalogue_is_the_papers_figures_without_fig7():
     assert {f"Fig. {i}" for i in (1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13)} <= figures
     assert all(r.per_lr for r in catalogue.CATALOGUE if r.figure == "Fig. 3")
     beyond = {r.id for r in ROWS if r.beyond_paper}
-    assert beyond == {"fig4-beyond-limit", "fig10-beyond-limit", "fig9-beyond-depth", "seed-review-test"}
+    study = {r.id for r in ROWS if r.figure == "transformer-norms"}  # issue #24's study: all beyond the paper
+    assert len(study) == 8 and study <= beyond
+    assert beyond - study == {"fig4-beyond-limit", "fig10-beyond-limit", "fig9-beyond-depth", "seed-review-test"}
     assert all(r.quote for r in ROWS if not r.beyond_paper)
     assert len({r.id for r in ROWS}) == len(ROWS)
 

@@ -501,3 +501,19 @@ def test_a_timed_out_launch_leaves_no_rank_behind(tmp_path):
     while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_gpt_along_the_update_two_processes_equal_one(tmp_path):
+    """The GPT on text under AdamW, probed along the update with the preconditioned
+    sharpness: two processes on halves of the global batch equal one (float64)."""
+    text = tmp_path / "t.txt"
+    text.write_text("to be, or not to be: that is the question. whether tis nobler in the mind " * 30)
+    args = ["--model", "gpt", "--dataset", f"text:{text}", "--layers", "1", "--width", "16", "--block-size", "16"]
+    args += ["--batch-size", "8", "--steps", "4", "--dtype", "float64", "--norm", "layer", "--direction", "update"]
+    args += ["--hessian-every", "2", "--eval-samples", "16", *COMMON]
+    single(*args, "--run-dir", str(tmp_path / "one"))
+    done = torchrun(*args, "--run-dir", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = rows(tmp_path / "one" / "layer"), rows(tmp_path / "two" / "layer")
+    assert_close(one, two, must=("train/loss", "probe/loss", "probe/beta_precond", "hessian/lambda_max_precond"),
+                 skip=("hessian/hvps", "hessian/residual"))  # fmt: skip

@@ -21,7 +21,7 @@ _SPEC = importlib.util.spec_from_file_location(
 )
 reproduction_script = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(reproduction_script)
-FIGURE_NAMES = [f"fig{i}" for i in range(1, 14) if i != 7] + ["seed-vgg11", "seed-resnet50"]
+FIGURE_NAMES = [f"fig{i}" for i in range(1, 14) if i != 7] + ["seed-vgg11", "seed-resnet50", "transformer-norms"]
 
 
 def test_every_figure_of_the_paper_and_both_seed_review_runs_are_covered():
@@ -42,7 +42,8 @@ def test_experiments_at_paper_scale_follow_the_protocol_and_cpu_scale_reduces_vg
     protocol = paper.protocol(exp.model)
     for c in configs:
         assert c.model.name == exp.model and c.model.width_mult == 1 and c.data.subset is None
-        assert c.train.lr == (exp.lr or (c.train.lr if exp.lrs else protocol.lr))
+        variant_lr = reproduce.GPT_VARIANTS[c.name][1].get("lr") if exp.model == "gpt" else None
+        assert c.train.lr == (exp.lr or variant_lr or (c.train.lr if exp.lrs else protocol.lr))
         assert paper.total_steps(c) == reproduce.paper_steps(key)
     cpu = reproduce.experiment_configs(key, "cpu")
     assert [c.name for c in cpu] == names
@@ -50,6 +51,8 @@ def test_experiments_at_paper_scale_follow_the_protocol_and_cpu_scale_reduces_vg
         steps = paper.total_steps(c)
         if exp.model == "resnet50":  # a smoke run: too few measurements for a verdict
             assert steps < 0.01 * reproduce.paper_steps(key)
+        elif exp.model == "gpt":  # its own protocol at both scales (the GPU scale adds seeds)
+            assert c == next(p for p in configs if p.name == c.name)
         elif exp.model == "dln":  # cheap: the paper's protocol itself
             assert c == next(p for p in configs if p.name == c.name)
         else:  # VGG: a quarter of the steps, every test image

@@ -169,6 +169,9 @@ def _scale(record: RunRecord, paper: Mapping[str, Any] | None) -> dict[str, Any]
         "train_images": train_images(config),
         "test_images": test_images(config),
     }
+    if fam == "gpt":  # its own protocol (landscape.paper.defaults), on blocks of text
+        scale["protocol_name"] = "GPT protocol"
+        scale["test_unit"] = "blocks"
     full_test = test_images({**config, "train": {**(config.get("train") or {}), "eval_samples": None}})
     optimizer = optimizer_text(config.get("train") or {})
     protocol_optimizer = (paper or {}).get("optimizer", "")  # "" : the paper's plain SGD

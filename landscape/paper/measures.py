@@ -405,8 +405,8 @@ STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 STATISTIC_TEXT = {
-    "band": "loss-band width (max - min over eta of L(w - eta g))",
-    "predictiveness": "largest ||grad L(w - eta g) - g|| over eta",
+    "band": "loss-band width (max - min over eta of L(w - eta d), d the probe's direction: g, or the update u)",
+    "predictiveness": "largest ||grad L(w - eta d) - g|| over eta (d: g, or the update u)",
     "beta": "beta_eff",
     "grad-change": "||grad L(w - eta g) - g|| at one eta",
     "ics-l2": "ICS ||G - G'||",

@@ -25,12 +25,13 @@ def scale_label(scale: Mapping[str, Any] | None) -> str:
     if isinstance(scale.get("train_images"), int) and scale.get("protocol") is False:
         parts.append(f"{scale['train_images']:,} training images")
     if isinstance(scale.get("test_images"), int):
-        parts.append(f"{scale['test_images']:,} test images")
+        parts.append(f"{scale['test_images']:,} test {scale.get('test_unit', 'images')}")
     if scale.get("optimizer"):
         protocol = scale.get("protocol_optimizer")
         parts.append(f"{scale['optimizer']} (the protocol's: {protocol})" if protocol else
                      f"{scale['optimizer']} (the paper's: plain SGD)")  # fmt: skip
-    return ("paper protocol: " if scale.get("protocol") else "reduced: ") + ", ".join(parts)
+    protocol = f"{scale.get('protocol_name', 'paper protocol')}: "
+    return (protocol if scale.get("protocol") else "reduced: ") + ", ".join(parts)
 
 
 def half_width_text(claim: Mapping[str, Any]) -> str:

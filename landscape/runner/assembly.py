@@ -7,6 +7,7 @@ every run's config.json keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import itertools
 import platform
@@ -20,9 +21,9 @@ from torch import nn
 
 import landscape
 from landscape import distributed
-from landscape.config import ConfigError, RunConfig, ScheduleConfig
+from landscape.config import ConfigError, RunConfig, ScheduleConfig, is_text
 from landscape.curvature.hessian import check_lanczos_memory
-from landscape.data import check_fits_data
+from landscape.data import check_fits_data, data_root
 from landscape.measure.distributions import PAPER_LAYERS, activation_sites
 from landscape.measure.probes import choose_method
 from landscape.models import build_model
@@ -30,6 +31,7 @@ from landscape.models.noise import rank_noise
 from landscape.paper import catalogue
 from landscape.runner.adapters import HessianHook, ICSHook, LayerInputDistributions, ProbeHook
 from landscape.state import trainable_count
+from landscape.text import vocabulary
 from landscape.training.hooks import DenseEarly, Hook, Scheduled
 
 
@@ -165,16 +167,27 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
     return hooks
 
 
+def with_vocabulary(config: RunConfig, vocabulary: int) -> RunConfig:
+    """``config`` with the text's vocabulary as the model's (and the data's) classes."""
+    model = dataclasses.replace(config.model, num_classes=vocabulary)
+    return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, num_classes=vocabulary))
+
+
 def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
     """The network a run starts from: seeded with the run's seed and built by
     :func:`landscape.models.build_model` (so every variant of an experiment starts
     exactly as its standalone build), with this process's noise seed
     (:func:`rank_noise`), on ``device`` in the run's dtype.
 
+    A text set's model gets the file's vocabulary as its classes (:func:`with_vocabulary`).
+
     Raises:
         ValueError: the model cannot be built, or does not fit the data (checked on
             two examples before any data is loaded).
+        DataError: a text set's file cannot be read.
     """
+    if is_text(config.data.name):
+        config = with_vocabulary(config, len(vocabulary(config.data, data_root(config.data))))
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, noise=rank_noise(config.noise, distributed.rank()))
     model = model.to(device, getattr(torch, config.train.dtype))

@@ -5,7 +5,6 @@ store (mirrored to TensorBoard when asked), and resume from the last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,14 @@ from landscape import distributed
 from landscape.config import RunConfig, is_text
 from landscape.data import load_data
 from landscape.integrations.tensorboard import TensorBoardMirror, summary_writer_class
-from landscape.runner.assembly import build_optimizer, build_run_model, config_hooks, default_run_dir, environment
+from landscape.runner.assembly import (
+    build_optimizer,
+    build_run_model,
+    config_hooks,
+    default_run_dir,
+    environment,
+    with_vocabulary,
+)
 from landscape.runs import RunStore
 from landscape.training import processes
 from landscape.training.checkpoint import load_checkpoint
@@ -27,12 +33,6 @@ from landscape.training.loop import Loop, Progress, TrainResult
 from landscape.training.syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
-
-
-def with_vocabulary(config: RunConfig, vocabulary: int) -> RunConfig:
-    """``config`` with the text's vocabulary as the model's (and the data's) classes."""
-    model = dataclasses.replace(config.model, num_classes=vocabulary)
-    return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, num_classes=vocabulary))
 
 
 def train(
