@@ -13,10 +13,12 @@ import click
 from click.core import ParameterSource
 
 from landscape.config import (
+    ADAM_OPTIMIZERS,
     HESSIAN_STARTS,
     NORMS,
     SEQUENCE_MODELS,
     SEQUENCE_NORMS,
+    TEXT_PREFIX,
     ConfigError,
     HessianConfig,
     NoiseConfig,
@@ -265,8 +267,8 @@ def with_hessian(
             raise ConfigError("--hessian-preconditioned needs --hessian-every N")
         return config
     if preconditioned is None:
-        preconditioned = config.train.optimizer in ("adam", "adamw")
-    elif preconditioned and config.train.optimizer not in ("adam", "adamw"):
+        preconditioned = config.train.optimizer in ADAM_OPTIMIZERS
+    elif preconditioned and config.train.optimizer not in ADAM_OPTIMIZERS:
         raise ConfigError("--hessian-preconditioned reads Adam's state: it needs --optimizer adam or adamw")
     schedule = ScheduleConfig(every=every, dense_until=0)
     hessian = HessianConfig(schedule=schedule, k=k, start=start, preconditioned=preconditioned)
@@ -336,8 +338,9 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
     config = paper_config(o["model"], "train", norm=norm, **model_fields)
     steps, epochs = o["steps"], o["epochs"]
     dataset = o["dataset"] or config.data.name
-    if dataset.startswith("text:") and len(dataset) > 5:  # absolute in config.json: resume and surface anywhere
-        dataset = "text:" + str(Path(dataset[5:]).expanduser().resolve())
+    path = dataset.removeprefix(TEXT_PREFIX)
+    if path and path != dataset:  # text:PATH, absolute in config.json: resume and surface from anywhere
+        dataset = TEXT_PREFIX + str(Path(path).expanduser().resolve())
     if is_text(dataset) and epochs is not None:
         raise ConfigError("--epochs does not apply to text (its blocks are drawn at random): give --steps")
     if steps is None and epochs is None:
@@ -352,13 +355,6 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
         dim=config.model.width,
         block_size=config.model.block_size,
     )
-    if is_text(dataset):  # the model's vocabulary is the file's characters
-        from landscape.data import data_root
-        from landscape.text import vocabulary
-
-        size = len(vocabulary(data, data_root(data)))
-        data = dataclasses.replace(data, num_classes=size)
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=size))
     given = {k: o[k] for k in ("lr", "dtype", "loss_reduction") if o[k] is not None}
     train = dataclasses.replace(
         config.train,
@@ -378,7 +374,10 @@ def build_run_config(kind: str, norm: str | None = None, name: str = "", **o: An
         **given,
     )
     noise = NoiseConfig(seed=o["seed"] if o.get("noise_seed") is None else o["noise_seed"])
-    config = with_measurements(dataclasses.replace(config, data=data, train=train, noise=noise, name=name), kind)
+    from landscape.runner.assembly import fit_vocabulary  # the model's vocabulary: a text file's characters
+
+    config = dataclasses.replace(config, data=data, train=train, noise=noise, name=name)
+    config = with_measurements(fit_vocabulary(config), kind)
     if o["eval_every"] is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=o["eval_every"]))
     return with_hessian(

@@ -50,6 +50,7 @@ DIRECTIONS = ("gradient", "random", "filter", "update")
 # torch.optim.SGD (with --momentum, --dampening, --nesterov), Adam (weight decay coupled:
 # added to the gradient) and AdamW (decoupled: w <- w (1 - lr wd) before the step).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+ADAM_OPTIMIZERS = ("adam", "adamw")  # those with a diagonal preconditioner P (landscape.measure.preconditioner)
 PROBE_METHODS = ("loop", "vmap", "auto")
 # A run's loss surface: Li et al.'s filter-normalized or plain Gaussian directions, or
 # the top Hessian eigenvectors.

@@ -149,7 +149,12 @@ def vocabulary(cfg: DataConfig, root: str) -> str:
     Raises:
         DataError: as :func:`load_text`.
     """
-    return "".join(sorted(set(_read(cfg, root)[1])))
+    return characters(_read(cfg, root)[1])
+
+
+def characters(text: str) -> str:
+    """The vocabulary of ``text``: its distinct characters, sorted (a token's id is its index)."""
+    return "".join(sorted(set(text)))
 
 
 def _split_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
@@ -189,7 +194,7 @@ def load_text(cfg: DataConfig, root: str, device: torch.device | str = "cpu") ->
     path, text = _read(cfg, root)
     t = cfg.block_size
     n_train = _checked_splits(path, len(text), t)
-    vocab = "".join(sorted(set(text)))
+    vocab = characters(text)
     ids = encode(text, vocab)  # (chars,)
     g_train, g_test = _split_generators(cfg.seed)
     train_x, train_y = draw_blocks(ids[:n_train], t, g_train)

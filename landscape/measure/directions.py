@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from landscape.measure.ics import dry_step
+from landscape.measure.preconditioner import check_preconditioner
 from landscape.state import flatten, has_filters
 
 
@@ -80,17 +81,7 @@ def update_direction(
 
 
 def inverse_sqrt(preconditioner: Mapping[str, torch.Tensor], params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """P^{-1/2} flat over ``params`` from the diagonal of P by name (every entry positive)."""
-    missing = [n for n in params if n not in preconditioner]
-    if missing:
-        raise ValueError(f"the preconditioner has no values for {missing[0]!r}")
-    diag = []
-    for name, p in params.items():
-        v = preconditioner[name].detach()
-        if v.shape != p.shape:
-            raise ValueError(f"preconditioner[{name!r}] has shape {tuple(v.shape)}, parameter has {tuple(p.shape)}")
-        diag.append(v.to(device=p.device, dtype=p.dtype))
-    flat = flatten(diag)
-    if not bool(torch.isfinite(flat).all() and (flat > 0).all()):
-        raise ValueError("the preconditioner's entries must be positive and finite")
-    return flat.rsqrt()
+    """P^{-1/2} flat over ``params`` from the diagonal of P by name, checked by
+    :func:`landscape.measure.preconditioner.check_preconditioner` (one line per defect)."""
+    check_preconditioner(preconditioner, params)
+    return flatten([preconditioner[n].detach().to(device=p.device, dtype=p.dtype) for n, p in params.items()]).rsqrt()

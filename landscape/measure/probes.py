@@ -286,21 +286,8 @@ def probe_gradient(
         dot / (norm * g_norm) if norm * g_norm > 0 else math.nan
         for norm, dot in zip(host["point_grad_norm"], host["dot"])
     ]
-    ratios = [
-        diff / (step_size * d_norm) if d_norm > 0 else math.nan
-        for diff, step_size in zip(host["grad_diff"], step_sizes)
-        if step_size > 0
-    ]
-    beta = max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
-    beta_precond = None
-    if scale is not None:
-        (d_norm_p,) = host["d_norm_precond"]
-        ratios_p = [
-            diff / (step_size * d_norm_p) if d_norm_p > 0 else math.nan
-            for diff, step_size in zip(host["grad_diff_precond"], step_sizes)
-            if step_size > 0
-        ]
-        beta_precond = max(ratios_p) if ratios_p and not any(math.isnan(r) for r in ratios_p) else math.nan
+    beta = _beta(host["grad_diff"], step_sizes, d_norm)
+    beta_precond = None if scale is None else _beta(host["grad_diff_precond"], step_sizes, host["d_norm_precond"][0])
     return ProbeResult(
         step_sizes=step_sizes,
         base_loss=host["base_loss"][0],
@@ -315,6 +302,12 @@ def probe_gradient(
         direction=direction,
         beta_precond=beta_precond,
     )
+
+
+def _beta(diffs: Sequence[float], step_sizes: Sequence[float], d_norm: float) -> float:
+    """max over eta > 0 of diff / (eta ||d||); NaN when ||d|| is 0 or a point's diff is NaN."""
+    ratios = [diff / (eta * d_norm) if d_norm > 0 else math.nan for diff, eta in zip(diffs, step_sizes) if eta > 0]
+    return max(ratios) if ratios and not any(math.isnan(r) for r in ratios) else math.nan
 
 
 def _check_arguments(

@@ -52,20 +52,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("layer", "rms", "none")
-PLACEMENTS = ("pre", "post")
+from landscape.config import NORM_PLACEMENTS, SEQUENCE_NORMS
+from landscape.models.noise import make_norm_layer
+
 INIT_STD = 0.02  # GPT-2's
 
 
 def make_norm(norm: str, width: int) -> nn.Module:
-    """``nn.LayerNorm`` ("layer"), ``nn.RMSNorm`` ("rms") or ``nn.Identity`` ("none") over ``width`` features."""
-    if norm == "layer":
-        return nn.LayerNorm(width)
-    if norm == "rms":
-        return nn.RMSNorm(width)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {norm!r} for the GPT; choose from {', '.join(NORMS)}")
+    """The registry's norm over ``width`` features (:func:`make_norm_layer` on vectors:
+    ``nn.LayerNorm`` for "layer", ``nn.RMSNorm`` for "rms"), ``nn.Identity`` for "none"."""
+    if norm not in SEQUENCE_NORMS:
+        raise ValueError(f"unknown norm {norm!r} for the GPT; choose from {', '.join(SEQUENCE_NORMS)}")
+    factory = make_norm_layer(norm, 1)
+    return nn.Identity() if factory is None else factory(width)
 
 
 class CausalSelfAttention(nn.Module):
@@ -158,8 +157,8 @@ class GPT(nn.Module):
         super().__init__()
         if width % heads:
             raise ValueError(f"width ({width}) must be a multiple of heads ({heads})")
-        if placement not in PLACEMENTS:
-            raise ValueError(f"unknown placement {placement!r}; choose from {', '.join(PLACEMENTS)}")
+        if placement not in NORM_PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; choose from {', '.join(NORM_PLACEMENTS)}")
         if min(vocab_size, block_size, layers, heads, width) < 1:
             raise ValueError("vocab_size, block_size, layers, heads and width must be positive")
         if not 0.0 <= dropout < 1.0:

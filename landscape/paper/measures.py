@@ -279,8 +279,7 @@ def beta_over_limit(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
         raise NoVerdict(f"{record.label}: no full-batch stability limit (an lr and SGD, Adam or AdamW)")
     metric = "probe/beta_precond" if "probe/beta_precond" in limit.series else "probe/beta"
     steps, values = _rows(record, metric, lambda v: np.nanmax(v, axis=1))
-    schedule = limits.lr_schedule(record.series)
-    bound = limit.at(limits.lr_at(steps, schedule, limit.lr) if schedule is not None else limit.lr)
+    bound = limits.limit_at_steps(limit, record.series, steps)
     if np.any(bound <= 0):
         raise NoVerdict(f"{record.label}: its limit {limit.formula} is not positive (weight decay above 2/eta)")
     return steps, values / bound
@@ -304,8 +303,7 @@ def precond_over_limit(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
     if limit is None or "hessian/lambda_max_precond" not in limit.series:
         raise NoVerdict(f"{record.label}: not an Adam or AdamW run: no preconditioned sharpness")
     steps, values = _series(record, "hessian/lambda_max_precond")
-    schedule = limits.lr_schedule(record.series)
-    return steps, values / limit.at(limits.lr_at(steps, schedule, limit.lr) if schedule is not None else limit.lr)
+    return steps, values / limits.limit_at_steps(limit, record.series, steps)
 
 
 def _precond_limit(a: RunRecord, b: RunRecord, row: Row) -> Paired:

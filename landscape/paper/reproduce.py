@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from landscape.config import HessianConfig, RunConfig, ScheduleConfig
+from landscape.config import ADAM_OPTIMIZERS, HessianConfig, RunConfig, ScheduleConfig
 from landscape.data import total_steps
 from landscape.paper import catalogue
 from landscape.paper.defaults import paper_config, probe_config, with_measurements
@@ -98,8 +98,9 @@ SECONDS_PER_PASS = {
 }
 
 
-def _paper_base(exp: Experiment, norm: str, kind: str) -> RunConfig:
-    config = paper_config(exp.model, kind, norm=norm)
+def _paper_base(exp: Experiment, kind: str) -> RunConfig:
+    """The protocol's run for ``exp`` (its family's norm: every variant sets its own)."""
+    config = paper_config(exp.model, kind)
     train = config.train
     if exp.epochs is not None:
         train = dataclasses.replace(train, epochs=exp.epochs, steps=None)
@@ -111,24 +112,20 @@ def _paper_base(exp: Experiment, norm: str, kind: str) -> RunConfig:
 def paper_steps(key: str) -> int:
     """The paper's optimizer steps for experiment ``key`` (the scale of its verdicts)."""
     exp = EXPERIMENTS[key]
-    return total_steps(_paper_base(exp, _base_norm(exp), "train"))
+    return total_steps(_paper_base(exp, "train"))
 
 
 def paper_protocol(key: str) -> dict[str, object]:
     """``{"model", "steps", "optimizer", "test_images"}`` of the paper's protocol for
     experiment ``key`` (what a verdict's scale is measured against; the GPT's: its own)."""
     exp = EXPERIMENTS[key]
-    base = _paper_base(exp, _base_norm(exp), "train")
+    base = _paper_base(exp, "train")
     return {
         "model": exp.model,
         "steps": paper_steps(key),
         "optimizer": optimizer_text(dataclasses.asdict(base.train)),
         "test_images": test_images(base.to_dict()),
     }
-
-
-def _base_norm(exp: Experiment) -> str:
-    return "layer" if exp.model == "gpt" else exp.norms[0]
 
 
 def experiment_configs(
@@ -152,7 +149,7 @@ def experiment_configs(
     if key not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {key!r}")
     exp = EXPERIMENTS[key]
-    config = _paper_base(exp, _base_norm(exp), "train")
+    config = _paper_base(exp, "train")
     model, data, train = config.model, config.data, config.train
     if scale == "cpu":
         r = CPU_SCALE[exp.model]
@@ -205,7 +202,7 @@ def _gpt_variant(config: RunConfig, name: str, hessian_every: int | None) -> Run
     hessian = None
     if hessian_every:
         schedule = ScheduleConfig(every=hessian_every, dense_until=0)
-        hessian = HessianConfig(schedule=schedule, preconditioned=train.optimizer in ("adam", "adamw"))
+        hessian = HessianConfig(schedule=schedule, preconditioned=train.optimizer in ADAM_OPTIMIZERS)
     return dataclasses.replace(config, probe=probe, hessian=hessian)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.config import ADAM_OPTIMIZERS
 from landscape.report import limits
 from landscape.runs import CLAIMS, RunStore, StoreError, find_runs
 
@@ -299,7 +300,7 @@ def expected_smoothness_series(record: RunRecord) -> list[str]:
     (``probe/beta_precond`` along the update, ``hessian/lambda_max_precond`` with
     ``hessian.preconditioned``), the sharpness its stability limit bounds
     (:mod:`landscape.report.limits`)."""
-    adam = str(nested_get(record.config, "train", "optimizer") or "sgd").lower() in ("adam", "adamw")
+    adam = str(nested_get(record.config, "train", "optimizer") or "sgd").lower() in ADAM_OPTIMIZERS
     names = expected_probe_series(record)
     along_update = nested_get(record.config, "probe", "direction") == "update"
     names += ["probe/beta_precond"] if names and adam and along_update else []

@@ -202,3 +202,10 @@ def lr_at(steps: np.ndarray, schedule: tuple[np.ndarray, np.ndarray], lr: float)
     changes, values = schedule
     index = np.searchsorted(changes, np.asarray(steps), side="right") - 1
     return np.where(index >= 0, values[np.clip(index, 0, None)], lr)
+
+
+def limit_at_steps(limit: Limit, series: Mapping[str, tuple[np.ndarray, np.ndarray]], steps: np.ndarray) -> np.ndarray:
+    """``limit`` at each of ``steps``, at that step's lr where the run's ``train/lr``
+    varies (:func:`lr_schedule`), else at the configured lr."""
+    schedule = lr_schedule(series)
+    return limit.at(lr_at(steps, schedule, limit.lr) if schedule is not None else limit.lr)

@@ -86,20 +86,20 @@ class ProbeHook:
             curvature=self.curvature,
             reduce=self.reduce,
             optimizer=ctx.optimizer if self.direction == "update" else None,
-            preconditioner=self._preconditioner(ctx) if self.direction == "update" else None,
+            preconditioner=adam_diagonal_of(ctx) if self.direction == "update" else None,
         )
         return result.metrics()
 
-    @staticmethod
-    def _preconditioner(ctx: Context) -> dict[str, torch.Tensor] | None:
-        """Adam's and AdamW's diag(P) over every trainable parameter, for beta_precond
-        along the update; None for other optimizers and before P covers them all (the
-        first step)."""
-        if not isinstance(ctx.optimizer, ADAMS):
-            return None
-        diagonal = adam_preconditioner(ctx.model, ctx.optimizer)
-        trainable = [n for n, p in unwrap(ctx.model).named_parameters() if p.requires_grad]
-        return diagonal if diagonal is not None and all(n in diagonal for n in trainable) else None
+
+def adam_diagonal_of(ctx: Context, adam_only: bool = False) -> dict[str, torch.Tensor] | None:
+    """diag(P) of the run's Adam or AdamW over every trainable parameter, from its state
+    as it stands; None before P covers them all (the first step), and for other
+    optimizers (with ``adam_only``: a ValueError for them)."""
+    if not adam_only and not isinstance(ctx.optimizer, ADAMS):
+        return None
+    diagonal = adam_preconditioner(ctx.model, ctx.optimizer)  # refuses other optimizers
+    trainable = [n for n, p in unwrap(ctx.model).named_parameters() if p.requires_grad]
+    return diagonal if diagonal is not None and all(n in diagonal for n in trainable) else None
 
 
 @dataclass(frozen=True)
@@ -235,9 +235,8 @@ class HessianHook:
         (P^{-1/2} g); before the optimizer's first step (no state: no P) the measurement
         is skipped and ``hessian/precond_skipped`` = 1 records why."""
         c = self.config
-        diagonal = adam_preconditioner(ctx.model, ctx.optimizer)
-        trainable = [n for n, p in unwrap(ctx.model).named_parameters() if p.requires_grad]
-        if diagonal is None or any(n not in diagonal for n in trainable):
+        diagonal = adam_diagonal_of(ctx, adam_only=True)
+        if diagonal is None:
             return {"hessian/precond_skipped": 1.0}
         try:
             eigs = hessian_eigs(

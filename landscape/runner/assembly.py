@@ -21,7 +21,7 @@ from torch import nn
 
 import landscape
 from landscape import distributed
-from landscape.config import ConfigError, RunConfig, ScheduleConfig, is_text
+from landscape.config import ADAM_OPTIMIZERS, ConfigError, RunConfig, ScheduleConfig, is_text
 from landscape.curvature.hessian import check_lanczos_memory
 from landscape.data import check_fits_data, data_root
 from landscape.measure.distributions import PAPER_LAYERS, activation_sites
@@ -160,17 +160,25 @@ def config_hooks(config: RunConfig, model: nn.Module) -> list[Hook]:
             distributed.resolve_device(config.train.device),
             option="the run config's hessian.max_hvps",
         )
-        if h.preconditioned and config.train.optimizer not in ("adam", "adamw"):
+        if h.preconditioned and config.train.optimizer not in ADAM_OPTIMIZERS:
             raise ConfigError("the preconditioned sharpness reads Adam's state: it needs optimizer adam or adamw")
         hessian = HessianHook(h, seed=config.train.seed, reduce=reduce)
         hooks.append(_scheduled(h.schedule, hessian))
     return hooks
 
 
-def with_vocabulary(config: RunConfig, vocabulary: int) -> RunConfig:
-    """``config`` with the text's vocabulary as the model's (and the data's) classes."""
-    model = dataclasses.replace(config.model, num_classes=vocabulary)
-    return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, num_classes=vocabulary))
+def fit_vocabulary(config: RunConfig) -> RunConfig:
+    """``config`` with a text set's vocabulary (its file's characters) as the model's
+    and the data's classes; any other config as it is.
+
+    Raises:
+        DataError: the text file cannot be read.
+    """
+    if not is_text(config.data.name):
+        return config
+    size = len(vocabulary(config.data, data_root(config.data)))
+    model = dataclasses.replace(config.model, num_classes=size)
+    return dataclasses.replace(config, model=model, data=dataclasses.replace(config.data, num_classes=size))
 
 
 def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
@@ -179,15 +187,14 @@ def build_run_model(config: RunConfig, device: torch.device | str = "cpu") -> nn
     exactly as its standalone build), with this process's noise seed
     (:func:`rank_noise`), on ``device`` in the run's dtype.
 
-    A text set's model gets the file's vocabulary as its classes (:func:`with_vocabulary`).
+    A text set's model gets the file's vocabulary as its classes (:func:`fit_vocabulary`).
 
     Raises:
         ValueError: the model cannot be built, or does not fit the data (checked on
             two examples before any data is loaded).
         DataError: a text set's file cannot be read.
     """
-    if is_text(config.data.name):
-        config = with_vocabulary(config, len(vocabulary(config.data, data_root(config.data))))
+    config = fit_vocabulary(config)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, noise=rank_noise(config.noise, distributed.rank()))
     model = model.to(device, getattr(torch, config.train.dtype))

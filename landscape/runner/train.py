@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from landscape import distributed
-from landscape.config import RunConfig, is_text
+from landscape.config import RunConfig
 from landscape.data import load_data
 from landscape.integrations.tensorboard import TensorBoardMirror, summary_writer_class
 from landscape.runner.assembly import (
@@ -23,7 +23,7 @@ from landscape.runner.assembly import (
     config_hooks,
     default_run_dir,
     environment,
-    with_vocabulary,
+    fit_vocabulary,
 )
 from landscape.runs import RunStore
 from landscape.training import processes
@@ -79,16 +79,13 @@ def train(
         config = RunConfig.from_dict(saved)
     assert config is not None
     device = distributed.resolve_device(config.train.device)
-    data = None
-    if is_text(config.data.name):  # the vocabulary is the file's: read it before the model is built
-        data = load_data(config.data, device)
-        config = with_vocabulary(config, data.num_classes)
+    config = fit_vocabulary(config)  # a text set's vocabulary, as config.json keeps it
     model = build_run_model(config, device)
     if init is not None and not resume:
         init(model)
     if ddp and config.train.sync_bn:
         model = convert_sync_batchnorm(model)
-    data = (data or load_data(config.data, device)).to(getattr(torch, config.train.dtype))
+    data = load_data(config.data, device).to(getattr(torch, config.train.dtype))
     for warning in data.warnings:
         if main:
             log.warning(warning)
